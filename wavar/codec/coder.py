@@ -1,0 +1,205 @@
+"""Compiled encode / decode / slot-replay loops over the grammar state machine.
+
+Each loop drives :mod:`wavar.codec.grammar` (the only place that knows the grammar): the encoder
+asks the data which legal symbol describes it, the decoder replays symbols and bisects the
+uncertainty interval of each coefficient, the slot replay records the slot and legal mask before
+every symbol. The ``*_many`` variants run images in parallel threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from wavar.codec import grammar as g
+
+
+@njit(cache=True, nogil=True)
+def _state(lang, immediate, channels, n_coef, n_planes):
+    nb = n_coef // 16
+    mem = np.empty(g.HEADER + channels * (n_coef + nb + 4 * nb + 4 * n_coef), np.int32)
+    g.init_state(mem, lang, immediate, channels, n_coef, n_planes)
+    return mem
+
+
+@njit(cache=True, nogil=True)
+def _descendant_max(mag, channels, n_coef, parent, bottom_up):
+    """Max magnitude over each coefficient's descendants (zero-tree test of the encoder)."""
+    out = np.zeros(channels * n_coef)
+    for ch in range(channels):
+        base = ch * n_coef
+        for i in bottom_up:
+            p = parent[i]
+            if p >= 0:
+                v = max(mag[base + i], out[base + i])
+                if v > out[base + p]:
+                    out[base + p] = v
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _data_symbol(mem, mag, neg, desc_max, m_tilde, scan_index, n_desc, is_ll):
+    """The symbol that describes the data at the cursor (always legal for canonical data)."""
+    k = mem[g.H_PLANE]
+    t = 2.0 ** (m_tilde - 1 - k)
+    kind = mem[g.H_KIND]
+    c_, n = mem[g.H_C], mem[g.H_N]
+    u, q, c = mem[g.H_UNIT], mem[g.H_QUAD], mem[g.H_COEF]
+    b, ch = u // c_, u % c_
+    base = ch * n
+    if kind == g.REFINE:
+        w = t * 0.5 if mem[g.H_IMMEDIATE] else t
+        return g.S_ACC0 + (int(np.floor(mag[base + scan_index[b * 16 + q * 4 + c]] / w)) & 1)
+    if mem[g.H_LANG] == g.ZEROBLOCK:
+        if kind == g.BLOCK:
+            hit = False
+            for j in range(16):
+                if mag[base + scan_index[b * 16 + j]] >= t:
+                    hit = True
+                    break
+            if not hit:
+                return g.S_G4
+            kind = g.QUAD
+        if kind == g.QUAD:
+            hit = False
+            for j in range(4):
+                if mag[base + scan_index[b * 16 + q * 4 + j]] >= t:
+                    hit = True
+                    break
+            if not hit:
+                return g.S_G2
+        idx = base + scan_index[b * 16 + q * 4 + c]
+        if mag[idx] >= t:
+            return g.S_NEG if neg[idx] else g.S_POS
+        return g.S_INS
+    d = scan_index[b * 16 + q * 4 + c]
+    idx = base + d
+    if mag[idx] >= t:
+        return g.S_NEG if neg[idx] else g.S_POS
+    if is_ll[d] or n_desc[d] == 0 or desc_max[idx] >= t:
+        return g.S_INS
+    return g.S_ZTR
+
+
+@njit(cache=True, nogil=True)
+def encode_one(mag, neg, m_tilde, n_planes, lang, immediate, channels, n_coef,
+               scan_index, parent, children, n_desc, is_ll, bottom_up, out):
+    """Encode one coefficient array (flat ``channel * n_coef + i``) into ``out``.
+
+    Returns the number of symbols, or ``-1 - t`` if the grammar refused the encoder's symbol t
+    (an internal error: canonical data is always legal).
+    """
+    mem = _state(lang, immediate, channels, n_coef, n_planes)
+    if lang == g.ZEROTREE:
+        desc_max = _descendant_max(mag, channels, n_coef, parent, bottom_up)
+    else:
+        desc_max = mag[:1]
+    n = 0
+    while mem[g.H_KIND] != g.DONE:
+        sym = _data_symbol(mem, mag, neg, desc_max, m_tilde, scan_index, n_desc, is_ll)
+        r = g.push(mem, sym, scan_index, parent, children, n_desc, is_ll)
+        if r == g.ERR_ILLEGAL:
+            return -1 - n
+        out[n] = sym
+        n += 1
+    return n
+
+
+@njit(cache=True, parallel=True)
+def encode_many(mags, negs, m_tildes, n_planes, lang, immediate, channels, n_coef,
+                scan_index, parent, children, n_desc, is_ll, bottom_up, out, lengths):
+    for i in prange(mags.shape[0]):
+        lengths[i] = encode_one(mags[i], negs[i], m_tildes[i], n_planes[i], lang, immediate,
+                                channels, n_coef, scan_index, parent, children, n_desc, is_ll,
+                                bottom_up, out[i])
+
+
+@njit(cache=True, nogil=True)
+def decode_one(syms, m_tilde, n_planes, lang, immediate, channels, n_coef,
+               scan_index, parent, children, n_desc, is_ll, lo, width, neg):
+    """Replay symbols, bisecting each coefficient's interval [lo, lo + width).
+
+    Returns -1 on success, else the position of the first symbol the grammar refused
+    (or that came after the end of the sequence).
+    """
+    mem = _state(lang, immediate, channels, n_coef, n_planes)
+    for t in range(syms.shape[0]):
+        k = mem[g.H_PLANE]
+        s = syms[t]
+        r = g.push(mem, s, scan_index, parent, children, n_desc, is_ll)
+        if r < g.NO_COEF:
+            return t
+        if r >= 0:
+            if s == g.S_POS or s == g.S_NEG:
+                thr = 2.0 ** (m_tilde - 1 - k)
+                lo[r] = thr
+                width[r] = thr
+                neg[r] = s == g.S_NEG
+            else:
+                width[r] *= 0.5
+                if s == g.S_ACC1:
+                    lo[r] += width[r]
+    return -1
+
+
+@njit(cache=True, parallel=True)
+def decode_many(syms, offsets, m_tildes, n_planes, lang, immediate, channels, n_coef,
+                scan_index, parent, children, n_desc, is_ll, lo, width, neg, errors):
+    for i in prange(offsets.shape[0] - 1):
+        errors[i] = decode_one(syms[offsets[i]:offsets[i + 1]], m_tildes[i], n_planes[i], lang,
+                               immediate, channels, n_coef, scan_index, parent, children, n_desc,
+                               is_ll, lo[i], width[i], neg[i])
+
+
+@njit(cache=True, nogil=True)
+def replay_slots(syms, n_planes, lang, immediate, channels, n_coef, scan_index, parent,
+                 children, n_desc, is_ll, block_slot, quad_slot, coef_slot,
+                 out_int, out_pos, out_legal):
+    """Record (slot, legal symbol mask) before each symbol, then push it.
+
+    Row ``len(syms)`` of the outputs (they have one extra row) holds the slot after the last
+    symbol (kind DONE when the sequence is complete). Returns -1, or the refused position.
+    """
+    mem = _state(lang, immediate, channels, n_coef, n_planes)
+    for t in range(syms.shape[0] + 1):
+        if mem[g.H_KIND] == g.DONE:
+            out_int[t, :] = 0
+            out_int[t, 4] = g.DONE
+            out_pos[t, :] = 0.0
+            out_legal[t] = 0
+        else:
+            g.slot_of(mem, scan_index, block_slot, quad_slot, coef_slot, out_int[t], out_pos[t])
+            out_legal[t] = g.legal_symbols(mem, scan_index, parent, n_desc, is_ll)
+        if t == syms.shape[0]:
+            break
+        if g.push(mem, syms[t], scan_index, parent, children, n_desc, is_ll) < g.NO_COEF:
+            return t
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def random_legal(rng_u, n_planes, lang, immediate, channels, n_coef, scan_index, parent,
+                 children, n_desc, is_ll, out):
+    """Draw a complete legal sequence, each symbol uniform over the legal mask.
+
+    ``rng_u`` supplies uniform numbers in [0, 1) (one per symbol). Returns the length.
+    """
+    mem = _state(lang, immediate, channels, n_coef, n_planes)
+    n = 0
+    while mem[g.H_KIND] != g.DONE:
+        m = g.legal_symbols(mem, scan_index, parent, n_desc, is_ll)
+        count = 0
+        for s in range(8):
+            count += (m >> s) & 1
+        pick = int(rng_u[n] * count)
+        sym = 0
+        for s in range(8):
+            if (m >> s) & 1:
+                if pick == 0:
+                    sym = s
+                    break
+                pick -= 1
+        g.push(mem, sym, scan_index, parent, children, n_desc, is_ll)
+        out[n] = sym
+        n += 1
+    return n

@@ -1,0 +1,368 @@
+"""THE scan/grammar state machine of the wavelet languages (DESIGN.md §1, "Grammar").
+
+This module is the single home of the grammar: the encoder, the decoder, the training data
+(slots and legal masks) and the sampler all step the same state with the same functions.
+
+A state is one int32 array (``mem``) holding a small header (the cursor and obligation flags)
+followed by per-coefficient and per-group flags. The core is numba-compiled and works on one
+state; batched stepping loops over the rows of a 2-D ``mem`` (one row per sequence) inside the
+compiled code, so a step of B sequences costs one call.
+
+Internal symbols are shared by both languages; each language maps its own token ids onto them
+(see :mod:`wavar.codec.tokens`).
+
+Obligations that make every legal sequence the canonical code of some coefficient array:
+
+* a block that breaks at a plane contains a newly significant coefficient, so after three
+  ``Group2x2`` quads the fourth quad cannot be a ``Group2x2``; likewise a quad that breaks cannot
+  end with a fourth ``Insignificant``;
+* the first plane contains a significant coefficient (``m~ = floor(log2 max|a|) + 1``), so its
+  last block cannot be a ``Group4x4`` while none was found;
+* zero-tree: an ``Insignificant`` detail coefficient whose descendants are all insignificant
+  asserts that one of them becomes significant in this plane; the state counts the candidates
+  still open and forbids the tokens that would leave none.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# node kinds (the `kind` field of a slot)
+BLOCK, QUAD, COEF, REFINE, DONE = 0, 1, 2, 3, 4
+KIND_NAMES = ("block4x4", "quad2x2", "coefficient", "refinement", "done")
+
+# internal symbols
+S_G4, S_G2, S_INS, S_POS, S_NEG, S_ACC0, S_ACC1, S_ZTR = 0, 1, 2, 3, 4, 5, 6, 7
+
+# languages
+ZEROBLOCK, ZEROTREE = 0, 1
+
+# header layout of a state
+H_PLANE, H_UNIT, H_QUAD, H_COEF, H_KIND, H_NPLANES, H_FLAGS, H_PCAND, H_NTOK = range(9)
+H_LANG, H_IMMEDIATE, H_C, H_N, H_NB = 9, 10, 11, 12, 13
+HEADER = 16
+# flag bits
+F_BLKNEW, F_QUADNEW, F_PENDING, F_PLANENEED = 1, 2, 4, 8
+
+# push() results below zero
+ERR_ILLEGAL, ERR_DONE, NO_COEF = -2, -3, -1
+
+
+def state_size(channels: int, n_coef: int) -> int:
+    """Length of the int32 array holding one state."""
+    nb = n_coef // 16
+    # sig | block broken | quad broken | zero-tree: sigdesc, need, cand, pruned
+    return HEADER + channels * (n_coef + nb + 4 * nb + 4 * n_coef)
+
+
+@njit(cache=True, nogil=True)
+def _offsets(mem):
+    c, n, nb = mem[H_C], mem[H_N], mem[H_NB]
+    o_sig = HEADER
+    o_bb = o_sig + c * n
+    o_qb = o_bb + c * nb
+    o_sd = o_qb + c * nb * 4
+    o_need = o_sd + c * n
+    o_cand = o_need + c * n
+    o_pr = o_cand + c * n
+    return o_sig, o_bb, o_qb, o_sd, o_need, o_cand, o_pr
+
+
+@njit(cache=True, nogil=True)
+def init_state(mem, lang, immediate, channels, n_coef, n_planes):
+    """Reset ``mem`` to the start of a sequence with ``n_planes`` bit-planes."""
+    mem[:] = 0
+    mem[H_LANG] = lang
+    mem[H_IMMEDIATE] = immediate
+    mem[H_C] = channels
+    mem[H_N] = n_coef
+    mem[H_NB] = n_coef // 16
+    mem[H_NPLANES] = n_planes
+    if n_planes > 0:
+        mem[H_FLAGS] = F_PLANENEED
+        mem[H_PCAND] = channels * n_coef
+        mem[H_KIND] = BLOCK if lang == ZEROBLOCK else COEF
+    else:
+        mem[H_KIND] = DONE
+
+
+@njit(cache=True, nogil=True)
+def _land(mem, scan_index):
+    """Set the node kind at the cursor (zero-tree: first skip pruned coefficients)."""
+    o_sig, o_bb, o_qb, o_sd, o_need, o_cand, o_pr = _offsets(mem)
+    c_, n = mem[H_C], mem[H_N]
+    nb = n // 16
+    u_count = nb * c_
+    while True:
+        k, u, q, c = mem[H_PLANE], mem[H_UNIT], mem[H_QUAD], mem[H_COEF]
+        if k >= mem[H_NPLANES]:
+            mem[H_KIND] = DONE
+            return
+        b, ch = u // c_, u % c_
+        p = b * 16 + q * 4 + c
+        idx = ch * n + scan_index[p]
+        if mem[H_LANG] == ZEROBLOCK:
+            if q == 0 and c == 0 and mem[o_bb + ch * nb + b] == 0:
+                mem[H_KIND] = BLOCK
+            elif c == 0 and mem[o_qb + (ch * nb + b) * 4 + q] == 0:
+                mem[H_KIND] = QUAD
+            elif mem[o_sig + idx]:
+                mem[H_KIND] = REFINE
+            else:
+                mem[H_KIND] = COEF
+            return
+        if mem[o_pr + idx] != k + 1:
+            mem[H_KIND] = REFINE if mem[o_sig + idx] else COEF
+            return
+        # pruned by a zero-tree root of this plane: step to the next coefficient
+        c += 1
+        if c == 4:
+            c = 0
+            q += 1
+            if q == 4:
+                q = 0
+                u += 1
+                if u == u_count:
+                    u = 0
+                    k += 1
+        mem[H_PLANE], mem[H_UNIT], mem[H_QUAD], mem[H_COEF] = k, u, q, c
+
+
+@njit(cache=True, nogil=True)
+def _advance(mem, level, scan_index):
+    """Move the cursor past the current coefficient (level 2), quad (1) or unit (0)."""
+    c_, n = mem[H_C], mem[H_N]
+    u_count = (n // 16) * c_
+    if level == 2:
+        mem[H_COEF] += 1
+        if mem[H_COEF] < 4:
+            _land(mem, scan_index)
+            return
+        level = 1
+    if level == 1:
+        mem[H_COEF] = 0
+        mem[H_QUAD] += 1
+        mem[H_FLAGS] &= ~F_QUADNEW
+        if mem[H_QUAD] < 4:
+            _land(mem, scan_index)
+            return
+    mem[H_COEF] = 0
+    mem[H_QUAD] = 0
+    mem[H_FLAGS] &= ~(F_QUADNEW | F_BLKNEW)
+    mem[H_UNIT] += 1
+    if mem[H_UNIT] == u_count:
+        mem[H_UNIT] = 0
+        mem[H_PLANE] += 1
+        mem[H_FLAGS] &= ~F_PLANENEED
+    _land(mem, scan_index)
+
+
+@njit(cache=True, nogil=True)
+def legal_symbols(mem, scan_index, parent, n_desc, is_ll):
+    """Bitmask (over internal symbols) of the symbols legal at the cursor; 0 when done."""
+    kind = mem[H_KIND]
+    if kind == DONE:
+        return 0
+    if kind == REFINE:
+        return (1 << S_ACC0) | (1 << S_ACC1)
+    flags = mem[H_FLAGS]
+    sig_bits = (1 << S_POS) | (1 << S_NEG)
+    c_, n = mem[H_C], mem[H_N]
+    nb = n // 16
+    u, q, c = mem[H_UNIT], mem[H_QUAD], mem[H_COEF]
+    if mem[H_LANG] == ZEROBLOCK:
+        if kind == BLOCK:
+            m = (1 << S_G4) | (1 << S_G2) | (1 << S_INS) | sig_bits
+            if flags & F_PLANENEED and u == nb * c_ - 1:
+                m &= ~(1 << S_G4)
+            return m
+        if kind == QUAD:
+            m = (1 << S_G2) | (1 << S_INS) | sig_bits
+            if flags & F_BLKNEW and q == 3:
+                m &= ~(1 << S_G2)
+            return m
+        m = (1 << S_INS) | sig_bits
+        if flags & F_QUADNEW and c == 3:
+            m &= ~(1 << S_INS)
+        return m
+    # zero-tree, an insignificant coefficient
+    o_sig, o_bb, o_qb, o_sd, o_need, o_cand, o_pr = _offsets(mem)
+    b, ch = u // c_, u % c_
+    d = scan_index[b * 16 + q * 4 + c]
+    base = ch * n
+    m = (1 << S_INS) | sig_bits
+    leaf = n_desc[d] == 0
+    if not is_ll[d] and not leaf and mem[o_sd + base + d] == 0:
+        m |= 1 << S_ZTR
+    open_below = n_desc[d] - mem[o_sd + base + d]
+    stamp = mem[H_PLANE] + 1
+    a = parent[d]
+    while a >= 0:
+        if mem[o_need + base + a] == stamp:
+            cand = mem[o_cand + base + a]
+            if cand == 1:
+                m &= sig_bits
+            elif cand == 1 + open_below:
+                m &= ~(1 << S_ZTR)
+        a = parent[a]
+    if flags & F_PLANENEED:
+        cand = mem[H_PCAND]
+        if cand == 1:
+            m &= sig_bits
+        elif cand == 1 + open_below:
+            m &= ~(1 << S_ZTR)
+    return m
+
+
+@njit(cache=True, nogil=True)
+def push(mem, sym, scan_index, parent, children, n_desc, is_ll):
+    """Consume one symbol.
+
+    Returns the flat index ``channel * n_coef + i`` of the coefficient the symbol speaks of
+    (significance or refinement), ``NO_COEF`` for a group/zero-tree/insignificance symbol,
+    ``ERR_ILLEGAL`` if the symbol is not legal here (state unchanged), ``ERR_DONE`` if the
+    sequence is already complete.
+    """
+    kind = mem[H_KIND]
+    if kind == DONE:
+        return ERR_DONE
+    if not (legal_symbols(mem, scan_index, parent, n_desc, is_ll) >> sym) & 1:
+        return ERR_ILLEGAL
+    o_sig, o_bb, o_qb, o_sd, o_need, o_cand, o_pr = _offsets(mem)
+    c_, n = mem[H_C], mem[H_N]
+    nb = n // 16
+    u, q, c = mem[H_UNIT], mem[H_QUAD], mem[H_COEF]
+    b, ch = u // c_, u % c_
+    mem[H_NTOK] += 1
+    if kind == REFINE:
+        mem[H_FLAGS] &= ~F_PENDING
+        idx = ch * n + scan_index[b * 16 + q * 4 + c]
+        _advance(mem, 2, scan_index)
+        return idx
+    if mem[H_LANG] == ZEROBLOCK:
+        if kind == BLOCK:
+            if sym == S_G4:
+                _advance(mem, 0, scan_index)
+                return NO_COEF
+            mem[o_bb + ch * nb + b] = 1
+            mem[H_FLAGS] |= F_BLKNEW
+            kind = QUAD
+        if kind == QUAD:
+            if sym == S_G2:
+                _advance(mem, 1, scan_index)
+                return NO_COEF
+            mem[o_qb + (ch * nb + b) * 4 + q] = 1
+            mem[H_FLAGS] = (mem[H_FLAGS] | F_QUADNEW) & ~F_BLKNEW
+        idx = ch * n + scan_index[b * 16 + q * 4 + c]
+        if sym == S_INS:
+            _advance(mem, 2, scan_index)
+            return NO_COEF
+        mem[o_sig + idx] = 1
+        mem[H_FLAGS] &= ~(F_QUADNEW | F_PLANENEED)
+        if mem[H_IMMEDIATE]:
+            mem[H_FLAGS] |= F_PENDING
+            mem[H_KIND] = REFINE
+        else:
+            _advance(mem, 2, scan_index)
+        return idx
+    # zero-tree
+    d = scan_index[b * 16 + q * 4 + c]
+    base = ch * n
+    stamp = mem[H_PLANE] + 1
+    removed = 1 + (n_desc[d] if sym == S_ZTR else 0)
+    a = parent[d]
+    while a >= 0:
+        if mem[o_need + base + a] == stamp:
+            mem[o_cand + base + a] -= removed
+        a = parent[a]
+    if mem[H_FLAGS] & F_PLANENEED:
+        mem[H_PCAND] -= removed
+    if sym == S_POS or sym == S_NEG:
+        mem[o_sig + base + d] = 1
+        a = parent[d]
+        while a >= 0:
+            mem[o_sd + base + a] += 1
+            mem[o_need + base + a] = 0
+            a = parent[a]
+        mem[H_FLAGS] &= ~F_PLANENEED
+        if mem[H_IMMEDIATE]:
+            mem[H_FLAGS] |= F_PENDING
+            mem[H_KIND] = REFINE
+        else:
+            _advance(mem, 2, scan_index)
+        return base + d
+    if sym == S_ZTR:
+        # mark the whole subtree pruned for this plane (iterative DFS)
+        stack = np.empty(n, np.int32)
+        top = 0
+        for j in range(4):
+            if children[d, j] >= 0:
+                stack[top] = children[d, j]
+                top += 1
+        while top > 0:
+            top -= 1
+            x = stack[top]
+            mem[o_pr + base + x] = stamp
+            for j in range(4):
+                if children[x, j] >= 0:
+                    stack[top] = children[x, j]
+                    top += 1
+    elif not is_ll[d] and n_desc[d] > 0 and mem[o_sd + base + d] == 0:
+        mem[o_need + base + d] = stamp
+        mem[o_cand + base + d] = n_desc[d]
+    _advance(mem, 2, scan_index)
+    return NO_COEF
+
+
+@njit(cache=True, nogil=True)
+def slot_of(mem, scan_index, block_slot, quad_slot, coef_slot, out_int, out_pos):
+    """Write the slot at the cursor: out_int = (plane, channel, level, orientation, kind)."""
+    kind = mem[H_KIND]
+    c_ = mem[H_C]
+    u, q, c = mem[H_UNIT], mem[H_QUAD], mem[H_COEF]
+    b, ch = u // c_, u % c_
+    if kind == BLOCK:
+        row = block_slot[b]
+    elif kind == QUAD:
+        row = quad_slot[b * 4 + q]
+    else:
+        row = coef_slot[b * 16 + q * 4 + c]
+    out_int[0] = mem[H_PLANE]
+    out_int[1] = ch
+    out_int[2] = int(row[0])
+    out_int[3] = int(row[1])
+    out_int[4] = kind
+    out_pos[0] = row[2]
+    out_pos[1] = row[3]
+
+
+# ---------------------------------------------------------------------------------------------
+# batched stepping: one row of `mems` per sequence
+
+
+@njit(cache=True, nogil=True)
+def batch_legal(mems, scan_index, parent, n_desc, is_ll, out):
+    for i in range(mems.shape[0]):
+        out[i] = legal_symbols(mems[i], scan_index, parent, n_desc, is_ll)
+
+
+@njit(cache=True, nogil=True)
+def batch_push(mems, syms, scan_index, parent, children, n_desc, is_ll, out):
+    """Push ``syms[i]`` into row i; a negative symbol leaves that row alone (finished)."""
+    for i in range(mems.shape[0]):
+        if syms[i] < 0:
+            out[i] = ERR_DONE
+        else:
+            out[i] = push(mems[i], syms[i], scan_index, parent, children, n_desc, is_ll)
+
+
+@njit(cache=True, nogil=True)
+def batch_slots(mems, scan_index, block_slot, quad_slot, coef_slot, out_int, out_pos):
+    for i in range(mems.shape[0]):
+        if mems[i, H_KIND] == DONE:
+            out_int[i, :] = 0
+            out_int[i, 4] = DONE
+            out_pos[i, :] = 0.0
+        else:
+            slot_of(mems[i], scan_index, block_slot, quad_slot, coef_slot, out_int[i], out_pos[i])
