@@ -23,6 +23,15 @@ def _state(lang, immediate, channels, n_coef, n_planes):
 
 
 @njit(cache=True, nogil=True)
+def _thresholds(m_tilde, n_planes):
+    """Threshold of each bit-plane: 2**(m~ - 1 - k)."""
+    out = np.empty(max(n_planes, 1))
+    for k in range(n_planes):
+        out[k] = 2.0 ** (m_tilde - 1 - k)
+    return out
+
+
+@njit(cache=True, nogil=True)
 def _descendant_max(mag, channels, n_coef, parent, bottom_up):
     """Max magnitude over each coefficient's descendants (zero-tree test of the encoder)."""
     out = np.zeros(channels * n_coef)
@@ -38,18 +47,15 @@ def _descendant_max(mag, channels, n_coef, parent, bottom_up):
 
 
 @njit(cache=True, nogil=True)
-def _data_symbol(mem, mag, neg, desc_max, m_tilde, scan_index, n_desc, is_ll):
+def _data_symbol(mem, mag, neg, desc_max, thresholds, scan_index, n_desc, is_ll):
     """The symbol that describes the data at the cursor (always legal for canonical data)."""
-    k = mem[g.H_PLANE]
-    t = 2.0 ** (m_tilde - 1 - k)
+    t = thresholds[mem[g.H_PLANE]]
     kind = mem[g.H_KIND]
-    c_, n = mem[g.H_C], mem[g.H_N]
-    u, q, c = mem[g.H_UNIT], mem[g.H_QUAD], mem[g.H_COEF]
-    b, ch = u // c_, u % c_
-    base = ch * n
+    b, ch, q, c = mem[g.H_BLOCK], mem[g.H_CH], mem[g.H_QUAD], mem[g.H_COEF]
+    base = ch * mem[g.H_N]
     if kind == g.REFINE:
         w = t * 0.5 if mem[g.H_IMMEDIATE] else t
-        return g.S_ACC0 + (int(np.floor(mag[base + scan_index[b * 16 + q * 4 + c]] / w)) & 1)
+        return g.S_ACC0 + (int(mag[base + scan_index[b * 16 + q * 4 + c]] / w) & 1)
     if mem[g.H_LANG] == g.ZEROBLOCK:
         if kind == g.BLOCK:
             hit = False
@@ -94,9 +100,10 @@ def encode_one(mag, neg, m_tilde, n_planes, lang, immediate, channels, n_coef,
         desc_max = _descendant_max(mag, channels, n_coef, parent, bottom_up)
     else:
         desc_max = mag[:1]
+    thresholds = _thresholds(m_tilde, n_planes)
     n = 0
     while mem[g.H_KIND] != g.DONE:
-        sym = _data_symbol(mem, mag, neg, desc_max, m_tilde, scan_index, n_desc, is_ll)
+        sym = _data_symbol(mem, mag, neg, desc_max, thresholds, scan_index, n_desc, is_ll)
         r = g.push(mem, sym, scan_index, parent, children, n_desc, is_ll)
         if r == g.ERR_ILLEGAL:
             return -1 - n
@@ -123,6 +130,7 @@ def decode_one(syms, m_tilde, n_planes, lang, immediate, channels, n_coef,
     (or that came after the end of the sequence).
     """
     mem = _state(lang, immediate, channels, n_coef, n_planes)
+    thresholds = _thresholds(m_tilde, n_planes)
     for t in range(syms.shape[0]):
         k = mem[g.H_PLANE]
         s = syms[t]
@@ -131,7 +139,7 @@ def decode_one(syms, m_tilde, n_planes, lang, immediate, channels, n_coef,
             return t
         if r >= 0:
             if s == g.S_POS or s == g.S_NEG:
-                thr = 2.0 ** (m_tilde - 1 - k)
+                thr = thresholds[k]
                 lo[r] = thr
                 width[r] = thr
                 neg[r] = s == g.S_NEG

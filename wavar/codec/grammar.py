@@ -39,8 +39,9 @@ S_G4, S_G2, S_INS, S_POS, S_NEG, S_ACC0, S_ACC1, S_ZTR = 0, 1, 2, 3, 4, 5, 6, 7
 ZEROBLOCK, ZEROTREE = 0, 1
 
 # header layout of a state
-H_PLANE, H_UNIT, H_QUAD, H_COEF, H_KIND, H_NPLANES, H_FLAGS, H_PCAND, H_NTOK = range(9)
-H_LANG, H_IMMEDIATE, H_C, H_N, H_NB = 9, 10, 11, 12, 13
+# the cursor is (plane, block, channel, quad, coef): units go block-major, channel-minor
+H_PLANE, H_BLOCK, H_CH, H_QUAD, H_COEF, H_KIND, H_NPLANES, H_FLAGS, H_PCAND = range(9)
+H_NTOK, H_LANG, H_IMMEDIATE, H_C, H_N, H_NB = 9, 10, 11, 12, 13, 14
 HEADER = 16
 # flag bits
 F_BLKNEW, F_QUADNEW, F_PENDING, F_PLANENEED = 1, 2, 4, 8
@@ -56,7 +57,7 @@ def state_size(channels: int, n_coef: int) -> int:
     return HEADER + channels * (n_coef + nb + 4 * nb + 4 * n_coef)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline='always')
 def _offsets(mem):
     c, n, nb = mem[H_C], mem[H_N], mem[H_NB]
     o_sig = HEADER
@@ -87,21 +88,17 @@ def init_state(mem, lang, immediate, channels, n_coef, n_planes):
         mem[H_KIND] = DONE
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline='always')
 def _land(mem, scan_index):
     """Set the node kind at the cursor (zero-tree: first skip pruned coefficients)."""
     o_sig, o_bb, o_qb, o_sd, o_need, o_cand, o_pr = _offsets(mem)
-    c_, n = mem[H_C], mem[H_N]
-    nb = n // 16
-    u_count = nb * c_
+    c_, n, nb = mem[H_C], mem[H_N], mem[H_NB]
     while True:
-        k, u, q, c = mem[H_PLANE], mem[H_UNIT], mem[H_QUAD], mem[H_COEF]
+        k, b, ch, q, c = mem[H_PLANE], mem[H_BLOCK], mem[H_CH], mem[H_QUAD], mem[H_COEF]
         if k >= mem[H_NPLANES]:
             mem[H_KIND] = DONE
             return
-        b, ch = u // c_, u % c_
-        p = b * 16 + q * 4 + c
-        idx = ch * n + scan_index[p]
+        idx = ch * n + scan_index[b * 16 + q * 4 + c]
         if mem[H_LANG] == ZEROBLOCK:
             if q == 0 and c == 0 and mem[o_bb + ch * nb + b] == 0:
                 mem[H_KIND] = BLOCK
@@ -122,18 +119,19 @@ def _land(mem, scan_index):
             q += 1
             if q == 4:
                 q = 0
-                u += 1
-                if u == u_count:
-                    u = 0
-                    k += 1
-        mem[H_PLANE], mem[H_UNIT], mem[H_QUAD], mem[H_COEF] = k, u, q, c
+                ch += 1
+                if ch == c_:
+                    ch = 0
+                    b += 1
+                    if b == nb:
+                        b = 0
+                        k += 1
+        mem[H_PLANE], mem[H_BLOCK], mem[H_CH], mem[H_QUAD], mem[H_COEF] = k, b, ch, q, c
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline='always')
 def _advance(mem, level, scan_index):
     """Move the cursor past the current coefficient (level 2), quad (1) or unit (0)."""
-    c_, n = mem[H_C], mem[H_N]
-    u_count = (n // 16) * c_
     if level == 2:
         mem[H_COEF] += 1
         if mem[H_COEF] < 4:
@@ -150,15 +148,18 @@ def _advance(mem, level, scan_index):
     mem[H_COEF] = 0
     mem[H_QUAD] = 0
     mem[H_FLAGS] &= ~(F_QUADNEW | F_BLKNEW)
-    mem[H_UNIT] += 1
-    if mem[H_UNIT] == u_count:
-        mem[H_UNIT] = 0
-        mem[H_PLANE] += 1
-        mem[H_FLAGS] &= ~F_PLANENEED
+    mem[H_CH] += 1
+    if mem[H_CH] == mem[H_C]:
+        mem[H_CH] = 0
+        mem[H_BLOCK] += 1
+        if mem[H_BLOCK] == mem[H_NB]:
+            mem[H_BLOCK] = 0
+            mem[H_PLANE] += 1
+            mem[H_FLAGS] &= ~F_PLANENEED
     _land(mem, scan_index)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline='always')
 def legal_symbols(mem, scan_index, parent, n_desc, is_ll):
     """Bitmask (over internal symbols) of the symbols legal at the cursor; 0 when done."""
     kind = mem[H_KIND]
@@ -168,13 +169,12 @@ def legal_symbols(mem, scan_index, parent, n_desc, is_ll):
         return (1 << S_ACC0) | (1 << S_ACC1)
     flags = mem[H_FLAGS]
     sig_bits = (1 << S_POS) | (1 << S_NEG)
-    c_, n = mem[H_C], mem[H_N]
-    nb = n // 16
-    u, q, c = mem[H_UNIT], mem[H_QUAD], mem[H_COEF]
+    n = mem[H_N]
+    b, ch, q, c = mem[H_BLOCK], mem[H_CH], mem[H_QUAD], mem[H_COEF]
     if mem[H_LANG] == ZEROBLOCK:
         if kind == BLOCK:
             m = (1 << S_G4) | (1 << S_G2) | (1 << S_INS) | sig_bits
-            if flags & F_PLANENEED and u == nb * c_ - 1:
+            if flags & F_PLANENEED and b == mem[H_NB] - 1 and ch == mem[H_C] - 1:
                 m &= ~(1 << S_G4)
             return m
         if kind == QUAD:
@@ -188,7 +188,6 @@ def legal_symbols(mem, scan_index, parent, n_desc, is_ll):
         return m
     # zero-tree, an insignificant coefficient
     o_sig, o_bb, o_qb, o_sd, o_need, o_cand, o_pr = _offsets(mem)
-    b, ch = u // c_, u % c_
     d = scan_index[b * 16 + q * 4 + c]
     base = ch * n
     m = (1 << S_INS) | sig_bits
@@ -225,21 +224,23 @@ def push(mem, sym, scan_index, parent, children, n_desc, is_ll):
     sequence is already complete.
     """
     kind = mem[H_KIND]
+    n = mem[H_N]
+    b, ch, q, c = mem[H_BLOCK], mem[H_CH], mem[H_QUAD], mem[H_COEF]
+    if kind == REFINE:  # the most frequent node: a fast path
+        if sym != S_ACC0 and sym != S_ACC1:
+            return ERR_ILLEGAL
+        mem[H_NTOK] += 1
+        mem[H_FLAGS] &= ~F_PENDING
+        idx = ch * n + scan_index[b * 16 + q * 4 + c]
+        _advance(mem, 2, scan_index)
+        return idx
     if kind == DONE:
         return ERR_DONE
     if not (legal_symbols(mem, scan_index, parent, n_desc, is_ll) >> sym) & 1:
         return ERR_ILLEGAL
     o_sig, o_bb, o_qb, o_sd, o_need, o_cand, o_pr = _offsets(mem)
-    c_, n = mem[H_C], mem[H_N]
-    nb = n // 16
-    u, q, c = mem[H_UNIT], mem[H_QUAD], mem[H_COEF]
-    b, ch = u // c_, u % c_
+    nb = mem[H_NB]
     mem[H_NTOK] += 1
-    if kind == REFINE:
-        mem[H_FLAGS] &= ~F_PENDING
-        idx = ch * n + scan_index[b * 16 + q * 4 + c]
-        _advance(mem, 2, scan_index)
-        return idx
     if mem[H_LANG] == ZEROBLOCK:
         if kind == BLOCK:
             if sym == S_G4:
@@ -319,9 +320,7 @@ def push(mem, sym, scan_index, parent, children, n_desc, is_ll):
 def slot_of(mem, scan_index, block_slot, quad_slot, coef_slot, out_int, out_pos):
     """Write the slot at the cursor: out_int = (plane, channel, level, orientation, kind)."""
     kind = mem[H_KIND]
-    c_ = mem[H_C]
-    u, q, c = mem[H_UNIT], mem[H_QUAD], mem[H_COEF]
-    b, ch = u // c_, u % c_
+    b, ch, q, c = mem[H_BLOCK], mem[H_CH], mem[H_QUAD], mem[H_COEF]
     if kind == BLOCK:
         row = block_slot[b]
     elif kind == QUAD:
