@@ -319,7 +319,11 @@ class WaveletCodec:
         """Encode a batch of coefficient arrays (N, C, M, M) (as from :meth:`coefficients`)."""
         n, c, side, _ = coefs.shape
         geo = self.geometry(height, width)
-        mt = self.m_tilde(coefs) if m_tilde is None else np.asarray(m_tilde, np.int64)
+        mt = self.m_tilde(coefs)
+        if m_tilde is not None and not np.array_equal(np.asarray(m_tilde, np.int64), mt):
+            # a larger m~ would start with an all-insignificant plane and a smaller one could
+            # not code the peak: neither is a sequence of the language
+            raise ValueError(f"m_tilde must be floor(log2 max|a|) + 1 per image: {mt.tolist()}")
         n_planes = np.maximum(mt - self.final_exponent, 0).astype(np.int64)
         flat = coefs.reshape(n, c * side * side)
         mags = np.abs(flat).astype(np.float64)
@@ -357,12 +361,15 @@ class WaveletCodec:
         return self._sym_of_tok[toks.astype(np.int64)]
 
     def decode_coefficients(
-        self, seqs: Sequence[CodedImage], n_tokens: int | None = None
-    ) -> np.ndarray:
+        self, seqs: Sequence[CodedImage], n_tokens: int | None = None,
+        return_width: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Coefficient estimates (N, C, M, M) of same-shape sequences (prefixes if n_tokens).
 
         Each coefficient sits at the midpoint of its uncertainty interval (for integer
-        coefficients, the midpoint of the integers in it), 0 while insignificant.
+        coefficients, the midpoint of the integers in it), 0 while insignificant. With
+        ``return_width`` also the width of each significant coefficient's magnitude interval
+        (0 for coefficients not yet significant).
         """
         h0 = seqs[0].header
         for s in seqs:
@@ -395,7 +402,10 @@ class WaveletCodec:
             mag = np.where(width > 0, lo + np.maximum(width - 1, 0) / 2, 0.0)
         else:
             mag = np.where(width > 0, lo + width / 2, 0.0)
-        return np.where(neg, -mag, mag).reshape(n, c, side, side)
+        est = np.where(neg, -mag, mag).reshape(n, c, side, side)
+        if return_width:
+            return est, width.reshape(n, c, side, side)
+        return est
 
     def _raise_stream_error(self, syms, pos: int, header: Header, geo: Geometry) -> None:
         state = ScanState(self, header)

@@ -172,6 +172,7 @@ def replay_slots(syms, n_planes, lang, immediate, channels, n_coef, scan_index, 
     for t in range(syms.shape[0] + 1):
         if mem[g.H_KIND] == g.DONE:
             out_int[t, :] = 0
+            out_int[t, 0] = mem[g.H_PLANE]  # = n_planes: after the last plane
             out_int[t, 4] = g.DONE
             out_pos[t, :] = 0.0
             out_legal[t] = 0

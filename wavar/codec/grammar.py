@@ -361,6 +361,7 @@ def batch_slots(mems, scan_index, block_slot, quad_slot, coef_slot, out_int, out
     for i in range(mems.shape[0]):
         if mems[i, H_KIND] == DONE:
             out_int[i, :] = 0
+            out_int[i, 0] = mems[i, H_PLANE]
             out_int[i, 4] = DONE
             out_pos[i, :] = 0.0
         else:

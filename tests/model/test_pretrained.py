@@ -1,0 +1,77 @@
+"""save_pretrained / from_pretrained: round trip, corrupted files, zoo fallback."""
+
+import json
+import sys
+import types
+
+import pytest
+import torch
+
+from wavar.errors import CheckpointError
+from wavar.model.transformer import WaveletGPT, config_from_preset
+
+
+def make_model() -> WaveletGPT:
+    torch.manual_seed(0)
+    cfg = config_from_preset("tiny", max_seq_len=32, codec={"wavelet": "bior4.4", "levels": 4})
+    model = WaveletGPT(cfg)
+    torch.nn.init.normal_(model.head.weight, std=0.5)
+    return model.eval()
+
+
+def batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    B, T = 2, 16
+    return dict(tokens=torch.randint(0, 7, (B, T), generator=g),
+                slots=torch.randint(0, 3, (B, T, 5), generator=g),
+                pos=torch.rand(B, T, 2, generator=g), m_tilde=torch.tensor([3, -2]),
+                label=torch.tensor([1, 7]), valid=torch.ones(B, T, dtype=torch.bool))
+
+
+def test_round_trip_gives_identical_logits(tmp_path):
+    model = make_model()
+    model.save_pretrained(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["codec"] == {"wavelet": "bior4.4", "levels": 4}
+    loaded = WaveletGPT.from_pretrained(tmp_path / "m")
+    assert loaded.config == model.config and not loaded.training
+    torch.testing.assert_close(loaded(batch()), model(batch()), rtol=0, atol=0)
+    again = WaveletGPT.from_pretrained(str(tmp_path / "m" / "model.safetensors"))
+    torch.testing.assert_close(again(batch()), model(batch()), rtol=0, atol=0)
+
+
+def test_truncated_weights_raise_checkpoint_error(tmp_path):
+    make_model().save_pretrained(tmp_path)
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        WaveletGPT.from_pretrained(tmp_path)
+
+
+def test_missing_or_bad_files_raise_checkpoint_error(tmp_path):
+    make_model().save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"n_layers": 2}')
+    with pytest.raises(CheckpointError, match="not a valid model config"):
+        WaveletGPT.from_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        WaveletGPT.from_pretrained(tmp_path)
+
+
+def test_weights_that_do_not_fit_the_config_raise(tmp_path):
+    make_model().save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["n_layer"] = 3
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        WaveletGPT.from_pretrained(tmp_path)
+
+
+def test_a_name_goes_to_the_zoo(tmp_path, monkeypatch):
+    make_model().save_pretrained(tmp_path / "weights")
+    zoo = types.ModuleType("wavar.zoo")
+    monkeypatch.setitem(sys.modules, "wavar.zoo", zoo)
+    with pytest.raises(CheckpointError, match="model zoo is unavailable"):
+        WaveletGPT.from_pretrained("mnist-small")
+    zoo.resolve = lambda name: tmp_path / "weights"
+    assert WaveletGPT.from_pretrained("mnist-small").config.n_layer == 2

@@ -1,0 +1,132 @@
+"""The training loop: outputs, learning, schedule, exact resume after a kill or a time limit."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from synthetic_source import SyntheticSource
+
+from wavar.errors import CheckpointError
+from wavar.model.transformer import WaveletGPT
+from wavar.train.checkpoint import load_checkpoint
+from wavar.train.config import TrainConfig
+from wavar.train.loop import batch_to_device, lr_at, train
+
+SOURCE = SyntheticSource()
+VAL = SyntheticSource(n=12, seed=1)
+
+
+def cfg(out_dir, **kw) -> TrainConfig:
+    base = dict(out_dir=str(out_dir), model="tiny", model_args={"max_seq_len": 32},
+                batch_size=4, max_steps=8, lr=3e-3, min_lr=3e-4, warmup_steps=2,
+                eval_every=4, eval_batches=2, ckpt_every=3, log_every=2, device="cpu",
+                ema_decay=0.9, codec={"wavelet": "haar"})
+    return TrainConfig(**{**base, **kw})
+
+
+def test_train_writes_metrics_checkpoint_and_published_ema_weights(tmp_path):
+    calls = []
+    result = train(cfg(tmp_path, sample_every=4), SOURCE, VAL,
+                   on_eval=lambda model, step, out: calls.append((step, out, model.training)))
+    assert result["step"] == 8 and result["stopped"] == "max_steps"
+    assert calls == [(4, tmp_path, False), (8, tmp_path, False)]
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [x for x in lines if "bits_per_token" in x]
+    val_lines = [x for x in lines if "val_bits_per_token" in x]
+    assert [x["step"] for x in train_lines] == [2, 4, 6, 8]
+    assert [x["step"] for x in val_lines] == [4, 8]
+    assert {"lr", "grad_norm", "tokens_per_s", "mfu", "elapsed_s"} <= set(train_lines[0])
+    assert val_lines[-1]["val_bits_per_image"] > val_lines[-1]["val_bits_per_token"] > 0
+    assert load_checkpoint(tmp_path / "ckpt.pt")["step"] == 8
+    published = WaveletGPT.from_pretrained(tmp_path / "model")
+    assert published.config.codec == {"wavelet": "haar"}
+    for (name, p), q in zip(published.named_parameters(), result["ema"].parameters(),
+                            strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+
+
+def test_training_lowers_the_validation_code_length(tmp_path):
+    result = train(cfg(tmp_path, max_steps=60, lr=1e-2, min_lr=1e-3, eval_every=0,
+                       eval_batches=0, ckpt_every=0, log_every=60), SOURCE, SOURCE)
+    n_legal = [bin(int(x)).count("1") for it in SOURCE.items for x in it["legal"]]
+    uniform = float(np.mean(np.log2(n_legal)))  # the untrained (zero-head) model's rate
+    assert result["val_bits_per_token"] < 0.8 * uniform
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    c = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
+    lrs = [lr_at(s, c) for s in range(110)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert lrs[60] == pytest.approx(0.55) and lr_at(110, c) == pytest.approx(0.1)
+    assert math.isclose(lr_at(500, c), 0.1)
+
+
+def final_state(out_dir) -> dict:
+    return load_checkpoint(out_dir / "ckpt.pt")
+
+
+def assert_same_run(a: dict, b: dict) -> None:
+    assert a["step"] == b["step"]
+    for key in ("model", "ema"):
+        for name in a[key]:
+            torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0, msg=name)
+    for i, s in a["optimizer"]["state"].items():
+        for k in s:
+            torch.testing.assert_close(s[k], b["optimizer"]["state"][i][k], rtol=0, atol=0)
+    assert a["rng"][0]["data"] == b["rng"][0]["data"]
+    assert torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_into_the_uninterrupted_one(tmp_path):
+    kw = dict(model_args={"max_seq_len": 32, "class_dropout": 0.3, "dropout": 0.1},
+              sample_every=5)
+    train(cfg(tmp_path / "a", **kw), SOURCE, VAL, on_eval=lambda *a: None)
+
+    def die(model, step, out):
+        raise Killed  # dies at step 5; the last checkpoint is step 3
+
+    with pytest.raises(Killed):
+        train(cfg(tmp_path / "b", **kw), SOURCE, VAL, on_eval=die)
+    assert final_state(tmp_path / "b")["step"] == 3
+    result = train(cfg(tmp_path / "b", **kw), SOURCE, VAL, on_eval=lambda *a: None)
+    assert result["step"] == 8
+    assert_same_run(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
+
+
+def test_time_limit_stops_with_a_checkpoint_and_chunks_add_up(tmp_path):
+    train(cfg(tmp_path / "a", max_steps=5), SOURCE, VAL)
+    chunks = 0
+    while True:
+        result = train(cfg(tmp_path / "b", max_steps=5, time_limit_s=1e-9), SOURCE, VAL)
+        chunks += 1
+        assert final_state(tmp_path / "b")["step"] == result["step"] == chunks
+        if result["stopped"] == "max_steps":
+            break
+        assert result["stopped"] == "time_limit"
+    assert chunks == 5
+    assert_same_run(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    train(cfg(tmp_path, max_steps=1), SOURCE)
+    with pytest.raises(CheckpointError, match="different model"):
+        train(cfg(tmp_path, max_steps=2, model_args={"max_seq_len": 32, "n_layer": 1}), SOURCE)
+    result = train(cfg(tmp_path, max_steps=1, resume=False,
+                       model_args={"max_seq_len": 32, "n_layer": 1}), SOURCE)
+    assert result["step"] == 1
+
+
+def test_batch_to_device_pads_with_invalid_positions():
+    batch = SOURCE.sample_batch(3, np.random.default_rng(0))
+    T = batch["tokens"].shape[1]
+    out = batch_to_device(batch, torch.device("cpu"), pad_to=64, max_len=1000)
+    assert out["tokens"].shape == (3, 64) and out["slots"].shape == (3, 64, 5)
+    assert not out["valid"][:, T:].any() and out["label"].shape == (3,)
+    assert batch_to_device(batch, torch.device("cpu"), 64, max_len=T)["tokens"].shape[1] == T

@@ -1,0 +1,458 @@
+"""WaveletGPT: a decoder-only transformer that speaks the wavelet language.
+
+Read top to bottom: building blocks, the slot embedding, the model (training forward, exact code
+length, KV-cache inference, save/load), size presets.
+
+Sequence layout. A sequence of T tokens takes T + 1 positions::
+
+    position   0                 1              2              ...  T
+    input      class + m~        step 0         step 1              step T-1
+    predicts   (nothing)         token 0        token 1             token T-1
+
+    step t = emb(token t-1, or BOS at t = 0) + emb(slot of token t) + emb(m~)
+
+The condition (class label, with a null label for classifier-free guidance, and m~) is a prefix
+*position* rather than something added to step 0: the KV cache then holds it, classifier-free
+guidance is just a batch whose prefixes differ, and no later token has to share its embedding with
+the condition. Adaptive norm is left out: one prefix is enough at this scale (DiT's adaLN matters
+for diffusion, where every step needs the condition equally).
+
+The slot of token t (bit-plane, channel, level, orientation, node kind, the plane's absolute
+exponent and the (y, x) centre of its support) is known from the grammar before the token is
+chosen, so it is input at the step that predicts token t. The output is masked by the grammar:
+illegal tokens get -inf, so the loss is the exact code length of a legal sequence.
+
+Choices: pre-norm RMSNorm, GELU MLP (nanoGPT), no biases, rotary positions for the place in the
+sequence. The output head is *not* tied to the token embedding: with 7 tokens tying saves ~0.01%
+of the weights, and the input table (which also holds BOS) is summed with eight slot embeddings,
+so its geometry has no reason to match the output's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from wavar.errors import CheckpointError
+from wavar.model.config import ModelConfig
+
+__all__ = ["KVCache", "ModelConfig", "PRESETS", "WaveletGPT", "config_from_preset",
+           "loss_bits", "mask_logits", "token_bits"]
+
+LN2 = math.log(2.0)
+# Init std of the Fourier frequencies, in cycles per image side: the finest 32 x 32 subband puts
+# slot centres 1/16 apart, so frequencies up to ~16 must be within reach (Tancik et al. 2020).
+FOURIER_SIGMA = 8.0
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def rope_tables(n_pos: int, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """cos and sin tables, each (n_pos, head_dim // 2), of rotary embeddings (Su et al. 2021)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angle = torch.outer(torch.arange(n_pos, dtype=torch.float64), inv_freq)
+    return angle.cos().float(), angle.sin().float()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate x (B, H, T, hd) by position; cos, sin are (T, hd // 2). Half-split layout."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    cos, sin = cos.float(), sin.float()  # buffers may have been cast by model.to(bf16)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, cos: Tensor | None, sin: Tensor | None,
+                kv: tuple[Tensor, Tensor] | None, positions: Tensor) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        if cos is not None:  # q, k, v: (B, H, T, hd)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv is None:
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        else:
+            # Static cache: write this block's keys/values at `positions`, then attend over the
+            # whole buffer through a mask, so shapes never change (torch.compile / CUDA graphs).
+            k_cache, v_cache = kv  # (B, H, L, hd)
+            k_cache.index_copy_(2, positions, k.to(k_cache.dtype))
+            v_cache.index_copy_(2, positions, v.to(v_cache.dtype))
+            seen = torch.arange(k_cache.size(2), device=x.device) <= positions[:, None]  # (T, L)
+            y = F.scaled_dot_product_attention(q.to(k_cache.dtype), k_cache, v_cache,
+                                               attn_mask=seen).to(x.dtype)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.norm1, self.attn = nn.RMSNorm(cfg.n_embd), CausalSelfAttention(cfg)
+        self.norm2, self.mlp = nn.RMSNorm(cfg.n_embd), MLP(cfg)
+
+    def forward(self, x: Tensor, cos: Tensor | None, sin: Tensor | None,
+                kv: tuple[Tensor, Tensor] | None, positions: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x), cos, sin, kv, positions)
+        return x + self.mlp(self.norm2(x))
+
+
+class SlotEmbedding(nn.Module):
+    """Embedding of the slot a token fills: where it sits in the scan and in the image."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.n_embd
+        self.plane = nn.Embedding(cfg.n_planes_max, d)
+        self.channel = nn.Embedding(cfg.n_channels, d)
+        self.level = nn.Embedding(cfg.max_level + 1, d)
+        self.orient = nn.Embedding(4, d)  # LL, HL, LH, HH
+        self.kind = nn.Embedding(cfg.n_kinds, d)
+        # The plane's absolute exponent log2(T) = m~ - 1 - plane says how large a coefficient
+        # the slot decides about, which the relative plane index alone does not.
+        self.e_min = cfg.m_tilde_min - cfg.n_planes_max
+        self.exponent = nn.Embedding(cfg.m_tilde_max - cfg.m_tilde_min + cfg.n_planes_max, d)
+        # Learned Fourier features of the (y, x) centre: slots of all levels share one map, so
+        # a coarse coefficient and the fine ones under it land close together.
+        self.freqs = nn.Parameter(torch.randn(2, cfg.fourier_features) * FOURIER_SIGMA)
+        self.fourier = nn.Linear(2 * cfg.fourier_features, d, bias=False)
+
+    def forward(self, slots: Tensor, pos: Tensor, m_tilde: Tensor) -> Tensor:
+        # slots (B, T, 5) = [plane, channel, level, orientation, kind]; pos (B, T, 2); m_tilde (B,)
+        plane, channel, level, orient, kind = slots.unbind(-1)
+        e = (m_tilde[:, None] - 1 - plane - self.e_min).clamp(0, self.exponent.num_embeddings - 1)
+        angle = 2 * math.pi * (pos.float() @ self.freqs)  # (B, T, F)
+        fourier = self.fourier(torch.cat([angle.sin(), angle.cos()], dim=-1))
+        return (self.plane(plane) + self.channel(channel) + self.level(level)
+                + self.orient(orient) + self.kind(kind) + self.exponent(e) + fourier)
+
+
+# ----------------------------------------------------------------------------- grammar & bits
+
+def mask_logits(logits: Tensor, legal: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Give illegal tokens -inf. ``legal`` (B, T) is a bitmask: bit v set = token v legal.
+
+    Padding (``valid`` False) is left unmasked so its softmax stays defined.
+    """
+    bits = torch.arange(logits.size(-1), device=logits.device)
+    ok = ((legal[..., None] >> bits) & 1).bool()  # (B, T, V)
+    if valid is not None:
+        ok = ok | ~valid[..., None]
+    return logits.masked_fill(~ok, float("-inf"))
+
+
+def token_bits(logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    """-log2 p(target) per position (B, T) under the softmax of ``logits``; 0 at padding."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    nll = -logp.gather(-1, batch["tokens"][..., None]).squeeze(-1) / LN2
+    return torch.where(batch["valid"], nll, torch.zeros_like(nll))
+
+
+def loss_bits(logits: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """(total bits, number of tokens) over the valid positions of a batch.
+
+    With grammar-masked ``logits`` the total is the exact code length of the (legal) sequences.
+    """
+    return token_bits(logits, batch).sum(), batch["valid"].sum()
+
+
+# ----------------------------------------------------------------------------- the model
+
+@dataclass
+class KVCache:
+    """Static key/value buffers, each (n_layer, B, n_head, max_len + 1, head_dim).
+
+    Position 0 holds the class prefix, position t + 1 the step that predicts token t.
+    """
+
+    k: Tensor
+    v: Tensor
+
+    @property
+    def max_len(self) -> int:
+        """Most tokens a sequence in this cache can hold."""
+        return self.k.size(3) - 1
+
+
+class WaveletGPT(nn.Module):
+    """Decoder-only transformer over wavelet-language token sequences, class-conditioned."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.tok = nn.Embedding(c.vocab_size + 1, c.n_embd)  # row vocab_size = BOS
+        self.slot = SlotEmbedding(c)
+        self.m_tilde = nn.Embedding(c.m_tilde_max - c.m_tilde_min + 1, c.n_embd)
+        self.cls = nn.Embedding(c.num_classes + 1, c.n_embd)  # row num_classes = null label
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.norm = nn.RMSNorm(c.n_embd)
+        self.head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        if c.rope:
+            cos, sin = rope_tables(c.max_seq_len + 1, c.n_embd // c.n_head)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual branches by depth
+            if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.n_layer))
+        # A zero head starts at the uniform law over the legal tokens: the loss starts at the
+        # grammar's own code length instead of at noise.
+        nn.init.zeros_(self.head.weight)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear | nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    # -- pieces shared by training and inference
+
+    def _clamp(self, m_tilde: Tensor) -> Tensor:
+        # Images beyond the table's m~ range (rare extremes) share its edge embedding.
+        return m_tilde.clamp(self.config.m_tilde_min, self.config.m_tilde_max)
+
+    def _prefix(self, labels: Tensor, m_tilde: Tensor) -> Tensor:
+        m = self.m_tilde(self._clamp(m_tilde) - self.config.m_tilde_min)
+        return (self.cls(labels) + m)[:, None]  # (B, 1, C)
+
+    def _steps(self, prev: Tensor, slots: Tensor, pos: Tensor, m_tilde: Tensor) -> Tensor:
+        # prev (B, T) token t-1; slots (B, T, 5), pos (B, T, 2) of token t  ->  (B, T, C)
+        m_tilde = self._clamp(m_tilde)
+        m = self.m_tilde(m_tilde - self.config.m_tilde_min)[:, None]
+        return self.tok(prev) + self.slot(slots, pos, m_tilde) + m
+
+    def _trunk(self, x: Tensor, positions: Tensor, cache: KVCache | None = None) -> Tensor:
+        # x (B, T, C) at sequence `positions` (T,)  ->  normed hidden states (B, T, C)
+        cos = sin = None
+        if self.config.rope:
+            cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            kv = None if cache is None else (cache.k[i], cache.v[i])
+            x = block(x, cos, sin, kv, positions)
+        return self.norm(x)
+
+    # -- training
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Logits (B, T, V) of every token given its past, masked by ``batch['legal']``.
+
+        ``batch`` holds torch tensors of the data contract: tokens (B, T), slots (B, T, 5),
+        pos (B, T, 2), m_tilde (B,), label (B,), and legal, valid (B, T).
+        """
+        tokens, labels, m_tilde = batch["tokens"], batch["label"], batch["m_tilde"]
+        B, T = tokens.shape
+        if T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {T} tokens exceeds max_seq_len "
+                             f"{self.config.max_seq_len}")
+        if self.training and self.config.class_dropout > 0:  # classifier-free guidance training
+            drop = torch.rand(B, device=labels.device) < self.config.class_dropout
+            labels = labels.masked_fill(drop, self.config.num_classes)
+        bos = tokens.new_full((B, 1), self.config.vocab_size)
+        prev = torch.cat([bos, tokens[:, :-1]], dim=1)  # (B, T): the token before each slot
+        x = torch.cat([self._prefix(labels, m_tilde),
+                       self._steps(prev, batch["slots"], batch["pos"], m_tilde)], dim=1)
+        h = self._trunk(x, torch.arange(T + 1, device=tokens.device))  # (B, T + 1, C)
+        logits = self.head(h[:, 1:]).float()  # (B, T, V); the prefix predicts nothing
+        if "legal" in batch:
+            logits = mask_logits(logits, batch["legal"], batch.get("valid"))
+        return logits
+
+    def bits_per_sequence(self, batch: dict[str, Tensor]) -> Tensor:
+        """Code length in bits (B,) of each sequence of ``batch`` under the model."""
+        return token_bits(self(batch), batch).sum(dim=1)
+
+    # -- inference with a static KV cache
+
+    def new_cache(self, batch_size: int, max_len: int | None = None,
+                  device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None) -> KVCache:
+        """Zeroed KV buffers for ``batch_size`` sequences of up to ``max_len`` tokens.
+
+        Zeros, not ``empty``: a never-written slot gets attention weight 0, and 0 * NaN = NaN.
+        """
+        c, p = self.config, next(self.parameters())
+        max_len = c.max_seq_len if max_len is None else max_len
+        if not 1 <= max_len <= c.max_seq_len:
+            raise ValueError(f"max_len={max_len} must lie in [1, max_seq_len={c.max_seq_len}]")
+        shape = (c.n_layer, batch_size, c.n_head, max_len + 1, c.n_embd // c.n_head)
+        kw = dict(device=device or p.device, dtype=dtype or p.dtype)
+        return KVCache(torch.zeros(shape, **kw), torch.zeros(shape, **kw))
+
+    @torch.no_grad()
+    def prefill(self, cache: KVCache, labels: Tensor, m_tilde: Tensor, slots: Tensor,
+                pos: Tensor, tokens: Tensor | None = None) -> Tensor:
+        """Run the class prefix and P known tokens; return raw logits (B, V) for token P.
+
+        Parameters
+        ----------
+        cache : KVCache
+            From :meth:`new_cache`; overwritten from position 0.
+        labels, m_tilde : Tensor
+            (B,) class labels (``num_classes`` = null) and initial-threshold exponents.
+        slots, pos : Tensor
+            (B, P + 1, 5) and (B, P + 1, 2) slots and (y, x) centres of tokens 0..P: the P known
+            ones and the next. (B, 5) and (B, 2) are accepted for P = 0.
+        tokens : Tensor, optional
+            (B, P) forced prefix of known tokens.
+        """
+        if slots.dim() == 2:
+            slots, pos = slots[:, None], pos[:, None]
+        B, n = slots.shape[:2]
+        n_known = 0 if tokens is None else tokens.size(1)
+        if n != n_known + 1:
+            raise ValueError(f"prefill needs slots for the {n_known} known tokens and the next "
+                             f"one ({n_known + 1}), got {n}")
+        if n > cache.max_len:
+            raise ValueError(f"prefill of {n} tokens exceeds the cache ({cache.max_len})")
+        prev = torch.full((B, 1), self.config.vocab_size, dtype=torch.long, device=slots.device)
+        if tokens is not None:
+            prev = torch.cat([prev, tokens], dim=1)  # (B, P + 1)
+        x = torch.cat([self._prefix(labels, m_tilde), self._steps(prev, slots, pos, m_tilde)], 1)
+        h = self._trunk(x, torch.arange(n + 1, device=x.device), cache)  # (B, P + 2, C)
+        return self.head(h[:, -1]).float()
+
+    @torch.no_grad()
+    def decode_step(self, cache: KVCache, prev_token: Tensor, slots: Tensor, pos: Tensor,
+                    m_tilde: Tensor, t: int | Tensor) -> Tensor:
+        """Raw logits (B, V) for token ``t`` given token t-1 ``prev_token`` (B,).
+
+        ``slots`` (B, 5) and ``pos`` (B, 2) describe the slot of token t; ``t`` may be a 0-d
+        tensor, so a captured CUDA graph can be replayed at every step.
+        """
+        if isinstance(t, int) and not 1 <= t < cache.max_len:
+            raise ValueError(f"t={t} must lie in [1, {cache.max_len}) for this cache")
+        position = (torch.as_tensor(t, device=slots.device) + 1).reshape(1)  # after the prefix
+        x = self._steps(prev_token[:, None], slots[:, None], pos[:, None], m_tilde)  # (B, 1, C)
+        return self.head(self._trunk(x, position, cache)[:, 0]).float()
+
+    # -- sizes and FLOPs
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count; ``non_embedding`` leaves out lookup tables (they cost no FLOPs)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Embedding))
+        return n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward), as nanoGPT's ``estimate_mfu``:
+        6 N for the weight matmuls plus 12 n_layer n_embd seq_len for attention."""
+        c = self.config
+        return 6.0 * self.num_params(non_embedding=True) + 12.0 * c.n_layer * c.n_embd * seq_len
+
+    def optim_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: decay on matrices only (not norms, nor the Fourier frequencies, whose
+        decay would pull every position map towards the constant)."""
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (decay if p.dim() >= 2 and p is not self.slot.freqs else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]
+
+    # -- published weights
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``model.safetensors`` and ``config.json`` (incl. the codec) to ``directory``."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        _write_atomic(d / "model.safetensors", lambda f: save_file(tensors, f))
+        text = json.dumps(self.config.to_dict(), indent=2)
+        _write_atomic(d / "config.json", lambda f: Path(f).write_text(text + "\n"))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike,
+                        device: torch.device | str = "cpu") -> WaveletGPT:
+        """Load a model saved by :meth:`save_pretrained`, in eval mode.
+
+        ``name_or_path`` is a directory (or its ``model.safetensors``); a string that is no
+        existing path is looked up in the model zoo (``wavar.zoo.resolve``).
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(name_or_path)
+        if not path.exists():
+            try:
+                from wavar.zoo import resolve
+            except ImportError as e:
+                raise CheckpointError(f"{str(name_or_path)!r} is not an existing path and the "
+                                      f"model zoo is unavailable ({e})") from e
+            path = Path(resolve(str(name_or_path)))
+        if path.is_file():
+            path = path.parent
+        cfg_file, weights = path / "config.json", path / "model.safetensors"
+        for f in (cfg_file, weights):
+            if not f.is_file():
+                raise CheckpointError(f"{f} is missing")
+        try:
+            config = ModelConfig.from_dict(json.loads(cfg_file.read_text()))
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{cfg_file} is not a valid model config: {e}") from e
+        try:
+            state = load_file(weights)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{weights} is truncated or corrupted: {e}") from e
+        model = cls(config)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{weights} does not fit {cfg_file}: {e}") from e
+        return model.to(device).eval()
+
+
+def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    # Write beside the target, then rename: a reader never sees half a file.
+    tmp = path.with_name(path.name + ".tmp")
+    write(str(tmp))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(n_layer=2, n_head=2, n_embd=32, fourier_features=8),  # tests, CPU smoke runs
+    "small": dict(n_layer=6, n_head=8, n_embd=256),  # MNIST-scale
+    "medium": dict(n_layer=8, n_head=8, n_embd=512),
+    "base": dict(n_layer=12, n_head=12, n_embd=768),  # GPT-2 small width and depth
+}
+
+
+def config_from_preset(name: str, **overrides: Any) -> ModelConfig:
+    """The :class:`ModelConfig` of preset ``name``, with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
+    return ModelConfig(**{**PRESETS[name], **overrides})

@@ -1,0 +1,285 @@
+"""The training loop: plain PyTorch, the same on the CPU, one GPU, or N GPUs under torchrun.
+
+Per step: draw a batch (each rank its own, from its own seeded generator), forward under bf16
+autocast on CUDA, loss = grammar-masked bits per token, backward, clip, AdamW with linear warmup
+and cosine decay, EMA update. Every so often: log a line to ``out_dir/metrics.jsonl``, evaluate
+the EMA weights (bits per token and per image), checkpoint, call ``on_eval`` (sample grids).
+
+A run killed at any moment resumes from ``out_dir/ckpt.pt`` and takes exactly the steps the
+uninterrupted run would have taken (same batches, same dropout, same schedule). ``time_limit_s``
+makes a run stop cleanly with a checkpoint, so that training can proceed in chunks.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from wavar.errors import CheckpointError
+from wavar.model.transformer import WaveletGPT, loss_bits
+from wavar.train import distributed
+from wavar.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from wavar.train.config import TrainConfig
+
+PER_POSITION = ("tokens", "slots", "pos", "legal", "valid")  # batch arrays with a T axis
+
+
+class DataSource(Protocol):
+    """What :func:`train` needs from a data source (the token-shard loader, a test fake)."""
+
+    def sample_batch(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        ...
+
+    def iter_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        ...
+
+    def __len__(self) -> int:
+        ...
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of update ``step`` (0-based): linear warmup, then cosine to ``min_lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def batch_to_device(batch: dict[str, np.ndarray], device: torch.device,
+                    pad_to: int = 1, max_len: int | None = None) -> dict[str, torch.Tensor]:
+    """numpy batch -> tensors on ``device``; the T axis padded up to a multiple of ``pad_to``
+    (not beyond ``max_len``) so torch.compile sees few distinct shapes. Padding is invalid."""
+    T = batch["tokens"].shape[1]
+    pad = (-T) % pad_to
+    if max_len is not None:
+        pad = max(0, min(pad, max_len - T))
+    out = {}
+    for key, value in batch.items():
+        t = torch.from_numpy(np.ascontiguousarray(value))
+        if pad and key in PER_POSITION:
+            t = torch.cat([t, t.new_zeros((t.shape[0], pad, *t.shape[2:]))], dim=1)
+        out[key] = t.to(device, non_blocking=True)
+    return out
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, for all parameters at once."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DataSource, cfg: TrainConfig,
+             info: distributed.DistInfo) -> dict[str, float]:
+    """Bits per token and per image of ``data`` (the first ``eval_batches`` batches, or all).
+
+    Batches are dealt round-robin to the ranks and the sums reduced, so N GPUs split the work.
+    """
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=info.device)  # bits, tokens, images
+    for i, np_batch in enumerate(data.iter_batches(cfg.batch_size)):
+        if cfg.eval_batches and i >= cfg.eval_batches:
+            break
+        if i % info.world_size != info.rank:
+            continue
+        batch = batch_to_device(np_batch, info.device)
+        with _autocast(info.device):
+            bits, n = loss_bits(model(batch), batch)
+        sums += torch.stack([bits.double(), n.double(),
+                             torch.tensor(len(np_batch["label"]), device=info.device).double()])
+    distributed.all_reduce_sum(sums, info)
+    model.train(was_training)
+    bits, tokens, images = sums.tolist()
+    return {"val_bits_per_token": bits / max(tokens, 1.0),
+            "val_bits_per_image": bits / max(images, 1.0)}
+
+
+def train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None = None,
+          on_eval: Callable[[nn.Module, int, Path], None] | None = None) -> dict[str, Any]:
+    """Train (or resume training) a :class:`WaveletGPT` as ``cfg`` says.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    data_train, data_val : DataSource
+        ``sample_batch(batch_size, rng)`` for training; ``iter_batches(batch_size)`` for
+        validation (optional).
+    on_eval : callable, optional
+        ``on_eval(ema_model, step, out_dir)``, on rank 0 every ``sample_every`` steps and at the
+        end, e.g. to write sample grids. It runs on forked RNG state, so it cannot change the
+        course of training.
+
+    Returns
+    -------
+    dict
+        ``step``, ``stopped`` ("max_steps" or "time_limit"), ``elapsed_s``, the last
+        ``bits_per_token`` (train, this rank), the last ``val_bits_per_token`` and
+        ``val_bits_per_image`` if evaluated, and the trained ``model`` and ``ema`` modules.
+    """
+    info, created = distributed.setup(cfg.device)
+    try:
+        return _train(cfg, data_train, data_val, on_eval, info)
+    finally:
+        distributed.cleanup(created)
+
+
+def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None,
+           on_eval: Callable[[nn.Module, int, Path], None] | None,
+           info: distributed.DistInfo) -> dict[str, Any]:
+    t0 = time.time()
+    device, out = info.device, Path(cfg.out_dir)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = WaveletGPT(cfg.model_config()).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    optimizer = torch.optim.AdamW(model.optim_groups(cfg.weight_decay), lr=cfg.lr,
+                                  betas=cfg.betas, fused=device.type == "cuda")
+    # Each rank draws its own batches and dropout masks.
+    data_rng = np.random.default_rng([cfg.seed, info.rank])
+    torch.manual_seed(cfg.seed * 1_000_003 + 1 + info.rank)
+    step = _resume(out / "ckpt.pt", cfg, model, ema, optimizer, data_rng, info)
+
+    train_model: nn.Module = torch.compile(model) if cfg.compile else model
+    if info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    train_model.train()
+    pad_to = 64 if device.type == "cuda" else 1  # few shapes for compile; tensor-core friendly
+
+    result: dict[str, Any] = {}
+    stopped = "max_steps"
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not info.is_main, dynamic_ncols=True,
+               desc=f"train {out.name}")
+    acc_bits = torch.zeros((), device=device)
+    acc_tokens = torch.zeros((), device=device)
+    acc_flops, acc_valid, t_log = 0.0, 0, time.time()
+    while step < cfg.max_steps:
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        np_batch = data_train.sample_batch(cfg.batch_size, data_rng)
+        batch = batch_to_device(np_batch, device, pad_to, model.config.max_seq_len)
+        with _autocast(device):
+            bits, n = loss_bits(train_model(batch), batch)
+        loss = bits / n.clamp_min(1)  # bits per token of this rank's batch
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+        optimizer.step()
+        # EMA warm-up (as in many EMA implementations): early on, decay = (1+s)/(10+s), so the
+        # average does not drag the random init along for ~1/(1-decay) steps.
+        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        step += 1
+        bar.update(1)
+
+        acc_bits += bits.detach()
+        acc_tokens += n
+        n_valid = int(np_batch["valid"].sum())
+        acc_valid += n_valid
+        acc_flops += model.flops_per_token(batch["tokens"].shape[1] + 1) * n_valid
+        final = step == cfg.max_steps
+        if step % cfg.log_every == 0 or final:
+            dt = max(time.time() - t_log, 1e-9)
+            result["bits_per_token"] = (acc_bits / acc_tokens.clamp_min(1)).item()
+            record = {"step": step, "bits_per_token": result["bits_per_token"], "lr": lr,
+                      "grad_norm": grad_norm.item(), "tokens_per_s": acc_valid / dt,
+                      "mfu": acc_flops / dt / cfg.peak_flops if device.type == "cuda" else None,
+                      "elapsed_s": time.time() - t0}
+            if info.is_main:
+                _log(out, record)
+                bar.set_postfix(bpt=f"{record['bits_per_token']:.4f}", lr=f"{lr:.2e}")
+            acc_bits.zero_()
+            acc_tokens.zero_()
+            acc_flops, acc_valid, t_log = 0.0, 0, time.time()
+
+        if data_val is not None and (final or (cfg.eval_every and step % cfg.eval_every == 0)):
+            result.update(evaluate(ema, data_val, cfg, info))
+            if info.is_main:
+                _log(out, {"step": step, "val_bits_per_token": result["val_bits_per_token"],
+                           "val_bits_per_image": result["val_bits_per_image"],
+                           "elapsed_s": time.time() - t0})
+        # Rank 0's clock decides for all, or the ranks could part ways at a collective.
+        out_of_time = cfg.time_limit_s > 0 and distributed.agree(
+            time.time() - t0 > cfg.time_limit_s, info)
+        if final or out_of_time or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
+            _save(out / "ckpt.pt", cfg, step, model, ema, optimizer, data_rng, info)
+        if final and info.is_main:
+            ema.save_pretrained(out / "model")  # the published weights are the EMA's
+        if on_eval is not None and info.is_main and (
+                final or (cfg.sample_every and step % cfg.sample_every == 0)):
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                on_eval(ema, step, out)
+        if out_of_time and not final:
+            stopped = "time_limit"
+            break
+    bar.close()
+    result.update(step=step, stopped=stopped, elapsed_s=time.time() - t0, model=model, ema=ema)
+    return result
+
+
+def _autocast(device: torch.device):
+    # bf16 autocast on CUDA (no loss scaling needed); plain fp32 on the CPU.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _log(out: Path, record: dict[str, Any]) -> None:
+    # Append and close each time: a killed run leaves every line it logged. After a resume, the
+    # steps redone since the last checkpoint appear twice; the later lines are the ones that
+    # led to the final weights.
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _save(path: Path, cfg: TrainConfig, step: int, model: nn.Module, ema: nn.Module,
+          optimizer: torch.optim.Optimizer, data_rng: np.random.Generator,
+          info: distributed.DistInfo) -> None:
+    rng = distributed.gather_objects(capture_rng(data_rng), info)  # every rank's generators
+    if not info.is_main:
+        return
+    save_checkpoint(path, {
+        "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+        "optimizer": optimizer.state_dict(), "rng": rng,
+        "world_size": info.world_size, "train_config": cfg.to_dict(),
+        "model_config": model.config.to_dict(),
+    })
+
+
+def _resume(path: Path, cfg: TrainConfig, model: WaveletGPT, ema: nn.Module,
+            optimizer: torch.optim.Optimizer, data_rng: np.random.Generator,
+            info: distributed.DistInfo) -> int:
+    """Load ``path`` into the run if it exists and ``cfg.resume``; return the step to go on from."""
+    if not (cfg.resume and path.exists()):
+        return 0
+    state = load_checkpoint(path)  # on the CPU; load_state_dict copies to the device
+    if state["model_config"] != model.config.to_dict():
+        raise CheckpointError(f"{path} holds a different model ({state['model_config']}) from "
+                              f"the one configured ({model.config.to_dict()}); use another "
+                              f"out_dir or resume=false")
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    if len(state["rng"]) == info.world_size:
+        restore_rng(state["rng"][info.rank], data_rng)
+    else:  # a different number of GPUs: fresh, still deterministic, streams per rank
+        warnings.warn(f"{path} was written by {len(state['rng'])} ranks, now {info.world_size}: "
+                      "data order will differ from an uninterrupted run", stacklevel=3)
+        data_rng.bit_generator.state = np.random.default_rng(
+            [cfg.seed, info.rank, state["step"]]).bit_generator.state
+    return int(state["step"])
