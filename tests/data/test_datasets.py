@@ -494,10 +494,10 @@ def test_cli_unknown_dataset_is_one_line_status_2(capsys: pytest.CaptureFixture)
     assert err.startswith("wavar: error: ") and err.count("\n") == 1 and "svhn" in err
 
 
-def test_cli_missing_source_is_one_line_status_2(tmp_path, monkeypatch, capsys) -> None:
+def test_cli_missing_source_is_one_line_status_1(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("WAVAR_CIFAR10", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["fetch", "cifar10"]) == 2
+    assert cli.main(["fetch", "cifar10"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("wavar: error: CIFAR-10 not found") and err.count("\n") == 1
     assert cli.main(["fetch", "mnist", "--test-fraction", "0.5"]) == 2

@@ -14,27 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
 
-from wavar.errors import WavarError
+from wavar.cli.common import Parser, UsageError, run
 
 FETCHABLE = ("mnist", "fashion-mnist", "cifar10", "folder")
 
 
-class UsageError(Exception):
-    """A command-line usage error, reported by :func:`main` as one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    # argparse prints usage and exits; we want one line and a return code, so errors are raised
-    # and `main` reports them. Subparsers inherit this class.
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``wavar data``, one subparser per subcommand (``func`` runs it)."""
-    parser = _Parser(prog="wavar data", description="Acquire and cache datasets.")
+    parser = Parser(prog="wavar data", description="Acquire and cache datasets.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -91,21 +79,8 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``wavar data`` with ``argv`` (default ``sys.argv[1:]``); return the exit status.
-
-    Errors (bad usage, a missing dataset) are one line ``wavar: error: ...`` on stderr and
-    status 2, without a traceback.
-    """
-    try:
-        try:
-            args = build_parser().parse_args(argv)
-        except SystemExit as e:  # --help: argparse printed it and wants to exit
-            return e.code if isinstance(e.code, int) else 0
-        return args.func(args)
-    except (UsageError, WavarError) as e:
-        msg = " ".join(str(e).split())  # one line, whatever the message holds
-        print(f"wavar: error: {msg}", file=sys.stderr)
-        return 2
+    """Run ``wavar data`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    return run(build_parser, argv)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from typing import IO, Any
 import numpy as np
 
 from wavar.errors import DatasetError
+from wavar.imageio import _GREY_MODES
 
 __all__ = [
     "DATASETS",
@@ -583,7 +584,6 @@ def _cifar_from_shards(directory: Path) -> dict[str, tuple[np.ndarray, np.ndarra
 # Image file suffixes we try to open; everything else in a class folder is ignored.
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                    ".pgm", ".pbm", ".pnm"}  # fmt: skip
-_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
 def _walk_images(directory: Path) -> Iterator[Path]:
@@ -596,17 +596,9 @@ def _walk_images(directory: Path) -> Iterator[Path]:
 
 
 def _to_uint8(img: Any, mode: str) -> Any:
-    """Convert a PIL image to ``mode`` ("L" or "RGB"), blending transparency over white."""
-    from PIL import Image
+    from wavar.imageio import pil_to_mode
 
-    if img.mode.startswith("I;16"):  # 16-bit grey: keep the top 8 bits rather than clip
-        img = Image.fromarray((np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8))
-    elif img.mode in ("I", "F"):
-        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8))
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return img.convert(mode)
+    return pil_to_mode(img, mode)
 
 
 def _resize_crop(img: Any, size: int) -> Any:

@@ -1,0 +1,24 @@
+# Set-up and the two README commands. `make demo` and `make test` create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: on this project's machines a CPU build of this release is on
+	# disk, and asking for it by exact version keeps pip from pulling a multi-GB CUDA build.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[model,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/wavar show wavar/assets/sample.png -o demo_strip.png --gif demo.gif
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check wavar tests benchmarks
