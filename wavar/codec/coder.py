@@ -212,3 +212,51 @@ def random_legal(rng_u, n_planes, lang, immediate, channels, n_coef, scan_index,
         out[n] = sym
         n += 1
     return n
+
+
+@njit(cache=True, nogil=True)
+def kept_subtrees(kept, channels, n_coef, parent, bottom_up):
+    """kept[i] and all of i's zero-tree descendants kept (per channel)."""
+    out = kept.copy()
+    for ch in range(channels):
+        base = ch * n_coef
+        for i in bottom_up:
+            p = parent[i]
+            if p >= 0 and not out[base + i]:
+                out[base + p] = False
+    return out
+
+
+@njit(cache=True, nogil=True)
+def forced_symbols(mems, mags, negs, desc_max, kept, kept_tree, m_tildes, scan_index, n_desc,
+                   is_ll, out):
+    """For region completion: the symbol the kept image dictates at each row's cursor, or -1.
+
+    A node is dictated when every coefficient its symbol speaks of is kept: the 16 of a
+    block, the 4 of a quad, the coefficient itself, and, for a zero-tree decision, its
+    descendants too. Rows share ``kept`` (C * n_coef,) but have their own image (mags[i]).
+    """
+    for i in range(mems.shape[0]):
+        mem = mems[i]
+        kind = mem[g.H_KIND]
+        out[i] = -1
+        if kind == g.DONE:
+            continue
+        n = mem[g.H_N]
+        b, ch, q, c = mem[g.H_BLOCK], mem[g.H_CH], mem[g.H_QUAD], mem[g.H_COEF]
+        base = ch * n
+        ok = True
+        if kind == g.BLOCK:
+            for j in range(16):
+                ok = ok and kept[base + scan_index[b * 16 + j]]
+        elif kind == g.QUAD:
+            for j in range(4):
+                ok = ok and kept[base + scan_index[b * 16 + q * 4 + j]]
+        elif kind == g.COEF and mem[g.H_LANG] == g.ZEROTREE:
+            ok = kept_tree[base + scan_index[b * 16 + q * 4 + c]]
+        else:
+            ok = kept[base + scan_index[b * 16 + q * 4 + c]]
+        if ok:
+            thresholds = _thresholds(m_tildes[i], mem[g.H_NPLANES])
+            out[i] = _data_symbol(mem, mags[i], negs[i], desc_max[i], thresholds, scan_index,
+                                  n_desc, is_ll)

@@ -46,7 +46,7 @@ class ModelConfig:
 
     vocab_size: int = 7
     n_layer: int = 6
-    n_head: int = 8
+    n_head: int = 4
     n_embd: int = 256
     max_seq_len: int = 4096
     num_classes: int = 10

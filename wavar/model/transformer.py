@@ -445,7 +445,7 @@ def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=32, fourier_features=8),  # tests, CPU smoke runs
-    "small": dict(n_layer=6, n_head=8, n_embd=256),  # MNIST-scale
+    "small": dict(n_layer=6, n_head=4, n_embd=256),  # MNIST-scale; head size 64 suits flash
     "medium": dict(n_layer=8, n_head=8, n_embd=512),
     "base": dict(n_layer=12, n_head=12, n_embd=768),  # GPT-2 small width and depth
 }

@@ -5,6 +5,11 @@ autocast on CUDA, loss = grammar-masked bits per token, backward, clip, AdamW wi
 and cosine decay, EMA update. Every so often: log a line to ``out_dir/metrics.jsonl``, evaluate
 the EMA weights (bits per token and per image), checkpoint, call ``on_eval`` (sample grids).
 
+``metrics.jsonl`` (rank 0) holds two kinds of lines: training ``{step, bits_per_token, lr,
+grad_norm, tokens_per_s, mfu, elapsed_s}``, averaged since the previous line, with tokens/s
+and MFU per GPU counting valid tokens only (padding is waste; MFU is null on the CPU); and
+validation ``{step, val_bits_per_token, val_bits_per_image, elapsed_s}``.
+
 A run killed at any moment resumes from ``out_dir/ckpt.pt`` and takes exactly the steps the
 uninterrupted run would have taken (same batches, same dropout, same schedule). ``time_limit_s``
 makes a run stop cleanly with a checkpoint, so that training can proceed in chunks.
@@ -152,7 +157,11 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     # Each rank draws its own batches and dropout masks.
     data_rng = np.random.default_rng([cfg.seed, info.rank])
     torch.manual_seed(cfg.seed * 1_000_003 + 1 + info.rank)
-    step = _resume(out / "ckpt.pt", cfg, model, ema, optimizer, data_rng, info)
+    step, elapsed_before = _resume(out / "ckpt.pt", cfg, model, ema, optimizer, data_rng, info)
+
+    def elapsed() -> float:  # wall time of the whole run, across resumes
+        return elapsed_before + time.time() - t0
+
 
     train_model: nn.Module = torch.compile(model) if cfg.compile else model
     if info.enabled:
@@ -199,7 +208,7 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
             record = {"step": step, "bits_per_token": result["bits_per_token"], "lr": lr,
                       "grad_norm": grad_norm.item(), "tokens_per_s": acc_valid / dt,
                       "mfu": acc_flops / dt / cfg.peak_flops if device.type == "cuda" else None,
-                      "elapsed_s": time.time() - t0}
+                      "elapsed_s": elapsed()}
             if info.is_main:
                 _log(out, record)
                 bar.set_postfix(bpt=f"{record['bits_per_token']:.4f}", lr=f"{lr:.2e}")
@@ -212,12 +221,12 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
             if info.is_main:
                 _log(out, {"step": step, "val_bits_per_token": result["val_bits_per_token"],
                            "val_bits_per_image": result["val_bits_per_image"],
-                           "elapsed_s": time.time() - t0})
+                           "elapsed_s": elapsed()})
         # Rank 0's clock decides for all, or the ranks could part ways at a collective.
         out_of_time = cfg.time_limit_s > 0 and distributed.agree(
             time.time() - t0 > cfg.time_limit_s, info)
         if final or out_of_time or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
-            _save(out / "ckpt.pt", cfg, step, model, ema, optimizer, data_rng, info)
+            _save(out / "ckpt.pt", cfg, step, elapsed(), model, ema, optimizer, data_rng, info)
         if final and info.is_main:
             ema.save_pretrained(out / "model")  # the published weights are the EMA's
         if on_eval is not None and info.is_main and (
@@ -228,7 +237,7 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
             stopped = "time_limit"
             break
     bar.close()
-    result.update(step=step, stopped=stopped, elapsed_s=time.time() - t0, model=model, ema=ema)
+    result.update(step=step, stopped=stopped, elapsed_s=elapsed(), model=model, ema=ema)
     return result
 
 
@@ -247,14 +256,15 @@ def _log(out: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _save(path: Path, cfg: TrainConfig, step: int, model: nn.Module, ema: nn.Module,
+def _save(path: Path, cfg: TrainConfig, step: int, elapsed_s: float, model: nn.Module,
+          ema: nn.Module,
           optimizer: torch.optim.Optimizer, data_rng: np.random.Generator,
           info: distributed.DistInfo) -> None:
     rng = distributed.gather_objects(capture_rng(data_rng), info)  # every rank's generators
     if not info.is_main:
         return
     save_checkpoint(path, {
-        "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+        "step": step, "elapsed_s": elapsed_s, "model": model.state_dict(), "ema": ema.state_dict(),
         "optimizer": optimizer.state_dict(), "rng": rng,
         "world_size": info.world_size, "train_config": cfg.to_dict(),
         "model_config": model.config.to_dict(),
@@ -263,10 +273,11 @@ def _save(path: Path, cfg: TrainConfig, step: int, model: nn.Module, ema: nn.Mod
 
 def _resume(path: Path, cfg: TrainConfig, model: WaveletGPT, ema: nn.Module,
             optimizer: torch.optim.Optimizer, data_rng: np.random.Generator,
-            info: distributed.DistInfo) -> int:
-    """Load ``path`` into the run if it exists and ``cfg.resume``; return the step to go on from."""
+            info: distributed.DistInfo) -> tuple[int, float]:
+    """Load ``path`` into the run if it exists and ``cfg.resume``; return the step to go on
+    from and the wall time spent before it."""
     if not (cfg.resume and path.exists()):
-        return 0
+        return 0, 0.0
     state = load_checkpoint(path)  # on the CPU; load_state_dict copies to the device
     if state["model_config"] != model.config.to_dict():
         raise CheckpointError(f"{path} holds a different model ({state['model_config']}) from "
@@ -282,4 +293,4 @@ def _resume(path: Path, cfg: TrainConfig, model: WaveletGPT, ema: nn.Module,
                       "data order will differ from an uninterrupted run", stacklevel=3)
         data_rng.bit_generator.state = np.random.default_rng(
             [cfg.seed, info.rank, state["step"]]).bit_generator.state
-    return int(state["step"])
+    return int(state["step"]), float(state["elapsed_s"])

@@ -1,0 +1,231 @@
+"""Tokenized datasets: token shards on disk, and the batches the model trains on.
+
+A dataset is coded once (``wavar data tokenize``) into shards of at most ``shard_size`` images,
+``<cache>/tokens/<dataset>-<codec tag>/<split>-NNNN.npz`` holding
+
+* ``tokens``  uint8, all sequences concatenated,
+* ``offsets`` int64 (n + 1,), sequence i is ``tokens[offsets[i]:offsets[i + 1]]``,
+* ``m_tilde`` int16 (n,), ``label`` int64 (n,),
+
+plus ``meta.json`` (codec parameters, image shape, counts). Shards are written atomically and
+finished shards are skipped, so an interrupted run resumes. Slots and legal masks are not
+stored: they are replayed from the tokens by the grammar when a :class:`TokenDataset` is
+loaded (tens of nanoseconds per token), which keeps the shards small enough to carry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numba import njit, prange
+
+from wavar.codec import WaveletCodec, coder
+from wavar.data.datasets import ImageDataset, cache_dir, load
+from wavar.errors import DatasetError
+
+
+def codec_tag(codec: WaveletCodec) -> str:
+    """Short name of the codec parameters, used in shard folder names."""
+    p = codec.params()
+    lv = "" if p["levels"] is None else f"-L{p['levels']}"
+    return (f"{p['wavelet']}-{p['language']}-T{codec.final_exponent}"
+            f"{'-imm' if p['refinement'] == 'immediate' else ''}{lv}")
+
+
+def shard_dir(dataset: str, codec: WaveletCodec) -> Path:
+    return cache_dir() / "tokens" / f"{dataset}-{codec_tag(codec)}"
+
+
+def tokenize(
+    dataset: str | ImageDataset,
+    codec: WaveletCodec,
+    split: str = "train",
+    shard_size: int = 10_000,
+    progress: bool = True,
+) -> Path:
+    """Code a dataset split into token shards (resumable); returns the shard folder."""
+    from tqdm import tqdm
+
+    data = load(dataset, split) if isinstance(dataset, str) else dataset
+    out = shard_dir(data.name, codec)
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(data)
+    starts = range(0, n, shard_size)
+    bar = tqdm(total=n, desc=f"tokenize {data.name}/{split}", unit="img", disable=not progress)
+    for i, s in enumerate(starts):
+        path = out / f"{split}-{i:04d}.npz"
+        e = min(n, s + shard_size)
+        if not path.exists():
+            seqs = codec.encode_batch(data.x[s:e])
+            lengths = np.array([len(q) for q in seqs], np.int64)
+            offsets = np.zeros(len(seqs) + 1, np.int64)
+            offsets[1:] = np.cumsum(lengths)
+            tmp = path.with_name(path.name + ".tmp.npz")
+            np.savez(tmp, tokens=np.concatenate([q.tokens for q in seqs]), offsets=offsets,
+                     m_tilde=np.array([q.header.m_tilde for q in seqs], np.int16),
+                     label=data.y[s:e].astype(np.int64))
+            os.replace(tmp, path)
+        bar.update(e - s)
+    bar.close()
+    meta = {"dataset": data.name, "codec": codec.params(), "image_shape": list(data.x.shape[1:]),
+            "classes": list(data.classes), f"{split}_count": n,
+            f"{split}_shards": len(starts)}
+    meta_path = out / "meta.json"
+    old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta_path.write_text(json.dumps({**old, **meta}, indent=1))
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _replay_all(syms, offsets, n_planes, lang, immediate, channels, n_coef, scan_index, parent,
+                children, n_desc, is_ll, block_slot, quad_slot, coef_slot, slot_out, pos_out,
+                legal_out, errors):
+    for i in prange(offsets.shape[0] - 1):
+        a, b = offsets[i], offsets[i + 1]
+        n = b - a
+        si = np.empty((n + 1, 5), np.int64)
+        sp = np.empty((n + 1, 2))
+        sl = np.empty(n + 1, np.int64)
+        errors[i] = coder.replay_slots(syms[a:b], n_planes[i], lang, immediate, channels, n_coef,
+                                       scan_index, parent, children, n_desc, is_ll, block_slot,
+                                       quad_slot, coef_slot, si, sp, sl)
+        for t in range(n):
+            for j in range(5):
+                slot_out[a + t, j] = si[t, j]
+            pos_out[a + t, 0] = sp[t, 0]
+            pos_out[a + t, 1] = sp[t, 1]
+            legal_out[a + t] = sl[t]
+
+
+@dataclass
+class TokenDataset:
+    """Sequences of one split with their slots and legal masks, ready for batching.
+
+    Implements the model's data-source contract: :meth:`sample_batch` (random training
+    batches) and :meth:`iter_batches` (a deterministic pass, for validation).
+    """
+
+    codec: WaveletCodec
+    image_shape: tuple[int, ...]
+    tokens: np.ndarray  # uint8 (total,)
+    offsets: np.ndarray  # int64 (n + 1,)
+    m_tilde: np.ndarray  # int64 (n,)
+    label: np.ndarray  # int64 (n,)
+    slots: np.ndarray  # int8 (total, 5)
+    pos: np.ndarray  # float32 (total, 2)
+    legal: np.ndarray  # uint8 (total,) bitmask over token ids
+    classes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @classmethod
+    def from_sequences(cls, codec: WaveletCodec, image_shape, tokens, offsets, m_tilde, label,
+                       classes=()) -> TokenDataset:
+        """Build from concatenated sequences; replays the grammar for slots and masks."""
+        h, w = image_shape[:2]
+        channels = image_shape[2] if len(image_shape) == 3 else 1
+        geo = codec.geometry(h, w)
+        total = len(tokens)
+        slot_out = np.empty((total, 5), np.int8)
+        pos_out = np.empty((total, 2), np.float32)
+        legal_out = np.empty(total, np.int64)
+        errors = np.empty(len(offsets) - 1, np.int64)
+        syms = codec.lang.to_symbols()[tokens.astype(np.int64)]
+        n_planes = np.maximum(m_tilde.astype(np.int64) - codec.final_exponent, 0)
+        _replay_all(syms, offsets, n_planes, codec.lang.code,
+                    int(codec.refinement == "immediate"), channels, geo.n_coef,
+                    geo.scan_index, geo.parent, geo.children, geo.n_desc, geo.is_ll,
+                    geo.block_slot, geo.quad_slot, geo.coef_slot, slot_out, pos_out, legal_out,
+                    errors)
+        bad = np.flatnonzero(errors >= 0)
+        if bad.size:
+            raise DatasetError(f"token shard is corrupt: sequence {int(bad[0])} breaks the "
+                               f"grammar at position {int(errors[bad[0]])}; re-tokenize")
+        legal = codec.lang.mask_from_symbols(legal_out).astype(np.uint8)
+        return cls(codec, tuple(image_shape), tokens, offsets, m_tilde.astype(np.int64),
+                   label.astype(np.int64), slot_out, pos_out, legal, tuple(classes))
+
+    @classmethod
+    def load(cls, dataset: str, codec: WaveletCodec, split: str = "train",
+             tokenize_missing: bool = True, limit: int | None = None) -> TokenDataset:
+        """Load a split's shards (tokenizing them first if missing)."""
+        folder = shard_dir(dataset, codec)
+        meta_path = folder / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if f"{split}_shards" not in meta:
+            if not tokenize_missing:
+                raise DatasetError(f"{dataset}/{split} is not tokenized for {codec_tag(codec)}:"
+                                   f" run 'wavar data tokenize {dataset}'")
+            tokenize(dataset, codec, split)
+            meta = json.loads(meta_path.read_text())
+        toks, offs, mts, labels = [], [0], [], []
+        for i in range(meta[f"{split}_shards"]):
+            path = folder / f"{split}-{i:04d}.npz"
+            try:
+                with np.load(path) as z:
+                    t, o = z["tokens"], z["offsets"]
+                    toks.append(t)
+                    offs.extend((o[1:] + offs[-1]).tolist())
+                    mts.append(z["m_tilde"])
+                    labels.append(z["label"])
+            except (OSError, ValueError, KeyError) as err:
+                raise DatasetError(f"token shard {path} is unreadable ({err}); delete it and run "
+                                   f"'wavar data tokenize {dataset}' again") from None
+            if limit is not None and len(offs) - 1 >= limit:
+                break
+        offsets = np.array(offs, np.int64)
+        tokens, m_tilde, label = np.concatenate(toks), np.concatenate(mts), np.concatenate(labels)
+        if limit is not None:
+            offsets = offsets[: limit + 1]
+            tokens, m_tilde, label = tokens[: offsets[-1]], m_tilde[:limit], label[:limit]
+        return cls.from_sequences(codec, tuple(meta["image_shape"]), tokens, offsets, m_tilde,
+                                  label, meta.get("classes", ()))
+
+    # -- batches (the model's data contract) -----------------------------------------------------
+    def batch(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """Sequences ``index`` padded to the longest: tokens, slots, pos, legal, valid, ..."""
+        index = np.asarray(index)
+        lens = self.lengths[index]
+        t_max = int(lens.max())
+        b = len(index)
+        tokens = np.zeros((b, t_max), np.int64)
+        slots = np.zeros((b, t_max, 5), np.int64)
+        pos = np.zeros((b, t_max, 2), np.float32)
+        legal = np.zeros((b, t_max), np.int64)
+        valid = np.zeros((b, t_max), bool)
+        for r, i in enumerate(index):
+            a, e = self.offsets[i], self.offsets[i + 1]
+            n = e - a
+            tokens[r, :n] = self.tokens[a:e]
+            slots[r, :n] = self.slots[a:e]
+            pos[r, :n] = self.pos[a:e]
+            legal[r, :n] = self.legal[a:e]
+            valid[r, :n] = True
+        legal[~valid] = 1  # padding: a harmless non-empty mask (excluded from the loss)
+        return {"tokens": tokens, "slots": slots, "pos": pos, "legal": legal, "valid": valid,
+                "m_tilde": self.m_tilde[index], "label": self.label[index]}
+
+    def sample_batch(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return self.batch(rng.integers(0, len(self), batch_size))
+
+    def iter_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        for s in range(0, len(self), batch_size):
+            yield self.batch(np.arange(s, min(len(self), s + batch_size)))
+
+    def class_statistics(self) -> dict[str, np.ndarray]:
+        """Per class: the empirical distribution of m~ (for the sampler's initialisation)."""
+        n_classes = int(self.label.max()) + 1
+        lo, hi = int(self.m_tilde.min()), int(self.m_tilde.max())
+        hist = np.zeros((n_classes, hi - lo + 1), np.int64)
+        np.add.at(hist, (self.label, self.m_tilde - lo), 1)
+        return {"m_tilde_min": np.array(lo), "m_tilde_hist": hist}

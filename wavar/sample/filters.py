@@ -1,0 +1,61 @@
+"""Logit filters for sampling: small pure functions on (B, V) float logits.
+
+Illegal tokens already carry -inf (the grammar mask); every filter keeps at least one legal
+token, so a row never ends up with nothing to sample. On a 7-token vocabulary, plain sampling
+(temperature 1, no top-k/top-p) is the default and the honest one: it draws from the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def apply_legal_mask(logits: Tensor, legal: Tensor) -> Tensor:
+    """-inf where bit v of ``legal`` (B,) is clear."""
+    v = torch.arange(logits.size(-1), device=logits.device)
+    ok = (legal[:, None] >> v) & 1
+    return logits.masked_fill(ok == 0, float("-inf"))
+
+
+def guidance(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
+    """Classifier-free guidance on log-probabilities: uncond + scale * (cond - uncond).
+
+    Scale 0 is the unconditional model, 1 the conditional one. Computed on log-softmaxed
+    logits so both terms share a normalisation; -inf (illegal) stays -inf.
+    """
+    lc, lu = torch.log_softmax(cond, -1), torch.log_softmax(uncond, -1)
+    out = lu + scale * (lc - lu)
+    return out.masked_fill(torch.isinf(lc), float("-inf"))
+
+
+def temperature(logits: Tensor, t: float) -> Tensor:
+    if t <= 0:
+        raise ValueError(f"temperature must be > 0, got {t}")
+    return logits / t
+
+
+def top_k(logits: Tensor, k: int | None) -> Tensor:
+    """Keep the k most likely tokens of each row."""
+    if not k or k >= logits.size(-1):
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p(logits: Tensor, p: float | None) -> Tensor:
+    """Nucleus: keep the smallest set of most likely tokens whose probability reaches p."""
+    if p is None or p >= 1:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    probs = torch.softmax(sorted_logits, -1)
+    before = probs.cumsum(-1) - probs  # mass of the tokens ranked above each one
+    drop_sorted = before >= p  # the top token has before = 0 and is always kept
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One token per row from softmax(logits)."""
+    probs = torch.softmax(logits.float(), -1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]

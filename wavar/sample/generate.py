@@ -1,0 +1,270 @@
+"""Batched generation with a KV cache, stepping the grammar of every sequence together.
+
+One step: the grammar states give each row's legal mask and slot (numba, on the CPU), the
+model turns the previous token + slot into logits (one cached decode step), the logits are
+masked, guided and filtered, a token is drawn (or forced), and all states consume their tokens.
+Rows that finish (end of sequence, token budget or bit-plane) leave the batch: when half the
+rows are done the KV cache and states are compacted, so finished rows stop costing compute.
+
+Conditioning on the generation process:
+
+* ``prefix``: per row, tokens to force first (e.g. the coarse bit-planes of a real image);
+* ``region``: a real image and a kept-pixels mask; wherever the scan reaches a node whose
+  coefficients all have their support inside the kept region, the real image's symbol is
+  forced (if the grammar allows it there), elsewhere the model samples.
+
+The model's config records the codec (``config.codec``): parameters, image shape, class names
+and the per-class distribution of m~ seen in training (the sampler's "robust initialisation").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from wavar.codec import BatchScanState, CodedImage, WaveletCodec, coder
+from wavar.sample import filters
+
+CODEC_KEYS = ("wavelet", "language", "final_threshold", "refinement", "levels")
+
+
+def codec_of(model) -> WaveletCodec:
+    """The codec a model was trained on (recorded in its config)."""
+    return WaveletCodec(**{k: model.config.codec[k] for k in CODEC_KEYS if k in model.config.codec})
+
+
+def image_shape_of(model) -> tuple[int, int, int]:
+    shape = list(model.config.codec["image_shape"])
+    return (shape[0], shape[1], shape[2] if len(shape) == 3 else 1)
+
+
+def sample_m_tilde(model, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draw m~ for each label from that class's training distribution."""
+    info = model.config.codec
+    hist = np.asarray(info["m_tilde_hist"], np.float64)
+    lo = int(info["m_tilde_min"])
+    out = np.empty(len(labels), np.int64)
+    for i, y in enumerate(labels):
+        row = hist[y] if y < len(hist) else hist.sum(0)  # the null class: all classes
+        out[i] = lo + rng.choice(len(row), p=row / row.sum())
+    return out
+
+
+@dataclass
+class Region:
+    """Region completion: keep the real image where ``keep`` (H, W) is True."""
+
+    image: np.ndarray
+    keep: np.ndarray
+
+
+def kept_coefficients(codec: WaveletCodec, keep: np.ndarray, channels: int) -> np.ndarray:
+    """bool (C * M * M,): coefficients whose dyadic support cell lies inside the kept pixels.
+
+    The support of a coefficient at (row, col) of a subband of side s is the M/s x M/s pixel
+    cell it sits over in the padded image (exact for Haar; longer filters leak a little past
+    it). Padding counts as kept: its content, zero, is known.
+    """
+    h, w = keep.shape
+    geo = codec.geometry(h, w)
+    m = geo.side
+    padded = np.ones((m, m), bool)
+    top, left = (m - h) // 2, (m - w) // 2
+    padded[top : top + h, left : left + w] = keep
+    out = np.zeros(m * m, bool)
+    for p in range(geo.n_coef):
+        idx = geo.scan_index[p]
+        r, c = divmod(int(idx), m)
+        # subband side and position, from the coefficient table
+        level, _, y, x = geo.coef_slot[p]
+        side = geo.ll_side << max(int(level) - 1, 0)
+        cell = m // side
+        row, col = int(y * side), int(x * side)
+        out[idx] = padded[row * cell : (row + 1) * cell, col * cell : (col + 1) * cell].all()
+    return np.tile(out, channels)
+
+
+def _cache_view(cache, length: int):
+    from wavar.model.transformer import KVCache
+
+    return KVCache(cache.k[:, :, :, :length], cache.v[:, :, :, :length])
+
+
+@torch.no_grad()
+def generate(
+    model,
+    labels: Sequence[int] | np.ndarray,
+    *,
+    cfg: float = 1.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    m_tilde: Sequence[int] | np.ndarray | None = None,
+    max_tokens: int | None = None,
+    max_plane: int | None = None,
+    prefix: Sequence[np.ndarray] | None = None,
+    region: Region | None = None,
+    cache_block: int = 256,
+) -> list[CodedImage]:
+    """Sample one token sequence per label.
+
+    Parameters
+    ----------
+    model : WaveletGPT
+    labels : (B,) class indices (``num_classes`` = unconditional).
+    cfg : classifier-free guidance scale (1 = plain conditional, 0 = unconditional).
+    temperature, top_k, top_p : logit filters (defaults: plain sampling).
+    seed : same seed, same device -> same sequences.
+    m_tilde : per-row initial-threshold exponents; default drawn per class from training
+        statistics (or taken from ``prefix``/``region`` images).
+    max_tokens, max_plane : stop after this many tokens / before this bit-plane (progressive).
+    prefix : per row, token ids to force at the start (a real image's coarse planes).
+    region : keep part of a real image (see :class:`Region`).
+
+    Returns
+    -------
+    list of CodedImage (complete, or prefixes when a budget stopped them).
+    """
+    device = next(model.parameters()).device
+    codec = codec_of(model)
+    h, w, c = image_shape_of(model)
+    labels = np.asarray(labels, np.int64)
+    n = len(labels)
+    if n == 0:
+        return []
+    if labels.min() < 0 or labels.max() > model.config.num_classes:
+        raise ValueError(f"labels must lie in 0..{model.config.num_classes - 1} "
+                         f"({model.config.num_classes} = unconditional)")
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(rng.integers(2**62)))
+
+    region_arrays = None
+    if region is not None:
+        ref = codec.encode(region.image)
+        coefs = codec.coefficients(region.image[None]).reshape(1, -1)
+        mags = np.repeat(np.abs(coefs), n, 0)
+        negs = np.repeat(coefs < 0, n, 0)
+        geo = codec.geometry(h, w)
+        kept = kept_coefficients(codec, np.asarray(region.keep, bool), c)
+        desc = coder._descendant_max(mags[0], c, geo.n_coef, geo.parent, geo.bottom_up)
+        kept_tree = coder.kept_subtrees(kept, c, geo.n_coef, geo.parent, geo.bottom_up)
+        region_arrays = (mags, negs, np.repeat(desc[None], n, 0), kept, kept_tree)
+        if m_tilde is None:
+            m_tilde = np.full(n, ref.header.m_tilde)
+    if m_tilde is None:
+        m_tilde = sample_m_tilde(model, labels, rng)
+    m_tilde = np.asarray(m_tilde, np.int64)
+    states = BatchScanState(codec, h, w, c, m_tilde)
+    limit = model.config.max_seq_len if max_tokens is None else min(max_tokens,
+                                                                    model.config.max_seq_len)
+    forced = None
+    if prefix is not None:
+        forced = [np.asarray(p, np.int64)[:limit] for p in prefix]
+
+    guided = cfg != 1.0
+    rows = np.arange(n)  # original index of each live row
+    out = np.zeros((n, limit), np.uint8)
+    length = np.zeros(n, np.int64)
+    lab_t = torch.as_tensor(labels, device=device)
+    mt_t = torch.as_tensor(m_tilde, device=device)
+    if guided:
+        lab_t = torch.cat([lab_t, torch.full_like(lab_t, model.config.num_classes)])
+        mt_t = torch.cat([mt_t, mt_t])
+    cache = model.new_cache(len(lab_t), limit, device=device)
+    prev = None
+    t = 0
+    live = np.ones(n, bool)
+    while t < limit:
+        # who is still generating
+        si, sp = states.slots()
+        stop = states.done.copy()
+        if max_plane is not None:
+            stop |= si[:, 0] >= max_plane
+        live_idx = np.flatnonzero(~stop)
+        if live_idx.size == 0:
+            break
+        if live_idx.size <= len(stop) // 2 and t > 0:  # compact: finished rows stop costing
+            keep = torch.as_tensor(live_idx, device=device)
+            if guided:
+                keep = torch.cat([keep, keep + len(stop)])
+            cache.k, cache.v = cache.k[:, keep], cache.v[:, keep]
+            lab_t, mt_t, prev = lab_t[keep], mt_t[keep], prev[keep]
+            states.mems = states.mems[live_idx]
+            rows = rows[live_idx]
+            if region_arrays is not None:
+                region_arrays = tuple(a[live_idx] if a.ndim == 2 else a for a in region_arrays)
+            si, sp, stop = si[live_idx], sp[live_idx], stop[live_idx]
+            live_idx = np.arange(len(live_idx))
+        live = ~stop
+        legal = states.legal()
+        slots_t = torch.as_tensor(si, device=device)
+        pos_t = torch.as_tensor(sp, dtype=torch.float32, device=device)
+        if guided:
+            slots_t, pos_t = torch.cat([slots_t, slots_t]), torch.cat([pos_t, pos_t])
+        if t == 0:
+            logits = model.prefill(cache, lab_t, mt_t, slots_t, pos_t)
+        else:
+            # attend over the filled part only, in blocks, so early steps cost less
+            span = min(cache.k.size(3), -(-(t + 2) // cache_block) * cache_block)
+            view = _cache_view(cache, span)
+            logits = model.decode_step(view, prev, slots_t, pos_t, mt_t, t)
+        legal_t = torch.as_tensor(legal, device=device)
+        b = len(legal)
+        if guided:
+            logits = filters.guidance(filters.apply_legal_mask(logits[:b], legal_t),
+                                      filters.apply_legal_mask(logits[b:], legal_t), cfg)
+        else:
+            logits = filters.apply_legal_mask(logits, legal_t)
+        logits = filters.top_p(filters.top_k(filters.temperature(logits, temperature), top_k),
+                               top_p)
+        tok = filters.sample(logits, gen).cpu().numpy().astype(np.int64)
+        # forced tokens: a prefix, or what the kept region dictates (when legal here)
+        if forced is not None:
+            for r in range(b):
+                f = forced[rows[r]]
+                if t < len(f):
+                    tok[r] = f[t]
+        if region_arrays is not None:
+            mags, negs, desc, kept, kept_tree = region_arrays
+            sym = np.empty(b, np.int64)
+            geo = states.geo
+            coder.forced_symbols(states.mems, mags, negs, desc, kept, kept_tree,
+                                 m_tilde[rows], geo.scan_index, geo.n_desc, geo.is_ll, sym)
+            tok_of_sym = codec.lang.from_symbols()
+            for r in np.flatnonzero(sym >= 0):
+                cand = tok_of_sym[sym[r]]
+                if (legal[r] >> cand) & 1:
+                    tok[r] = cand
+        tok[~live] = -1
+        states.push(tok)
+        out[rows[live], t] = tok[live]
+        length[rows[live]] = t + 1
+        prev_np = np.where(live, tok, 0)
+        prev = torch.as_tensor(prev_np, device=device)
+        if guided:
+            prev = torch.cat([prev, prev])
+        t += 1
+    return [CodedImage(out[i, : length[i]].copy(), codec.header(h, w, c, int(m_tilde[i])))
+            for i in range(n)]
+
+
+def prefix_tokens(codec: WaveletCodec, image: np.ndarray, planes: int | None = None,
+                  tokens: int | None = None) -> CodedImage:
+    """The first ``planes`` bit-planes (or ``tokens`` tokens) of a real image's sequence."""
+    seq = codec.encode(image)
+    if planes is not None:
+        plane = codec.slots(seq).plane[:-1]
+        return seq[: int(np.searchsorted(plane, planes))]
+    return seq[:tokens]
+
+
+def decode(model, seqs: Sequence[CodedImage], n_tokens: int | None = None) -> list[np.ndarray]:
+    """uint8 images of sampled sequences."""
+    return codec_of(model).decode_batch(list(seqs), n_tokens)
+
+
