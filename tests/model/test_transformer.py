@@ -105,10 +105,10 @@ def test_logits_are_causal():
     assert not torch.allclose(out[:, 11], base[:, 11])
 
 
-@pytest.mark.parametrize("rope", [True, False])
+@pytest.mark.parametrize("rope,n_kv_head", [(True, 0), (False, 0), (True, 1)])
 @pytest.mark.parametrize("n_known", [0, 5])
-def test_kv_cache_gives_the_full_forward_logits(rope, n_known):
-    model, batch = tiny(rope=rope), random_batch(pad=False, seed=1)
+def test_kv_cache_gives_the_full_forward_logits(rope, n_kv_head, n_known):
+    model, batch = tiny(rope=rope, n_kv_head=n_kv_head), random_batch(pad=False, seed=1)
     unmasked = {k: v for k, v in batch.items() if k != "legal"}
     full = model(unmasked)  # (B, T, V)
     B, T = batch["tokens"].shape

@@ -78,6 +78,7 @@ def test_rng_state_round_trip(tmp_path):
     np.testing.assert_array_equal(got[2], expected[2])
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, imported by compile
 def test_unwrap_compiled_model():
     model = WaveletGPT(config_from_preset("tiny", max_seq_len=16))
     assert unwrap_model(torch.compile(model)) is model

@@ -6,8 +6,8 @@ import time
 
 import torch
 import torch.multiprocessing as mp
-from synthetic_source import SyntheticSource
 
+from tests.train.synthetic_source import SyntheticSource
 from wavar.train.checkpoint import load_checkpoint
 from wavar.train.config import TrainConfig
 from wavar.train.loop import train

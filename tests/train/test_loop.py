@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from synthetic_source import SyntheticSource
 
+from tests.train.synthetic_source import SyntheticSource
 from wavar.errors import CheckpointError
 from wavar.model.transformer import WaveletGPT
 from wavar.train.checkpoint import load_checkpoint

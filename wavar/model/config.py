@@ -47,6 +47,7 @@ class ModelConfig:
     vocab_size: int = 7
     n_layer: int = 6
     n_head: int = 4
+    n_kv_head: int = 0  # key/value heads (grouped-query attention); 0 = n_head
     n_embd: int = 256
     max_seq_len: int = 4096
     num_classes: int = 10
@@ -63,6 +64,11 @@ class ModelConfig:
     codec: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.n_kv_head == 0:
+            self.n_kv_head = self.n_head
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head={self.n_head} is not a multiple of n_kv_head="
+                             f"{self.n_kv_head}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not a multiple of n_head={self.n_head}")
         if self.rope and (self.n_embd // self.n_head) % 2:

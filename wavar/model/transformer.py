@@ -74,29 +74,47 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.n_head, self.dropout = cfg.n_head, cfg.dropout
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.n_head, self.n_kv, self.dropout = cfg.n_head, cfg.n_kv_head, cfg.dropout
+        self.hd = cfg.n_embd // cfg.n_head
+        # Grouped-query attention: fewer key/value heads shrink the KV cache, which is what
+        # sampling reads at every step (the bandwidth that bounds generation speed).
+        self.qkv = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.n_kv_head) * self.hd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, cos: Tensor | None, sin: Tensor | None,
                 kv: tuple[Tensor, Tensor] | None, positions: Tensor) -> Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
-        if cos is not None:  # q, k, v: (B, H, T, hd)
+        q, k, v = self.qkv(x).split([self.n_head * self.hd, self.n_kv * self.hd,
+                                     self.n_kv * self.hd], dim=-1)
+        q = q.view(B, T, self.n_head, self.hd).transpose(1, 2)  # (B, H, T, hd)
+        k = k.view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = v.view(B, T, self.n_kv, self.hd).transpose(1, 2)
+        if cos is not None:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        gqa = self.n_kv != self.n_head
         if kv is None:
             p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p,
+                                               enable_gqa=gqa)
         else:
             # Static cache: write this block's keys/values at `positions`, then attend over the
             # whole buffer through a mask, so shapes never change (torch.compile / CUDA graphs).
-            k_cache, v_cache = kv  # (B, H, L, hd)
+            k_cache, v_cache = kv  # (B, Hkv, L, hd)
             k_cache.index_copy_(2, positions, k.to(k_cache.dtype))
             v_cache.index_copy_(2, positions, v.to(v_cache.dtype))
             seen = torch.arange(k_cache.size(2), device=x.device) <= positions[:, None]  # (T, L)
-            y = F.scaled_dot_product_attention(q.to(k_cache.dtype), k_cache, v_cache,
-                                               attn_mask=seen).to(x.dtype)
+            if T == 1:
+                # One query per sequence (a decode step): group the query heads of each KV head
+                # so every cached key and value is read once, GQA or not.
+                g = self.n_head // self.n_kv
+                qg = q.reshape(B, self.n_kv, g, self.hd).to(k_cache.dtype)
+                att = (qg @ k_cache.transpose(-1, -2)) * self.hd**-0.5  # (B, Hkv, g, L)
+                att = att.masked_fill(~seen, float("-inf")).softmax(-1)
+                y = (att @ v_cache).reshape(B, self.n_head, 1, self.hd).to(x.dtype)
+            else:
+                y = F.scaled_dot_product_attention(q.to(k_cache.dtype), k_cache, v_cache,
+                                                   attn_mask=seen, enable_gqa=gqa).to(x.dtype)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_drop(self.proj(y))
 
@@ -302,7 +320,7 @@ class WaveletGPT(nn.Module):
         max_len = c.max_seq_len if max_len is None else max_len
         if not 1 <= max_len <= c.max_seq_len:
             raise ValueError(f"max_len={max_len} must lie in [1, max_seq_len={c.max_seq_len}]")
-        shape = (c.n_layer, batch_size, c.n_head, max_len + 1, c.n_embd // c.n_head)
+        shape = (c.n_layer, batch_size, c.n_kv_head, max_len + 1, c.n_embd // c.n_head)
         kw = dict(device=device or p.device, dtype=dtype or p.dtype)
         return KVCache(torch.zeros(shape, **kw), torch.zeros(shape, **kw))
 

@@ -61,6 +61,8 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     time_limit_s: float = 0.0  # stop, checkpoint and return after this much wall time; 0 = never
+    budget_s: float = 0.0  # >0: the run lasts this much training wall time (across resumes),
+    #                        the cosine follows time, and max_steps is only a cap
     device: str = "auto"  # "auto", "cpu", "cuda"
     peak_flops: float = 989e12  # per-device peak for MFU: H200 bf16 dense
     resume: bool = True  # continue from out_dir/ckpt.pt if it exists
@@ -69,7 +71,7 @@ class TrainConfig:
         positive = ("batch_size", "log_every")
         non_negative = ("max_steps", "warmup_steps", "eval_every", "eval_batches", "ckpt_every",
                         "sample_every", "lr", "min_lr", "weight_decay", "grad_clip",
-                        "time_limit_s")
+                        "time_limit_s", "budget_s")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -54,11 +54,18 @@ class DataSource(Protocol):
         ...
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of update ``step`` (0-based): linear warmup, then cosine to ``min_lr``."""
+def lr_at(step: int, cfg: TrainConfig, train_s: float = 0.0) -> float:
+    """Learning rate of update ``step`` (0-based): linear warmup, then cosine to ``min_lr``.
+
+    With ``cfg.budget_s`` the cosine runs over training wall time (``train_s`` so far) instead
+    of steps, so runs can be given equal GPU time.
+    """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    if cfg.budget_s > 0:
+        progress = min(1.0, train_s / cfg.budget_s)
+    else:
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
@@ -178,7 +185,7 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     acc_tokens = torch.zeros((), device=device)
     acc_flops, acc_valid, t_log = 0.0, 0, time.time()
     while step < cfg.max_steps:
-        lr = lr_at(step, cfg)
+        lr = lr_at(step, cfg, elapsed())
         for group in optimizer.param_groups:
             group["lr"] = lr
         np_batch = data_train.sample_batch(cfg.batch_size, data_rng)
@@ -201,7 +208,8 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
         n_valid = int(np_batch["valid"].sum())
         acc_valid += n_valid
         acc_flops += model.flops_per_token(batch["tokens"].shape[1] + 1) * n_valid
-        final = step == cfg.max_steps
+        final = step == cfg.max_steps or (cfg.budget_s > 0 and distributed.agree(
+            elapsed() >= cfg.budget_s, info))
         if step % cfg.log_every == 0 or final:
             dt = max(time.time() - t_log, 1e-9)
             result["bits_per_token"] = (acc_bits / acc_tokens.clamp_min(1)).item()
@@ -233,7 +241,11 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
                 final or (cfg.sample_every and step % cfg.sample_every == 0)):
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 on_eval(ema, step, out)
-        if out_of_time and not final:
+        if final:
+            if step < cfg.max_steps:
+                stopped = "budget"
+            break
+        if out_of_time:
             stopped = "time_limit"
             break
     bar.close()
