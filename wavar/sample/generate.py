@@ -201,7 +201,9 @@ def generate(
             si, sp, stop = si[live_idx], sp[live_idx], stop[live_idx]
             live_idx = np.arange(len(live_idx))
         live = ~stop
+        si[stop] = 0  # finished rows still ride along until compaction: give them a valid slot
         legal = states.legal()
+        legal[stop] = 1
         slots_t = torch.as_tensor(si, device=device)
         pos_t = torch.as_tensor(sp, dtype=torch.float32, device=device)
         if guided:

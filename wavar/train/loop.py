@@ -170,12 +170,14 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
         return elapsed_before + time.time() - t0
 
 
-    train_model: nn.Module = torch.compile(model) if cfg.compile else model
+    # Static shapes: inductor's dynamic-shape backward failed on some lengths (torch 2.11,
+    # "shape [1537, 128] is invalid"), and a few padded lengths compile once each.
+    train_model: nn.Module = torch.compile(model, dynamic=False) if cfg.compile else model
     if info.enabled:
         train_model = nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
     train_model.train()
-    pad_to = 64 if device.type == "cuda" else 1  # few shapes for compile; tensor-core friendly
+    pad_to = 512 if device.type == "cuda" else 1  # few shapes for compile; tensor-core friendly
 
     result: dict[str, Any] = {}
     stopped = "max_steps"
