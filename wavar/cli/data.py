@@ -50,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder: share of each class held out for testing (0.1)",
     )
     p.set_defaults(func=_fetch)
+
+    for name, func, helptext in (
+        ("tokenize", _tokenize, "code a dataset into token shards (resumable, all cores)"),
+        ("stats", _stats, "sequence-length statistics of a dataset under a codec"),
+    ):
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("name", metavar="NAME", help="a fetched dataset (mnist, cifar10, ...)")
+        p.add_argument("--split", default=None, choices=("train", "test"),
+                       help="one split (default: both)")
+        from wavar.cli.codec import add_codec_options
+
+        add_codec_options(p)
+        p.set_defaults(func=func)
     return parser
 
 
@@ -75,6 +88,39 @@ def _fetch(args: argparse.Namespace) -> int:
     shape = "x".join(str(s) for s in meta["image_shape"])
     for split, info in meta["splits"].items():
         print(f"  {split}: {info['count']} images {shape}, {len(meta['classes'])} classes")
+    return 0
+
+
+def _codec(args: argparse.Namespace):
+    from wavar.cli.codec import codec_from_args
+
+    return codec_from_args(args)
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    from wavar.data.shards import tokenize
+
+    for split in [args.split] if args.split else ["train", "test"]:
+        path = tokenize(args.name, _codec(args), split)
+    print(f"{args.name}: token shards in {path}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from wavar.data.shards import TokenDataset
+
+    codec = _codec(args)
+    print(f"{args.name} under {codec!r}")
+    print(f"{'split':>6} {'images':>7} {'mean':>8} {'median':>7} {'p99':>6} {'min':>5} "
+          f"{'max':>6}  m~ range")
+    for split in [args.split] if args.split else ["train", "test"]:
+        data = TokenDataset.load(args.name, codec, split)
+        n = data.lengths
+        print(f"{split:>6} {len(n):>7} {n.mean():>8.1f} {np.median(n):>7.0f} "
+              f"{np.percentile(n, 99):>6.0f} {n.min():>5} {n.max():>6}  "
+              f"{data.m_tilde.min()}..{data.m_tilde.max()}")
     return 0
 
 
