@@ -13,7 +13,6 @@ COMMANDS = {
     "data": ("wavar.cli.data", False),
     "train": ("wavar.cli.train", False),
     "sample": ("wavar.cli.sample", False),
-    "eval": ("wavar.cli.eval", False),
 }
 
 USAGE = """usage: wavar COMMAND ...
@@ -27,7 +26,6 @@ commands:
   data     fetch, tokenize and describe datasets
   train    train a model (runs under torchrun for several GPUs)
   sample   sample images from a model
-  eval     FID, CAS, likelihood and rate-distortion of a model
 
 Run 'wavar COMMAND --help' for the options of a command."""
 

@@ -198,6 +198,8 @@ class WaveletCodec:
         self.levels = levels
         self._sym_of_tok = self.lang.to_symbols()
         self._tok_of_sym = self.lang.from_symbols()
+        # zero-block token ids are the grammar's symbols: skip the per-token mapping
+        self._identity = bool(np.array_equal(self._sym_of_tok, np.arange(self.lang.vocab_size)))
 
     # -- parameters ---------------------------------------------------------------------------
     @property
@@ -342,7 +344,9 @@ class WaveletCodec:
             if (lengths < 0).any():  # would be a bug in the grammar or the encoder
                 raise RuntimeError("internal error: the grammar refused the encoder's symbol")
             for i in range(e - s):
-                toks = self._tok_of_sym[out[i, : lengths[i]]].astype(np.uint8)
+                toks = out[i, : lengths[i]].copy()
+                if not self._identity:
+                    toks = self._tok_of_sym[toks].astype(np.uint8)
                 hdr = self.header(height, width, c, int(mt[s + i]))
                 out_list.append(CodedImage(toks, hdr))
         return out_list
@@ -358,6 +362,8 @@ class WaveletCodec:
                 f"{self.language} vocabulary (0..{self.lang.vocab_size - 1})",
                 int(bad[0]),
             )
+        if self._identity:
+            return toks
         return self._sym_of_tok[toks.astype(np.int64)]
 
     def decode_coefficients(
