@@ -33,3 +33,15 @@ def cifar_images() -> np.ndarray:
         return np.load(CIFAR_TEST)["x"][:16]
     rng = np.random.default_rng(0)
     return np.stack([smooth_image(rng, 32, 32, 3) for _ in range(16)])
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # Small models gain nothing from intra-op threads, and on a shared 2-core machine the
+    # threads' spin-waiting makes a busy neighbour slow the tests down five-fold.
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -9,17 +9,10 @@ from wavar.sample import filters
 from wavar.sample.generate import Region, generate, kept_coefficients, prefix_tokens
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model(language="zeroblock", shape=(12, 12), seed=0) -> WaveletGPT:
     codec = WaveletCodec("bior4.4", language=language, final_threshold=2**-2)
-    cfg = config_from_preset("tiny", num_classes=3, max_seq_len=2048, vocab_size=codec.lang.vocab_size,
+    cfg = config_from_preset("tiny", num_classes=3, max_seq_len=2048,
+                             vocab_size=codec.lang.vocab_size,
                              n_channels=3 if len(shape) == 3 else 1)
     cfg.codec = {**codec.params(), "image_shape": list(shape), "classes": ["a", "b", "c"],
                  "m_tilde_min": 2, "m_tilde_hist": [[1, 2, 1]] * 3}
