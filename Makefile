@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: on this project's machines a CPU build of this release is on
 	# disk, and asking for it by exact version keeps pip from pulling a multi-GB CUDA build.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[model,dev]"
+	$(PY) -m pip install -q -e ".[model,dev,bench]"
 	touch $(STAMP)
 
 demo: $(STAMP)

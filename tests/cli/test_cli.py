@@ -1,5 +1,6 @@
 """One smoke test per CLI flag, in-process (each subcommand's main(argv) returns the status)."""
 
+import json
 import re
 from pathlib import Path
 
@@ -113,3 +114,17 @@ def test_the_readme_main_job_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 0
     assert any(p.suffix == ".png" for p in tmp_path.iterdir())
+
+
+def test_plot_learning_curves(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": s, "bits_per_token": 1 / s, "elapsed_s": 6.0 * s} for s in range(1, 5)]
+    rows.append({"step": 4, "val_bits_per_token": 0.3, "elapsed_s": 24.0})
+    (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    out = tmp_path / "c.png"
+    assert cli.main(["plot", str(run), "-o", str(out)]) == 0
+    assert Image.open(out).size[0] > 300
+    (run / "metrics.jsonl").write_text("{not json")
+    assert cli.main(["plot", str(run), "-o", str(out)]) == 2
+    assert "not a JSON line" in one_line_error(capsys)

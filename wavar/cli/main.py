@@ -13,6 +13,7 @@ COMMANDS = {
     "data": ("wavar.cli.data", False),
     "train": ("wavar.cli.train", False),
     "sample": ("wavar.cli.sample", False),
+    "plot": ("wavar.cli.plot", False),
 }
 
 USAGE = """usage: wavar COMMAND ...
@@ -26,6 +27,7 @@ commands:
   data     fetch, tokenize and describe datasets
   train    train a model (runs under torchrun for several GPUs)
   sample   sample images from a model
+  plot     learning curves of training runs (metrics.jsonl)
 
 Run 'wavar COMMAND --help' for the options of a command."""
 
