@@ -123,7 +123,9 @@ def _sample(args: argparse.Namespace) -> int:
     model = WaveletGPT.from_pretrained(args.model, device=args.device)
     names = list(model.config.codec.get("classes") or map(str, range(model.config.num_classes)))
     classes = parse_classes(args.classes, args.classes_list, names)
-    labels = np.repeat(classes, args.n)
+    # one column per class (one row per draw); a single class fills rows of --n
+    labels = np.tile(classes, args.n)
+    ncols = min(16, len(classes) if len(classes) > 1 else args.n)
     shape = image_shape_of(model)
     codec = codec_of(model)
     kw: dict = {}
@@ -149,16 +151,16 @@ def _sample(args: argparse.Namespace) -> int:
                     max_plane=args.planes, **kw)
     dt = time.perf_counter() - t
     images = decode(model, seqs)
-    save_png(args.output, grid(images, ncols=args.n if args.n <= 16 else 16,
-                               scale=max(1, 64 // max(shape[:2]))))
+    scale = max(1, 64 // max(shape[:2]))
+    save_png(args.output, grid(images, ncols=ncols, scale=scale))
     n_tok = sum(len(s) for s in seqs)
     print(f"{len(images)} images ({', '.join(names[c] for c in classes)}) in {dt:.1f} s "
           f"({n_tok / dt:.0f} tokens/s, {args.device}) -> {args.output}")
     if args.gif:
         longest = max(len(s) for s in seqs)
         ks = np.unique(np.geomspace(1, max(longest, 1), 40).astype(int))
-        frames = [grid(codec.decode_batch([s[:k] for s in seqs]), ncols=min(args.n, 16),
-                       scale=max(1, 64 // max(shape[:2]))) for k in ks]
+        frames = [grid(codec.decode_batch([s[:k] for s in seqs]), ncols=ncols, scale=scale)
+                  for k in ks]
         save_gif(args.gif, frames + [frames[-1]] * 10, duration_ms=80)
         print(f"  coarse-to-fine animation ({len(ks)} frames) -> {args.gif}")
     if args.npz:
