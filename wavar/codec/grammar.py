@@ -215,13 +215,14 @@ def legal_symbols(mem, scan_index, parent, n_desc, is_ll):
 
 
 @njit(cache=True, nogil=True)
-def push(mem, sym, scan_index, parent, children, n_desc, is_ll):
+def push(mem, sym, scan_index, parent, children, n_desc, is_ll, check=True):
     """Consume one symbol.
 
     Returns the flat index ``channel * n_coef + i`` of the coefficient the symbol speaks of
     (significance or refinement), ``NO_COEF`` for a group/zero-tree/insignificance symbol,
     ``ERR_ILLEGAL`` if the symbol is not legal here (state unchanged), ``ERR_DONE`` if the
-    sequence is already complete.
+    sequence is already complete. ``check=False`` skips the legality test, for a caller that
+    only pushes legal symbols (the encoder, whose data symbols are legal by construction).
     """
     kind = mem[H_KIND]
     n = mem[H_N]
@@ -236,7 +237,7 @@ def push(mem, sym, scan_index, parent, children, n_desc, is_ll):
         return idx
     if kind == DONE:
         return ERR_DONE
-    if not (legal_symbols(mem, scan_index, parent, n_desc, is_ll) >> sym) & 1:
+    if check and not (legal_symbols(mem, scan_index, parent, n_desc, is_ll) >> sym) & 1:
         return ERR_ILLEGAL
     o_sig, o_bb, o_qb, o_sd, o_need, o_cand, o_pr = _offsets(mem)
     nb = mem[H_NB]
