@@ -123,3 +123,23 @@ def test_filters_keep_a_legal_token():
 def test_bad_labels_are_refused():
     with pytest.raises(ValueError, match="labels"):
         generate(tiny_model(), [7])
+
+
+def test_ll_initialisation_starts_from_a_training_ll_band(rng):
+    from wavar.sample.generate import ll_bank, ll_indices
+
+    model = tiny_model(shape=(16, 16))
+    codec = WaveletCodec("bior4.4", final_threshold=2**-2)
+    images = np.stack([smooth_image(rng, 16, 16) for _ in range(12)])
+    labels = np.arange(12) % 3
+    model.config.codec["ll_bank"] = bank = ll_bank(codec, images, labels, per_class=4)
+    idx = ll_indices(codec.geometry(16, 16), 1)
+    seqs = generate(model, [0, 1, 2, 1], seed=4, ll_init=True)
+    for y, s in zip([0, 1, 2, 1], seqs, strict=True):
+        est = codec.decode_coefficients([s]).reshape(-1)[idx]
+        entries = np.array(bank[y]["ll"])
+        # decoded to the final precision, the LL band is one of the class's training bands
+        assert np.abs(entries - est).max(axis=1).min() <= codec.final_threshold
+        assert s.header.m_tilde in bank[y]["m_tilde"]
+    with pytest.raises(ValueError, match="LL bank"):
+        generate(tiny_model(), [0], ll_init=True)

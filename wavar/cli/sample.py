@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-tokens", type=int, default=None, metavar="N",
                    help="keep the image's first N tokens")
     p.add_argument("--mask", metavar="PNG", help="keep the image where the mask is white")
+    p.add_argument("--ll-init", action="store_true",
+                   help="start from the LL band and m~ of a training image of the class "
+                        "(robust initialisation)")
     p.add_argument("--gif", metavar="FILE", help="also write a coarse-to-fine animation")
     p.add_argument("--npz", metavar="FILE", help="also save the images (x) and labels (y)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -145,6 +148,10 @@ def _sample(args: argparse.Namespace) -> int:
                 pre = prefix_tokens(codec, img, planes=2)
             kw["prefix"] = [pre.tokens] * len(labels)
             kw["m_tilde"] = [pre.header.m_tilde] * len(labels)
+    if args.ll_init:
+        if args.image:
+            raise UsageError("--ll-init and --image exclude each other")
+        kw["ll_init"] = True
     t = time.perf_counter()
     seqs = generate(model, labels, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k,
                     top_p=args.top_p, seed=args.seed, max_tokens=args.tokens,

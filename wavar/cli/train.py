@@ -37,12 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def data_codec_info(codec, data) -> dict:
-    """What the sampler needs to know about the data, recorded in the model config."""
+def data_codec_info(codec, data, images=None) -> dict:
+    """What the sampler needs to know about the data, recorded in the model config.
+
+    ``images`` (an ImageDataset of the training split) adds the per-class LL bank used by
+    ``generate(..., ll_init=True)``.
+    """
+    from wavar.sample.generate import ll_bank
+
     stats = data.class_statistics()
-    return {**codec.params(), "image_shape": list(data.image_shape),
+    info = {**codec.params(), "image_shape": list(data.image_shape),
             "classes": list(data.classes), "m_tilde_min": int(stats["m_tilde_min"]),
             "m_tilde_hist": stats["m_tilde_hist"].tolist()}
+    if images is not None:
+        info["ll_bank"] = ll_bank(codec, images.x, images.y)
+    return info
 
 
 def sample_grid_writer(n_per_class: int = 4):
@@ -80,7 +89,9 @@ def _train(args: argparse.Namespace) -> int:
         _barrier_on_files(cfg, codec)
     data_train = TokenDataset.load(cfg.dataset, codec, "train", limit=args.limit)
     data_val = TokenDataset.load(cfg.dataset, codec, "test")
-    cfg.codec = data_codec_info(codec, data_train)
+    from wavar.data.datasets import load
+
+    cfg.codec = data_codec_info(codec, data_train, load(cfg.dataset, "train"))
     channels = data_train.image_shape[2] if len(data_train.image_shape) == 3 else 1
     longest = int(max(data_train.lengths.max(), data_val.lengths.max()))
     cfg.model_args = {"num_classes": int(data_train.label.max()) + 1, "n_channels": channels,

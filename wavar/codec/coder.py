@@ -227,36 +227,83 @@ def kept_subtrees(kept, channels, n_coef, parent, bottom_up):
     return out
 
 
-@njit(cache=True, nogil=True)
-def forced_symbols(mems, mags, negs, desc_max, kept, kept_tree, m_tildes, scan_index, n_desc,
-                   is_ll, out):
-    """For region completion: the symbol the kept image dictates at each row's cursor, or -1.
+@njit(cache=True, nogil=True, inline="always")
+def _coef_options(mag, neg, kept, idx, t):
+    """Coefficient-level symbols consistent with the kept data at coefficient ``idx``."""
+    if not kept[idx]:
+        return (1 << g.S_INS) | (1 << g.S_POS) | (1 << g.S_NEG)
+    if mag[idx] >= t:
+        return 1 << (g.S_NEG if neg[idx] else g.S_POS)
+    return 1 << g.S_INS
 
-    A node is dictated when every coefficient its symbol speaks of is kept: the 16 of a
-    block, the 4 of a quad, the coefficient itself, and, for a zero-tree decision, its
-    descendants too. Rows share ``kept`` (C * n_coef,) but have their own image (mags[i]).
+
+@njit(cache=True, nogil=True, inline="always")
+def _group_options(mag, neg, kept, base, scan_index, first, count, t):
+    """(may the group be empty, may it break) given its kept coefficients."""
+    sig_kept = False
+    all_kept = True
+    for j in range(count):
+        idx = base + scan_index[first + j]
+        if kept[idx]:
+            if mag[idx] >= t:
+                sig_kept = True
+        else:
+            all_kept = False
+    return (not sig_kept), not (all_kept and not sig_kept)
+
+
+@njit(cache=True, nogil=True)
+def allowed_symbols(mems, mags, negs, desc_max, kept, kept_tree, m_tildes, scan_index, n_desc,
+                    is_ll, out):
+    """For conditioning on kept coefficients: per row, the symbols consistent with them.
+
+    A symbol speaks of some coefficients (a block's 16, a quad's 4, or one, and for a zero-tree
+    decision its descendants); it is allowed unless it contradicts a kept coefficient. When
+    every coefficient a node speaks of is kept, exactly the image's own symbol remains. Rows
+    share ``kept`` (C * n_coef,) but have their own image (mags[i]). 0xFF = no constraint.
     """
     for i in range(mems.shape[0]):
         mem = mems[i]
         kind = mem[g.H_KIND]
-        out[i] = -1
+        out[i] = 0xFF
         if kind == g.DONE:
             continue
+        mag, neg = mags[i], negs[i]
         n = mem[g.H_N]
         b, ch, q, c = mem[g.H_BLOCK], mem[g.H_CH], mem[g.H_QUAD], mem[g.H_COEF]
         base = ch * n
-        ok = True
-        if kind == g.BLOCK:
-            for j in range(16):
-                ok = ok and kept[base + scan_index[b * 16 + j]]
-        elif kind == g.QUAD:
-            for j in range(4):
-                ok = ok and kept[base + scan_index[b * 16 + q * 4 + j]]
-        elif kind == g.COEF and mem[g.H_LANG] == g.ZEROTREE:
-            ok = kept_tree[base + scan_index[b * 16 + q * 4 + c]]
-        else:
-            ok = kept[base + scan_index[b * 16 + q * 4 + c]]
-        if ok:
-            thresholds = _thresholds(m_tildes[i], mem[g.H_NPLANES])
-            out[i] = _data_symbol(mem, mags[i], negs[i], desc_max[i], thresholds, scan_index,
-                                  n_desc, is_ll)
+        t = 2.0 ** (m_tildes[i] - 1 - mem[g.H_PLANE])
+        p = b * 16 + q * 4 + c
+        idx = base + scan_index[p]
+        if kind == g.REFINE:
+            if kept[idx]:
+                w = t * 0.5 if mem[g.H_IMMEDIATE] else t
+                out[i] = 1 << (g.S_ACC0 + (int(mag[idx] / w) & 1))
+            continue
+        if mem[g.H_LANG] == g.ZEROBLOCK:
+            m = 0
+            if kind == g.BLOCK:
+                empty, breaks = _group_options(mag, neg, kept, base, scan_index, b * 16, 16, t)
+                if empty:
+                    m |= 1 << g.S_G4
+                if not breaks:
+                    out[i] = m
+                    continue
+            if kind == g.BLOCK or kind == g.QUAD:
+                empty, breaks = _group_options(mag, neg, kept, base, scan_index,
+                                               b * 16 + q * 4, 4, t)
+                if empty:
+                    m |= 1 << g.S_G2
+                if breaks:
+                    m |= _coef_options(mag, neg, kept, base + scan_index[b * 16 + q * 4], t)
+                out[i] = m
+                continue
+            out[i] = _coef_options(mag, neg, kept, idx, t)
+            continue
+        d = scan_index[p]
+        if is_ll[d] or n_desc[d] == 0 or (kept[idx] and mag[idx] >= t):
+            out[i] = _coef_options(mag, neg, kept, idx, t)
+        elif kept_tree[idx]:
+            out[i] = 1 << (g.S_INS if desc_max[idx] >= t else g.S_ZTR)
+        elif kept[idx]:
+            out[i] = (1 << g.S_INS) | (1 << g.S_ZTR)

@@ -87,6 +87,38 @@ def kept_coefficients(codec: WaveletCodec, keep: np.ndarray, channels: int) -> n
     return np.tile(out, channels)
 
 
+def ll_indices(geo, channels: int) -> np.ndarray:
+    """Flat indices (channel * M * M + i) of the LL-band coefficients."""
+    side, ll = geo.side, geo.ll_side
+    one = (np.arange(ll)[:, None] * side + np.arange(ll)[None, :]).reshape(-1)
+    return np.concatenate([ch * geo.n_coef + one for ch in range(channels)])
+
+
+def ll_bank(codec: WaveletCodec, images: np.ndarray, labels: np.ndarray, per_class: int = 64,
+            seed: int = 0) -> list[dict]:
+    """Per class, the m~ and LL-band coefficients of up to ``per_class`` training images."""
+    rng = np.random.default_rng(seed)
+    h, w = images.shape[1:3]
+    channels = images.shape[3] if images.ndim == 4 else 1
+    idx = ll_indices(codec.geometry(h, w), channels)
+    bank = []
+    for y in range(int(labels.max()) + 1):
+        pick = rng.permutation(np.flatnonzero(labels == y))[:per_class]
+        coefs = codec.coefficients(images[pick]).reshape(len(pick), -1)
+        bank.append({"m_tilde": codec.m_tilde(coefs).tolist(),
+                     "ll": coefs[:, idx].round(6).tolist()})
+    return bank
+
+
+def _forcing(geo, coefs: np.ndarray, kept: np.ndarray, channels: int):
+    """Arrays the compiled forcing step needs: per-row magnitudes, signs, descendant maxima."""
+    mags, negs = np.abs(coefs), coefs < 0
+    desc = np.stack([coder._descendant_max(m, channels, geo.n_coef, geo.parent, geo.bottom_up)
+                     for m in mags])
+    kept_tree = coder.kept_subtrees(kept, channels, geo.n_coef, geo.parent, geo.bottom_up)
+    return mags, negs, desc, kept, kept_tree
+
+
 def _cache_view(cache, length: int):
     from wavar.model.transformer import KVCache
 
@@ -108,6 +140,7 @@ def generate(
     max_plane: int | None = None,
     prefix: Sequence[np.ndarray] | None = None,
     region: Region | None = None,
+    ll_init: bool = False,
     cache_block: int = 256,
 ) -> list[CodedImage]:
     """Sample one token sequence per label.
@@ -124,6 +157,8 @@ def generate(
     max_tokens, max_plane : stop after this many tokens / before this bit-plane (progressive).
     prefix : per row, token ids to force at the start (a real image's coarse planes).
     region : keep part of a real image (see :class:`Region`).
+    ll_init : start each row from the LL band and m~ of a training image of its class (the
+        paper's "robust initialisation"; the bank is recorded in the model config).
 
     Returns
     -------
@@ -144,18 +179,34 @@ def generate(
     gen.manual_seed(int(rng.integers(2**62)))
 
     region_arrays = None
+    geo = codec.geometry(h, w)
+    if region is not None and ll_init:
+        raise ValueError("region completion and LL initialisation exclude each other")
     if region is not None:
         ref = codec.encode(region.image)
         coefs = codec.coefficients(region.image[None]).reshape(1, -1)
-        mags = np.repeat(np.abs(coefs), n, 0)
-        negs = np.repeat(coefs < 0, n, 0)
-        geo = codec.geometry(h, w)
         kept = kept_coefficients(codec, np.asarray(region.keep, bool), c)
-        desc = coder._descendant_max(mags[0], c, geo.n_coef, geo.parent, geo.bottom_up)
-        kept_tree = coder.kept_subtrees(kept, c, geo.n_coef, geo.parent, geo.bottom_up)
-        region_arrays = (mags, negs, np.repeat(desc[None], n, 0), kept, kept_tree)
+        region_arrays = _forcing(geo, np.repeat(coefs, n, 0), kept, c)
         if m_tilde is None:
             m_tilde = np.full(n, ref.header.m_tilde)
+    elif ll_init:
+        # the paper's robust initialisation: each row starts from the LL band (and m~) of a
+        # training image of its class, forced where the grammar reaches it; the rest is sampled
+        bank = model.config.codec.get("ll_bank")
+        if not bank:
+            raise ValueError("this model's config has no LL bank (ll_bank): it was trained "
+                             "before LL initialisation existed")
+        coefs = np.zeros((n, c * geo.n_coef))
+        ll_idx = ll_indices(geo, c)
+        m_tilde = np.empty(n, np.int64)
+        for i, y in enumerate(labels):
+            entries = bank[int(y) % len(bank)]
+            j = rng.integers(len(entries["m_tilde"]))
+            m_tilde[i] = entries["m_tilde"][j]
+            coefs[i, ll_idx] = entries["ll"][j]
+        kept = np.zeros(c * geo.n_coef, bool)
+        kept[ll_idx] = True
+        region_arrays = _forcing(geo, coefs, kept, c)
     if m_tilde is None:
         m_tilde = sample_m_tilde(model, labels, rng)
     m_tilde = np.asarray(m_tilde, np.int64)
@@ -204,6 +255,16 @@ def generate(
         si[stop] = 0  # finished rows still ride along until compaction: give them a valid slot
         legal = states.legal()
         legal[stop] = 1
+        if region_arrays is not None:
+            # kept coefficients narrow the choice to the tokens consistent with them (unless
+            # the grammar, after the model's earlier choices, leaves none of those)
+            mags, negs, desc, kept, kept_tree = region_arrays
+            allowed = np.empty(len(legal), np.int64)
+            geo = states.geo
+            coder.allowed_symbols(states.mems, mags, negs, desc, kept, kept_tree, m_tilde[rows],
+                                  geo.scan_index, geo.n_desc, geo.is_ll, allowed)
+            narrowed = legal & codec.lang.mask_from_symbols(allowed)
+            legal = np.where(narrowed != 0, narrowed, legal)
         slots_t = torch.as_tensor(si, device=device)
         pos_t = torch.as_tensor(sp, dtype=torch.float32, device=device)
         if guided:
@@ -225,23 +286,12 @@ def generate(
         logits = filters.top_p(filters.top_k(filters.temperature(logits, temperature), top_k),
                                top_p)
         tok = filters.sample(logits, gen).cpu().numpy().astype(np.int64)
-        # forced tokens: a prefix, or what the kept region dictates (when legal here)
+        # forced prefix tokens
         if forced is not None:
             for r in range(b):
                 f = forced[rows[r]]
                 if t < len(f):
                     tok[r] = f[t]
-        if region_arrays is not None:
-            mags, negs, desc, kept, kept_tree = region_arrays
-            sym = np.empty(b, np.int64)
-            geo = states.geo
-            coder.forced_symbols(states.mems, mags, negs, desc, kept, kept_tree,
-                                 m_tilde[rows], geo.scan_index, geo.n_desc, geo.is_ll, sym)
-            tok_of_sym = codec.lang.from_symbols()
-            for r in np.flatnonzero(sym >= 0):
-                cand = tok_of_sym[sym[r]]
-                if (legal[r] >> cand) & 1:
-                    tok[r] = cand
         tok[~live] = -1
         states.push(tok)
         out[rows[live], t] = tok[live]
