@@ -166,8 +166,9 @@ class SlotEmbedding(nn.Module):
         # slots (B, T, 5) = [plane, channel, level, orientation, kind]; pos (B, T, 2); m_tilde (B,)
         plane, channel, level, orient, kind = slots.unbind(-1)
         e = (m_tilde[:, None] - 1 - plane - self.e_min).clamp(0, self.exponent.num_embeddings - 1)
-        angle = 2 * math.pi * (pos.float() @ self.freqs)  # (B, T, F)
-        fourier = self.fourier(torch.cat([angle.sin(), angle.cos()], dim=-1))
+        angle = 2 * math.pi * (pos.float() @ self.freqs.float())  # (B, T, F), fp32 phases
+        feats = torch.cat([angle.sin(), angle.cos()], dim=-1).to(self.fourier.weight.dtype)
+        fourier = self.fourier(feats)
         return (self.plane(plane) + self.channel(channel) + self.level(level)
                 + self.orient(orient) + self.kind(kind) + self.exponent(e) + fourier)
 
