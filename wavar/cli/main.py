@@ -14,6 +14,7 @@ COMMANDS = {
     "train": ("wavar.cli.train", False),
     "sample": ("wavar.cli.sample", False),
     "plot": ("wavar.cli.plot", False),
+    "eval": ("wavar.cli.eval", False),
 }
 
 USAGE = """usage: wavar COMMAND ...
@@ -28,6 +29,7 @@ commands:
   train    train a model (runs under torchrun for several GPUs)
   sample   sample images from a model
   plot     learning curves of training runs (metrics.jsonl)
+  eval     FID, KID, CAS and likelihood of a model or of external samples
 
 Run 'wavar COMMAND --help' for the options of a command."""
 
