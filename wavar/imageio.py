@@ -12,6 +12,26 @@ from wavar.errors import ImageError
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
+def check_image(img: np.ndarray) -> np.ndarray:
+    """A uint8 grey (H, W) or RGB (H, W, 3) image, else :class:`ImageError` naming the problem.
+
+    (H, W, 1) counts as grey.
+    """
+    if not isinstance(img, np.ndarray):
+        raise ImageError(f"image must be a numpy array, got {type(img).__name__}")
+    if img.dtype != np.uint8:
+        raise ImageError(f"image must be uint8, got dtype {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
+        raise ImageError(
+            f"image must be grey (H, W) or RGB (H, W, 3), got shape {tuple(img.shape)}"
+        )
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ImageError(f"image is empty: shape {tuple(img.shape)}")
+    return img
+
+
 def pil_to_mode(img: Any, mode: str) -> Any:
     """Convert a PIL image to ``mode`` ("L" or "RGB"), blending transparency over white.
 

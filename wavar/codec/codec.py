@@ -33,6 +33,7 @@ from wavar.codec.transform import (
     ycbcr_to_rgb,
 )
 from wavar.errors import ImageError, TokenStreamError
+from wavar.imageio import check_image
 
 REFINEMENTS = ("deferred", "immediate")
 
@@ -134,22 +135,6 @@ class CodedImage:
 def padded_side(height: int, width: int) -> int:
     """Side of the power-of-two square (at least 4) an image is padded into."""
     return max(4, 1 << (max(height, width) - 1).bit_length())
-
-
-def _check_image(img: np.ndarray) -> np.ndarray:
-    if not isinstance(img, np.ndarray):
-        raise ImageError(f"image must be a numpy array, got {type(img).__name__}")
-    if img.dtype != np.uint8:
-        raise ImageError(f"image must be uint8, got dtype {img.dtype}")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
-        raise ImageError(
-            f"image must be grey (H, W) or RGB (H, W, 3), got shape {tuple(img.shape)}"
-        )
-    if img.shape[0] == 0 or img.shape[1] == 0:
-        raise ImageError(f"image is empty: shape {tuple(img.shape)}")
-    return img
 
 
 class WaveletCodec:
@@ -430,7 +415,7 @@ class WaveletCodec:
     # -- images <-> tokens ---------------------------------------------------------------------
     def encode(self, img: np.ndarray) -> CodedImage:
         """Encode one uint8 image, grey (H, W) or RGB (H, W, 3)."""
-        img = _check_image(img)
+        img = check_image(img)
         return self.encode_batch([img])[0]
 
     def encode_batch(self, images: Sequence[np.ndarray] | np.ndarray) -> list[CodedImage]:
@@ -441,7 +426,7 @@ class WaveletCodec:
             batch = images[..., 0] if images.ndim == 4 and images.shape[-1] == 1 else images
             if batch.shape[0] and batch.shape[1] and batch.shape[2]:
                 return self.encode_coefficients(self.coefficients(batch), *batch.shape[1:3])
-        imgs = [_check_image(im) for im in images]
+        imgs = [check_image(im) for im in images]
         out: list[CodedImage | None] = [None] * len(imgs)
         groups: dict[tuple, list[int]] = {}
         for i, im in enumerate(imgs):

@@ -59,14 +59,9 @@ _MAX_RESOLUTIONS = 6  # OpenJPEG's default
 
 def _check_image(img: np.ndarray) -> np.ndarray:
     """Validate a uint8 grey ``(H, W)`` or RGB ``(H, W, 3)`` image and make it contiguous."""
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got dtype {img.dtype}")
-    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
-        raise ValueError(f"expected shape (H, W) or (H, W, 3), got {img.shape}")
-    if img.shape[0] == 0 or img.shape[1] == 0:
-        raise ValueError(f"empty image of shape {img.shape}")
-    return np.ascontiguousarray(img)
+    from wavar.imageio import check_image
+
+    return np.ascontiguousarray(check_image(np.asarray(img)))
 
 
 def num_resolutions_for(height: int, width: int, max_resolutions: int = _MAX_RESOLUTIONS) -> int:
