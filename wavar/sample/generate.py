@@ -183,12 +183,11 @@ def generate(
     if region is not None and ll_init:
         raise ValueError("region completion and LL initialisation exclude each other")
     if region is not None:
-        ref = codec.encode(region.image)
-        coefs = codec.coefficients(region.image[None]).reshape(1, -1)
+        coefs = codec.coefficients(region.image[None])
         kept = kept_coefficients(codec, np.asarray(region.keep, bool), c)
-        region_arrays = _forcing(geo, np.repeat(coefs, n, 0), kept, c)
+        region_arrays = _forcing(geo, np.repeat(coefs.reshape(1, -1), n, 0), kept, c)
         if m_tilde is None:
-            m_tilde = np.full(n, ref.header.m_tilde)
+            m_tilde = np.full(n, codec.m_tilde(coefs)[0])
     elif ll_init:
         # the paper's robust initialisation: each row starts from the LL band (and m~) of a
         # training image of its class, forced where the grammar reaches it; the rest is sampled
@@ -200,7 +199,8 @@ def generate(
         ll_idx = ll_indices(geo, c)
         m_tilde = np.empty(n, np.int64)
         for i, y in enumerate(labels):
-            entries = bank[int(y) % len(bank)]
+            # the null label (unconditional) draws from a random class's bank
+            entries = bank[int(y) if y < len(bank) else int(rng.integers(len(bank)))]
             j = rng.integers(len(entries["m_tilde"]))
             m_tilde[i] = entries["m_tilde"][j]
             coefs[i, ll_idx] = entries["ll"][j]
