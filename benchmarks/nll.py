@@ -16,10 +16,9 @@ from wavar.data.shards import TokenDataset
 from wavar.eval.likelihood import nll
 from wavar.model.transformer import WaveletGPT
 from wavar.sample.generate import codec_of
+from wavar.zoo import MODELS
 
 RESULTS = Path(__file__).parent / "results"
-DATASET = {"mnist": "mnist", "mnist-large": "mnist", "fashion-mnist": "fashion-mnist",
-           "fashion-mnist-large": "fashion-mnist"}
 
 
 def main() -> None:
@@ -31,7 +30,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for name in args.models:
         model = WaveletGPT.from_pretrained(name)
-        data = TokenDataset.load(DATASET.get(name, name), codec_of(model), "test")
+        dataset = MODELS[name].dataset if name in MODELS else name
+        data = TokenDataset.load(dataset, codec_of(model), "test")
         t = time.perf_counter()
         r = nll(model, data, limit=args.limit)
         r.update(model=name, params=model.num_params(), seconds=time.perf_counter() - t)

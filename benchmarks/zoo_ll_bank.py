@@ -15,12 +15,9 @@ from wavar.model.transformer import WaveletGPT
 from wavar.sample.generate import codec_of, ll_bank
 from wavar.zoo import MODELS
 
-DATASET = {"mnist": "mnist", "mnist-large": "mnist", "fashion-mnist": "fashion-mnist",
-           "fashion-mnist-large": "fashion-mnist"}
-
 for name, entry in MODELS.items():
     model = WaveletGPT.from_pretrained(name)
-    data = load(DATASET[name], "train")
+    data = load(entry.dataset, "train")
     path = entry.path / "config.json"
     cfg = json.loads(path.read_text())
     cfg["codec"]["ll_bank"] = ll_bank(codec_of(model), data.x, data.y)

@@ -164,8 +164,9 @@ def _sample(args: argparse.Namespace) -> int:
     print(f"{len(images)} images ({', '.join(names[c] for c in classes)}) in {dt:.1f} s "
           f"({n_tok / dt:.0f} tokens/s, {args.device}) -> {args.output}")
     if args.gif:
-        longest = max(len(s) for s in seqs)
-        ks = np.unique(np.geomspace(1, max(longest, 1), 40).astype(int))
+        from wavar.cli.codec import prefix_lengths
+
+        ks = prefix_lengths(max(len(s) for s in seqs), 40)
         frames = [grid(codec.decode_batch([s[:k] for s in seqs]), ncols=ncols, scale=scale)
                   for k in ks]
         save_gif(args.gif, frames + [frames[-1]] * 10, duration_ms=80)

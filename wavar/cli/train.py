@@ -73,7 +73,7 @@ def sample_grid_writer(n_per_class: int = 4):
 
 def _train(args: argparse.Namespace) -> int:
     from wavar.codec import WaveletCodec
-    from wavar.data.shards import TokenDataset
+    from wavar.data.shards import TokenDataset, tokenize
     from wavar.train.config import load_config
     from wavar.train.loop import train
 
@@ -82,9 +82,9 @@ def _train(args: argparse.Namespace) -> int:
                             if k in ("wavelet", "language", "final_threshold", "refinement",
                                      "levels")})
     rank = int(os.environ.get("RANK", "0"))
-    if rank == 0:  # tokenize once, before the other ranks read the shards
-        TokenDataset.load(cfg.dataset, codec, "test", limit=1)
-        TokenDataset.load(cfg.dataset, codec, "train", limit=1)
+    if rank == 0:  # tokenize once (finished shards are skipped), before other ranks read
+        for split in ("test", "train"):
+            tokenize(cfg.dataset, codec, split)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _barrier_on_files(cfg, codec)
     data_train = TokenDataset.load(cfg.dataset, codec, "train", limit=args.limit)
@@ -98,13 +98,9 @@ def _train(args: argparse.Namespace) -> int:
                       "vocab_size": codec.lang.vocab_size,
                       "max_seq_len": max(longest + 64, cfg.model_args.get("max_seq_len", 0)),
                       **{k: v for k, v in cfg.model_args.items() if k != "max_seq_len"}}
-    writer = sample_grid_writer()
-    result = train(cfg, data_train, data_val, on_eval=writer if cfg.sample_every else None)
+    result = train(cfg, data_train, data_val,
+                   on_eval=None if args.no_samples else sample_grid_writer())
     if rank == 0:
-        result["ema"].save_pretrained(Path(cfg.out_dir) / "model")
-        # the loop's on_eval already ran at a finished run's last step
-        if not args.no_samples and (result["stopped"] == "time_limit" or not cfg.sample_every):
-            writer(result["ema"], result["step"], Path(cfg.out_dir))
         print(f"step {result['step']} ({result['stopped']}): "
               f"val {result.get('val_bits_per_token', float('nan')):.4f} bits/token, "
               f"{result.get('val_bits_per_image', float('nan')):.1f} bits/image; "

@@ -237,10 +237,11 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
             time.time() - t0 > cfg.time_limit_s, info)
         if final or out_of_time or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
             _save(out / "ckpt.pt", cfg, step, elapsed(), model, ema, optimizer, data_rng, info)
-        if final and info.is_main:
+        # every run end (finished or out of time) publishes the EMA weights and samples them
+        if (final or out_of_time) and info.is_main:
             ema.save_pretrained(out / "model")  # the published weights are the EMA's
         if on_eval is not None and info.is_main and (
-                final or (cfg.sample_every and step % cfg.sample_every == 0)):
+                final or out_of_time or (cfg.sample_every and step % cfg.sample_every == 0)):
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 on_eval(ema, step, out)
         if final:

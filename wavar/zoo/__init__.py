@@ -22,6 +22,7 @@ WEIGHTS = Path(__file__).parent / "weights"
 @dataclass(frozen=True)
 class ZooEntry:
     name: str
+    dataset: str  # what it was trained on (a wavar.data.datasets name)
     description: str
     sha256: str
 
@@ -31,16 +32,17 @@ class ZooEntry:
 
 
 MODELS: dict[str, ZooEntry] = {e.name: e for e in (
-    ZooEntry("mnist", "MNIST, Haar 2^-3, zero-block; 4 x 128, 1 KV head (0.72M): the bundled "
-             "CPU model",
+    ZooEntry("mnist", "mnist",
+             "MNIST, Haar 2^-3, zero-block; 4 x 128, 1 KV head (0.72M): the bundled CPU model",
              "99867a0ceaf1d91557b91bbe966ba725f432462be574519231afc68ac6291cb6"),
-    ZooEntry("fashion-mnist", "Fashion-MNIST, bior4.4 2^-4, zero-block; 4 x 128, 1 KV head "
-             "(0.72M): the bundled CPU model",
+    ZooEntry("fashion-mnist", "fashion-mnist",
+             "Fashion-MNIST, bior4.4 2^-4, zero-block; 4 x 128, 1 KV head (0.72M): the bundled "
+             "CPU model",
              "6ff1e6cb44e406e0387bac3628d0bc4d316c17f12cdd96a13fbdf2630f0f680e"),
-    ZooEntry("mnist-large", "MNIST, Haar 2^-3, zero-block; 6 x 224, 2 KV heads (3.4M)",
+    ZooEntry("mnist-large", "mnist", "MNIST, Haar 2^-3, zero-block; 6 x 224, 2 KV heads (3.4M)",
              "ee924f77ce411722290e69a0c54ac1621db3a9ec188616aced2bde15f4e52d64"),
-    ZooEntry("fashion-mnist-large", "Fashion-MNIST, bior4.4 2^-4, zero-block; 6 x 224, "
-             "2 KV heads (3.4M)",
+    ZooEntry("fashion-mnist-large", "fashion-mnist",
+             "Fashion-MNIST, bior4.4 2^-4, zero-block; 6 x 224, 2 KV heads (3.4M)",
              "0867ac96ffaf867d4ffd0551df53dca8314f245046fb014d869fdc4d3857a410"),
 )}
 
