@@ -300,6 +300,34 @@ def test_cifar10_from_npz_shards_and_env_default(
     np.testing.assert_array_equal(ds.load("cifar10", "test").y, parts["test.npz"][1])
 
 
+def test_cifar10_from_some_shards_follows_the_shards_present(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Training in chunks: each call brings one train shard and no test.npz.
+    src = tmp_path / "chunk"
+    src.mkdir()
+    monkeypatch.setenv("WAVAR_CIFAR10", str(src))
+    with pytest.raises(DatasetError, match="holds no CIFAR-10"):
+        ds.load("cifar10")
+    x1, y1 = cifar_images(3, seed=1)
+    np.savez(src / "train-1.npz", x=x1, y=y1)
+    np.testing.assert_array_equal(ds.load("cifar10").x, x1)
+    with pytest.raises(DatasetError, match="no test split"):
+        ds.load("cifar10", "test")
+    (src / "train-1.npz").unlink()
+    x3, y3 = cifar_images(4, seed=3)
+    np.savez(src / "train-3.npz", x=x3, y=y3)
+    train = ds.load("cifar10")  # the cache is rebuilt from the shard now present
+    np.testing.assert_array_equal(train.x, x3)
+    np.testing.assert_array_equal(train.y, y3)
+    (src / "train-3.npz").unlink()  # an empty chunk never serves the cached images
+    with pytest.raises(DatasetError, match="holds no CIFAR-10"):
+        ds.load("cifar10")
+    np.savez(src / "test.npz", x=x3, y=y3)
+    with pytest.raises(DatasetError, match="no CIFAR-10 training shard"):
+        ds.load("cifar10")
+
+
 def test_cifar10_shard_checksum_mismatch(tmp_path: Path) -> None:
     cifar_shards(tmp_path / "shards")
     x, y = cifar_images(3, seed=99)

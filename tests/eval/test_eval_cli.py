@@ -39,7 +39,7 @@ def toy(tmp_path, monkeypatch):
     _store("toy10", {"train": (x[:30], y[:30]), "test": (x[30:], y[30:])},
            [f"c{i}" for i in range(10)], "test")
     net = TinyNet()
-    monkeypatch.setattr(fidmod, "load_network", lambda device="cpu": net)
+    monkeypatch.setattr(fidmod, "load_network", lambda device="cpu", path=None: net)
     monkeypatch.setattr(casmod, "load_classifier",
                         lambda dataset, device="cpu": toy_classifier(load(dataset).classes))
     return tmp_path
@@ -62,6 +62,7 @@ def test_samples_mode(toy, capsys):
     assert abs(f["fid"]) < 1e-6 and f["samples"] == 40 and f["reference"] == "toy test[:40]"
     assert f["floor"] == "toy train[:60] vs toy test[:40]" and f["floor_fid"] > 0
     assert f["protocol"] is False
+    assert f["fid_network"] == r["fid_network"] == "standard fp32"
     c = r["cas"]
     assert {"accuracy", "real_test_accuracy", "per_class", "samples"} <= set(c)
     assert [e["samples"] for e in c["per_class"]] == [20, 20]
@@ -87,6 +88,7 @@ def test_model_mode(toy, monkeypatch):
                      "--n", "20", "-o", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["model"] == "mnist" and r["samples"] == 20 and r["cfg"] == 1.0
+    assert r["samples_per_class"] == [2] * 10 and r["sample_batch"] == 100
     with np.load(toy / "m_samples.npz") as z:  # the samples, for --samples later
         assert z["x"].shape == (20, 28, 28) and list(z["y"][:11]) == [*range(10), 0]
 
@@ -156,3 +158,83 @@ def test_usage_errors(toy, capsys):
         assert cli.main(["eval", "--samples", str(bad), "--dataset", "toy", "--cas"]) == 1
         assert "cannot read samples file" in one_line_error(capsys)
     assert cli.main(["--help"]) == 0 and "eval" in capsys.readouterr().out
+
+
+@pytest.fixture
+def tiny_model(tmp_path) -> str:
+    """A tiny random 10-class model for 28 x 28 images (the haar language of the MNIST one)."""
+    from wavar.model.transformer import WaveletGPT, config_from_preset
+
+    torch.manual_seed(0)
+    cfg = config_from_preset("tiny", max_seq_len=1806, num_classes=10,
+                             codec={"wavelet": "haar", "final_threshold": 0.125,
+                                    "image_shape": [28, 28]})
+    model = WaveletGPT(cfg)
+    torch.nn.init.normal_(model.head.weight, std=0.5)  # not the uniform law: bits vary
+    model.save_pretrained(tmp_path / "tiny")
+    return str(tmp_path / "tiny")
+
+
+def test_rd(toy, tiny_model, capsys):
+    out = toy / "rd.json"
+    assert cli.main(["eval", "--model", tiny_model, "--dataset", "toy10", "--rd",
+                     "--rd-images", "2", "-o", str(out)]) == 0
+    r = json.loads(out.read_text())["rd"]
+    assert r["images"] == 2 and r["pixels"] == 28 * 28
+    pts = r["points"]
+    assert [p["budget"] for p in pts][:3] == [16, 23, 32]
+    bits = [p["model_bits"] for p in pts]
+    assert all(b > 0 for b in bits) and bits == sorted(bits)  # prefixes only grow
+    assert bits[-1] == pytest.approx(r["mean_model_bits"])
+    assert pts[-1]["tokens"] == pytest.approx(r["mean_tokens"])
+    assert pts[-1]["psnr"] > pts[0]["psnr"]
+    assert all(p["j2k_payload_bits"] > 0 and p["j2k_psnr"] > 0 for p in pts)
+    assert (toy / "rd_rd.png").is_file()
+    assert "J2K PSNR" in capsys.readouterr().out
+
+
+def test_rd_bits_match_nll(toy, tiny_model):
+    """Model bits of a full sequence = its code length as the likelihood code measures it."""
+    from wavar.data.shards import TokenDataset
+    from wavar.eval.likelihood import nll
+    from wavar.eval.rd import model_rd
+    from wavar.model.transformer import WaveletGPT
+    from wavar.sample.generate import codec_of
+
+    model = WaveletGPT.from_pretrained(tiny_model)
+    test = load("toy10", "test")
+    rd = model_rd(model, test.x[:2], test.y[:2], jpeg2000=False)
+    data = TokenDataset.from_sequences(
+        codec_of(model), (28, 28), *_tokens(codec_of(model), test.x[:2]), test.y[:2])
+    assert rd["mean_model_bits"] == pytest.approx(nll(model, data)["bits_per_image"], rel=1e-5)
+    assert "j2k_psnr" not in rd["points"][0]
+
+
+def _tokens(codec, x):
+    seqs = codec.encode_batch(x)
+    lengths = np.array([len(s) for s in seqs])
+    return (np.concatenate([s.tokens for s in seqs]), np.concatenate([[0], np.cumsum(lengths)]),
+            np.array([s.header.m_tilde for s in seqs], np.int64))
+
+
+def test_floor_alone_and_network_kind(toy, capsys):
+    out = toy / "floor.json"
+    assert cli.main(["eval", "--dataset", "toy", "--floor", "-o", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["fid_network"] == "standard fp32"
+    f = r["floor"]
+    assert f["fid"] > 0 and f["floor"] == "toy train[:60] vs toy test[:40]"
+    assert f["protocol"] is False and "samples" not in r
+    assert "FID floor" in capsys.readouterr().out
+    assert cli.main(["eval", "--dataset", "toy", "--cas"]) == 2
+    assert "--model --samples is required" in one_line_error(capsys)
+
+
+def test_rd_and_floor_usage(toy, tiny_model, capsys):
+    npz = toy / "s.npz"
+    np.savez(npz, x=np.zeros((4, 28, 28), np.uint8), y=np.zeros(4, np.int64))
+    assert cli.main(["eval", "--samples", str(npz), "--dataset", "toy", "--rd"]) == 2
+    assert "--rd needs --model" in one_line_error(capsys)
+    assert cli.main(["eval", "--model", tiny_model, "--dataset", "toy10", "--rd",
+                     "--rd-images", "0"]) == 2
+    assert "--rd-images must be >= 1" in one_line_error(capsys)

@@ -130,3 +130,17 @@ def test_batch_to_device_pads_with_invalid_positions():
     assert out["tokens"].shape == (3, 64) and out["slots"].shape == (3, 64, 5)
     assert not out["valid"][:, T:].any() and out["label"].shape == (3,)
     assert batch_to_device(batch, torch.device("cpu"), 64, max_len=T)["tokens"].shape[1] == T
+
+
+def test_resume_on_other_data_keeps_going(tmp_path):
+    # A chunk on another source shard: other data statistics in the codec table, another
+    # dataset size; the run resumes (same architecture) and records the new statistics.
+    first = cfg(tmp_path, max_steps=4, codec={"wavelet": "haar", "m_tilde_hist": [[1, 2]]})
+    train(first, SOURCE, VAL)
+    second = cfg(tmp_path, max_steps=6, codec={"wavelet": "haar", "m_tilde_hist": [[3, 4]]})
+    result = train(second, SyntheticSource(n=20, seed=5), VAL)
+    assert result["step"] == 6
+    saved = load_checkpoint(tmp_path / "ckpt.pt")["model_config"]["codec"]
+    assert saved["m_tilde_hist"] == [[3, 4]]
+    with pytest.raises(CheckpointError, match="different model"):  # the codec itself must match
+        train(cfg(tmp_path, max_steps=8, codec={"wavelet": "bior4.4"}), SOURCE, VAL)

@@ -11,7 +11,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 SIZES = {"mnist": (0.5e6, 1e6), "fashion-mnist": (0.5e6, 1e6), "mnist-large": (3e6, 4e6),
-         "fashion-mnist-large": (3e6, 4e6)}
+         "fashion-mnist-large": (3e6, 4e6), "fashion-mnist-raster": (0.5e6, 1e6)}
 
 
 @pytest.mark.parametrize("name", ["tiny-cpu", *SIZES])
@@ -19,14 +19,30 @@ def test_shipped_configs_load_and_build_their_model(name):
     cfg = load_config(CONFIGS / f"{name}.toml")
     assert cfg.betas == (0.9, 0.95)
     assert cfg.codec  # the codec parameters travel into the model config
-    from wavar import WaveletCodec
+    from wavar.codec import codec_from_params
 
-    WaveletCodec(**cfg.codec)  # the codec table names real codec parameters
+    codec = codec_from_params(cfg.codec)  # the codec table names real codec parameters
+    assert cfg.model_config().vocab_size == codec.lang.vocab_size
     n = WaveletGPT(cfg.model_config()).num_params()
     if name in SIZES:
         lo, hi = SIZES[name]
         assert lo < n < hi, n
     assert cfg.model_config().codec == cfg.codec
+
+
+def test_raster_baseline_matches_the_wavelet_model_in_size():
+    def params(name):
+        cfg = load_config(CONFIGS / f"{name}.toml", ["model_args.n_channels=1"])
+        return WaveletGPT(cfg.model_config()).num_params()
+
+    assert params("fashion-mnist") == 722_240 and params("fashion-mnist-raster") == 696_544
+
+
+def test_the_vocabulary_follows_the_codec():
+    cfg = load_config(None, ['codec.language="raster"'])
+    assert cfg.model_config().vocab_size == 256
+    with pytest.raises(ConfigError, match="vocab_size"):
+        load_config(None, ['codec.language="raster"', "model_args.vocab_size=7"]).model_config()
 
 
 def test_overrides_are_typed_by_the_dataclass():

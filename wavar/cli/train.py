@@ -15,7 +15,6 @@ the EMA weights are published to ``out_dir/model`` (safetensors + config.json).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from wavar.cli.common import Parser, run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="wavar train", description="Train a wavelet-language model.")
+    p = Parser(prog="wavar train", description="Train a wavelet-language (or raster) model.")
     p.add_argument("--config", required=True, metavar="FILE", help="TOML config (configs/)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. lr=3e-4 model_args.n_layer=4")
@@ -41,15 +40,16 @@ def data_codec_info(codec, data, images=None) -> dict:
     """What the sampler needs to know about the data, recorded in the model config.
 
     ``images`` (an ImageDataset of the training split) adds the per-class LL bank used by
-    ``generate(..., ll_init=True)``.
+    ``generate(..., ll_init=True)`` (not for the raster language, which has no LL band).
     """
+    from wavar.codec import RasterCodec
     from wavar.sample.generate import ll_bank
 
     stats = data.class_statistics()
     info = {**codec.params(), "image_shape": list(data.image_shape),
             "classes": list(data.classes), "m_tilde_min": int(stats["m_tilde_min"]),
             "m_tilde_hist": stats["m_tilde_hist"].tolist()}
-    if images is not None:
+    if images is not None and not isinstance(codec, RasterCodec):
         info["ll_bank"] = ll_bank(codec, images.x, images.y)
     return info
 
@@ -72,26 +72,46 @@ def sample_grid_writer(n_per_class: int = 4):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from wavar.codec import WaveletCodec
-    from wavar.data.shards import TokenDataset, tokenize
+    from wavar.train import distributed
     from wavar.train.config import load_config
-    from wavar.train.loop import train
 
     cfg = load_config(args.config, args.overrides)
-    codec = WaveletCodec(**{k: v for k, v in cfg.codec.items()
-                            if k in ("wavelet", "language", "final_threshold", "refinement",
-                                     "levels")})
-    rank = int(os.environ.get("RANK", "0"))
-    if rank == 0:  # tokenize once (finished shards are skipped), before other ranks read
-        for split in ("test", "train"):
-            tokenize(cfg.dataset, codec, split)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        _barrier_on_files(cfg, codec)
-    data_train = TokenDataset.load(cfg.dataset, codec, "train", limit=args.limit)
-    data_val = TokenDataset.load(cfg.dataset, codec, "test")
-    from wavar.data.datasets import load
+    # Join the process group first, so the other ranks can wait at a real barrier while rank 0
+    # brings the token shards up to date (they may exist from an earlier chunk's images).
+    info, created = distributed.setup(cfg.device)
+    try:
+        return _train_in_group(cfg, args, info)
+    finally:
+        distributed.cleanup(created)
 
-    cfg.codec = data_codec_info(codec, data_train, load(cfg.dataset, "train"))
+
+def _train_in_group(cfg, args: argparse.Namespace, info) -> int:
+    import torch.distributed as dist
+
+    from wavar.codec import codec_from_params
+    from wavar.data.datasets import load
+    from wavar.data.shards import TokenDataset, tokenize
+    from wavar.train.loop import train
+
+    codec = codec_from_params(cfg.codec)
+    splits = ("train",) if cfg.val_holdout else ("test", "train")
+    if info.is_main:  # tokenize once (up-to-date shards are kept), before other ranks read
+        for split in splits:
+            tokenize(cfg.dataset, codec, split)
+    if info.enabled:
+        dist.barrier()
+    data_train = TokenDataset.load(cfg.dataset, codec, "train", tokenize_missing=False,
+                                   limit=args.limit)
+    images = load(cfg.dataset, "train")
+    if cfg.val_holdout:
+        data_train, data_val = data_train.holdout(cfg.val_holdout)
+        if info.is_main:
+            print(f"validation: the last {len(data_val)} of {len(data_val) + len(data_train)} "
+                  f"training images (val_holdout), left out of training")
+    else:
+        data_val = TokenDataset.load(cfg.dataset, codec, "test", tokenize_missing=False)
+    n_train = len(data_train)
+    cfg.codec = data_codec_info(codec, data_train, _first(images, n_train))
     channels = data_train.image_shape[2] if len(data_train.image_shape) == 3 else 1
     longest = int(max(data_train.lengths.max(), data_val.lengths.max()))
     cfg.model_args = {"num_classes": int(data_train.label.max()) + 1, "n_channels": channels,
@@ -100,7 +120,7 @@ def _train(args: argparse.Namespace) -> int:
                       **{k: v for k, v in cfg.model_args.items() if k != "max_seq_len"}}
     result = train(cfg, data_train, data_val,
                    on_eval=None if args.no_samples else sample_grid_writer())
-    if rank == 0:
+    if info.is_main:
         print(f"step {result['step']} ({result['stopped']}): "
               f"val {result.get('val_bits_per_token', float('nan')):.4f} bits/token, "
               f"{result.get('val_bits_per_image', float('nan')):.1f} bits/image; "
@@ -108,17 +128,11 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _barrier_on_files(cfg, codec) -> None:
-    """Other ranks wait until rank 0 has tokenized (no process group exists yet)."""
-    import time
+def _first(images, n: int):
+    """The first ``n`` images of an ImageDataset (those the training sequences come from)."""
+    from wavar.data.datasets import ImageDataset
 
-    from wavar.data.shards import shard_dir
-
-    meta = shard_dir(cfg.dataset, codec) / "meta.json"
-    for _ in range(3600):
-        if meta.exists() and "train_shards" in meta.read_text():
-            return
-        time.sleep(1)
+    return ImageDataset(images.name, images.x[:n], images.y[:n], images.classes)
 
 
 def main(argv: list[str] | None = None) -> int:

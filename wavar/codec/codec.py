@@ -72,7 +72,8 @@ class Header:
 class Slots:
     """Per-token slot arrays of a sequence (the slot each token fills, known before it).
 
-    ``legal`` is the bitmask over token ids of the tokens legal at that position.
+    ``legal`` is the int64 bitmask over token ids of the tokens legal at that position (-1, all
+    bits set, means every token: the raster language).
     ``kind`` uses :data:`wavar.codec.grammar.KIND_NAMES`; ``y, x`` are the centre of the
     slot's support as a fraction of the image side.
     """
@@ -484,6 +485,11 @@ class WaveletCodec:
     def state(self, header: Header) -> ScanState:
         """A fresh scan state for a sequence with this header."""
         return ScanState(self, header)
+
+    def batch_state(self, height: int, width: int, channels: int,
+                    m_tilde: Sequence[int] | np.ndarray) -> BatchScanState:
+        """Fresh scan states of B same-shape sequences stepped together (for the sampler)."""
+        return BatchScanState(self, height, width, channels, m_tilde)
 
     def random_sequence(self, header: Header, rng: np.random.Generator) -> CodedImage:
         """A complete legal sequence drawn uniformly over each legal mask (for tests)."""

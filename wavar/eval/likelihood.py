@@ -2,7 +2,8 @@
 
 The model's grammar-masked negative log2-likelihood of a sequence is the exact length of an
 arithmetic code of that sequence under the model, so bits per image is a code length; with a
-lossless codec (``cdf53``, final threshold 1) it converts to bits per pixel-dimension.
+lossless codec (``cdf53``, final threshold 1, or the raster language, where it equals bits per
+token) it converts to bits per pixel-dimension.
 """
 
 from __future__ import annotations

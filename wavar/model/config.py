@@ -18,7 +18,8 @@ class ModelConfig:
     Parameters
     ----------
     vocab_size : int
-        Tokens of the wavelet language (7 zero-block, 6 zero-tree).
+        Tokens of the language (7 zero-block, 6 zero-tree, 256 raster); training sets it from
+        the codec.
     n_layer, n_head, n_embd : int
         Transformer depth, attention heads, width.
     max_seq_len : int

@@ -176,11 +176,13 @@ class SlotEmbedding(nn.Module):
 # ----------------------------------------------------------------------------- grammar & bits
 
 def mask_logits(logits: Tensor, legal: Tensor, valid: Tensor | None = None) -> Tensor:
-    """Give illegal tokens -inf. ``legal`` (B, T) is a bitmask: bit v set = token v legal.
+    """Give illegal tokens -inf. ``legal`` (B, T) is an int64 bitmask: bit v set = token v legal.
 
-    Padding (``valid`` False) is left unmasked so its softmax stays defined.
+    Bits past 63 read as the sign bit (two's complement), so -1 means "every token legal" for any
+    vocabulary (the raster language's 256 tokens). Padding (``valid`` False) is left unmasked so
+    its softmax stays defined.
     """
-    bits = torch.arange(logits.size(-1), device=logits.device)
+    bits = torch.arange(logits.size(-1), device=logits.device).clamp(max=63)
     ok = ((legal[..., None] >> bits) & 1).bool()  # (B, T, V)
     if valid is not None:
         ok = ok | ~valid[..., None]
@@ -399,13 +401,19 @@ class WaveletGPT(nn.Module):
 
     # -- published weights
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``model.safetensors`` and ``config.json`` (incl. the codec) to ``directory``."""
+    def save_pretrained(self, directory: str | os.PathLike,
+                        dtype: torch.dtype | None = None) -> None:
+        """Write ``model.safetensors`` and ``config.json`` (incl. the codec) to ``directory``.
+
+        ``dtype`` stores floating-point tensors in that type (the zoo keeps float16: half the
+        bytes; :meth:`from_pretrained` casts back to the model's own dtype on load).
+        """
         from safetensors.torch import save_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tensors = {k: v.detach().cpu().to(dtype if dtype and v.is_floating_point() else v.dtype)
+                   .contiguous() for k, v in self.state_dict().items()}
         _write_atomic(d / "model.safetensors", lambda f: save_file(tensors, f))
         text = json.dumps(self.config.to_dict(), indent=2)
         _write_atomic(d / "config.json", lambda f: Path(f).write_text(text + "\n"))

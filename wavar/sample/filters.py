@@ -12,8 +12,11 @@ from torch import Tensor
 
 
 def apply_legal_mask(logits: Tensor, legal: Tensor) -> Tensor:
-    """-inf where bit v of ``legal`` (B,) is clear."""
-    v = torch.arange(logits.size(-1), device=logits.device)
+    """-inf where bit v of the int64 bitmask ``legal`` (B,) is clear.
+
+    Bits past 63 read as the sign bit, so -1 keeps every token of any vocabulary (raster: 256).
+    """
+    v = torch.arange(logits.size(-1), device=logits.device).clamp(max=63)
     ok = (legal[:, None] >> v) & 1
     return logits.masked_fill(ok == 0, float("-inf"))
 

@@ -25,15 +25,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wavar.codec import BatchScanState, CodedImage, WaveletCodec, coder
+from wavar.codec import BatchScanState, Codec, CodedImage, WaveletCodec, codec_from_params, coder
 from wavar.sample import filters
+from wavar.sample import gpu_grammar as _gpu_grammar
 
 CODEC_KEYS = ("wavelet", "language", "final_threshold", "refinement", "levels")
 
 
-def codec_of(model) -> WaveletCodec:
-    """The codec a model was trained on (recorded in its config)."""
-    return WaveletCodec(**{k: model.config.codec[k] for k in CODEC_KEYS if k in model.config.codec})
+def codec_of(model) -> Codec:
+    """The codec a model was trained on (recorded in its config): wavelet or raster."""
+    return codec_from_params(model.config.codec)
 
 
 def image_shape_of(model) -> tuple[int, int, int]:
@@ -142,6 +143,7 @@ def generate(
     region: Region | None = None,
     ll_init: bool = False,
     cache_block: int = 256,
+    gpu_grammar: bool | None = None,
 ) -> list[CodedImage]:
     """Sample one token sequence per label.
 
@@ -159,6 +161,10 @@ def generate(
     region : keep part of a real image (see :class:`Region`).
     ll_init : start each row from the LL band and m~ of a training image of its class (the
         paper's "robust initialisation"; the bank is recorded in the model config).
+    cache_block : attention reads the filled part of the KV cache rounded up to this many.
+    gpu_grammar : step the grammar on the GPU (numba-cuda; the model's step replayed as CUDA
+        graphs; no host round trip per token). Default: on a CUDA model, without ``region``
+        or ``ll_init`` (those narrow each choice with CPU-side forcing tables).
 
     Returns
     -------
@@ -179,7 +185,7 @@ def generate(
     gen.manual_seed(int(rng.integers(2**62)))
 
     region_arrays = None
-    geo = codec.geometry(h, w)
+    geo = codec.geometry(h, w) if region is not None or ll_init else None  # (none for raster)
     if region is not None and ll_init:
         raise ValueError("region completion and LL initialisation exclude each other")
     if region is not None:
@@ -210,12 +216,20 @@ def generate(
     if m_tilde is None:
         m_tilde = sample_m_tilde(model, labels, rng)
     m_tilde = np.asarray(m_tilde, np.int64)
-    states = BatchScanState(codec, h, w, c, m_tilde)
+    states = codec.batch_state(h, w, c, m_tilde)
     limit = model.config.max_seq_len if max_tokens is None else min(max_tokens,
                                                                     model.config.max_seq_len)
     forced = None
     if prefix is not None:
         forced = [np.asarray(p, np.int64)[:limit] for p in prefix]
+    if gpu_grammar is None:
+        gpu_grammar = (device.type == "cuda" and region_arrays is None
+                       and isinstance(codec, WaveletCodec) and _gpu_grammar.available())
+    if gpu_grammar:
+        out, length = _generate_on_gpu(model, states, labels, m_tilde, limit, max_plane, forced,
+                                       cfg, temperature, top_k, top_p, gen, cache_block)
+        return [CodedImage(out[i, : length[i]].astype(np.uint8),
+                           codec.header(h, w, c, int(m_tilde[i]))) for i in range(n)]
 
     guided = cfg != 1.0
     rows = np.arange(n)  # original index of each live row
@@ -320,3 +334,160 @@ def decode(model, seqs: Sequence[CodedImage], n_tokens: int | None = None) -> li
     return codec_of(model).decode_batch(list(seqs), n_tokens)
 
 
+
+
+class _StepGraphs:
+    """The model's decode step captured as CUDA graphs, one per (batch, attended span).
+
+    Inputs live in static buffers (``prev``, ``slots``, ``pos``, ``t``); a replay writes the
+    logits into ``out`` of its graph. Graphs share one memory pool; compaction (a new batch)
+    drops them.
+    """
+
+    def __init__(self, model, cache, m_tilde: torch.Tensor, enabled: bool = True) -> None:
+        self.model, self.cache, self.m_tilde, self.enabled = model, cache, m_tilde, enabled
+        b, dev = m_tilde.shape[0], m_tilde.device
+        self.prev = torch.zeros(b, dtype=torch.long, device=dev)
+        self.slots = torch.zeros(b, 5, dtype=torch.long, device=dev)
+        self.pos = torch.zeros(b, 2, dtype=torch.float32, device=dev)
+        self.t = torch.zeros((), dtype=torch.long, device=dev)
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.pool = torch.cuda.graph_pool_handle() if enabled else None  # shared by all
+
+    def _run(self, span: int) -> torch.Tensor:
+        return self.model.decode_step(_cache_view(self.cache, span), self.prev, self.slots,
+                                      self.pos, self.m_tilde, self.t)
+
+    def __call__(self, span: int) -> torch.Tensor:
+        if not self.enabled:
+            return self._run(span)
+        if span not in self.graphs:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up off the capture (same inputs, same writes)
+                self._run(span)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                out = self._run(span)
+            self.graphs[span] = (graph, out)
+        graph, out = self.graphs[span]
+        graph.replay()
+        return out
+
+
+def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde: np.ndarray,
+                     limit: int, max_plane: int | None, forced, cfg: float, temperature: float,
+                     top_k: int | None, top_p: float | None, gen: torch.Generator,
+                     cache_block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sampling loop with the grammar on the GPU: (tokens (n, limit) int8, lengths (n,)).
+
+    Every step stays on the device: the model step (CUDA graph), masking/guidance/filters and
+    the draw (PyTorch), the grammar step of all rows (one numba-cuda kernel, same stream). The
+    host only looks every ``check`` steps to see whether rows finished, and compacts the batch
+    when half of them have.
+    """
+    from numba import cuda
+
+    device = next(model.parameters()).device
+    on_cuda = device.type == "cuda"
+    step = _gpu_grammar.step_kernel()
+    n = len(labels)
+    geo, lang = states.geo, states.codec.lang
+    tables = [torch.as_tensor(np.ascontiguousarray(a), device=device)
+              for a in (lang.to_symbols().astype(np.int64), geo.scan_index, geo.parent,
+                        geo.children, geo.n_desc, geo.is_ll, geo.block_slot, geo.quad_slot,
+                        geo.coef_slot)]
+    mems = torch.as_tensor(states.mems, device=device)
+    legal = torch.zeros(n, dtype=torch.long, device=device)
+    slots = torch.zeros(n, 5, dtype=torch.long, device=device)
+    pos = torch.zeros(n, 2, dtype=torch.float32, device=device)
+    live = torch.ones(n, dtype=torch.bool, device=device)
+    status = torch.zeros(1, dtype=torch.int32, device=device)
+    tok = torch.full((n,), -1, dtype=torch.long, device=device)
+    rows = torch.arange(n, device=device)
+    out = torch.full((n, limit), -1, dtype=torch.int8, device=device)
+    plane_cap = np.iinfo(np.int32).max if max_plane is None else int(max_plane)
+    forced_t = forced_len = None
+    if forced is not None:
+        width = max(1, max(len(f) for f in forced))
+        forced_np = np.zeros((n, width), np.int64)
+        for i, f in enumerate(forced):
+            forced_np[i, : len(f)] = f
+        forced_t = torch.as_tensor(forced_np, device=device)
+        forced_len = torch.as_tensor([len(f) for f in forced], device=device)
+
+    launch: list = []  # the kernel's numba views of the current buffers (rebuilt on compaction)
+
+    def grammar_step() -> None:
+        if not launch:
+            threads = min(128, len(mems))
+            bufs = (mems, tok, *tables, plane_cap, limit, legal, slots, pos, live, status)
+            if on_cuda:
+                stream = cuda.external_stream(torch.cuda.current_stream().cuda_stream)
+                args = [cuda.as_cuda_array(x, sync=False) if torch.is_tensor(x) else x
+                        for x in bufs]
+            else:  # numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1): the tests' CPU run
+                stream, args = 0, [x.numpy() if torch.is_tensor(x) else x for x in bufs]
+            launch[:] = [step[-(-len(mems) // threads), threads, stream], args]
+        launch[0](*launch[1])
+
+    guided = cfg != 1.0
+    lab_t = torch.as_tensor(labels, device=device)
+    mt_t = torch.as_tensor(m_tilde, device=device)
+    if guided:
+        lab_t, mt_t = torch.cat([lab_t, torch.full_like(lab_t, model.config.num_classes)]), \
+            torch.cat([mt_t, mt_t])
+    cache = model.new_cache(len(lab_t), limit, device=device)
+    grammar_step()  # masks and slots of the fresh states
+    graphs = None
+    check = 16
+    for t in range(limit):
+        if t % check == 0 and t > 0:
+            n_live = int(live.sum())
+            if n_live == 0:
+                break
+            if n_live <= len(live) // 2:  # compact: finished rows stop costing
+                keep = torch.nonzero(live)[:, 0]
+                both = torch.cat([keep, keep + len(live)]) if guided else keep
+                cache.k, cache.v = cache.k[:, both], cache.v[:, both]
+                lab_t, mt_t = lab_t[both], mt_t[both]
+                mems, legal, slots, pos = mems[keep], legal[keep], slots[keep], pos[keep]
+                live, tok, rows = live[keep], tok[keep], rows[keep]
+                if forced_t is not None:
+                    forced_t, forced_len = forced_t[keep], forced_len[keep]
+                graphs = None
+                launch.clear()
+        b = len(live)
+        if t == 0:
+            two = (lambda x: torch.cat([x, x])) if guided else (lambda x: x)
+            logits = model.prefill(cache, lab_t, mt_t, two(slots), two(pos))
+        else:
+            if graphs is None:
+                graphs = _StepGraphs(model, cache, mt_t, enabled=on_cuda)
+            for buf, x in ((graphs.prev, tok.clamp(min=0)), (graphs.slots, slots),
+                           (graphs.pos, pos)):
+                buf[:b].copy_(x)
+                if guided:
+                    buf[b:].copy_(x)
+            graphs.t.fill_(t)
+            span = min(cache.k.size(3), -(-(t + 2) // cache_block) * cache_block)
+            logits = graphs(span)
+        if guided:
+            logits = filters.guidance(filters.apply_legal_mask(logits[:b], legal),
+                                      filters.apply_legal_mask(logits[b:], legal), cfg)
+        else:
+            logits = filters.apply_legal_mask(logits, legal)
+        logits = filters.top_p(filters.top_k(filters.temperature(logits, temperature), top_k),
+                               top_p)
+        drawn = filters.sample(logits, gen)
+        if forced_t is not None:
+            col = forced_t[:, min(t, forced_t.size(1) - 1)]
+            drawn = torch.where(t < forced_len, col, drawn)
+        tok.copy_(drawn.masked_fill(~live, -1))  # in place: the kernel's view stays valid
+        out[rows, t] = tok.to(torch.int8)
+        grammar_step()
+    if int(status.item()):
+        raise RuntimeError(f"GPU grammar: row {int(status.item()) - 1} got an illegal token")
+    out_np = out.cpu().numpy()
+    return out_np, (out_np >= 0).sum(1)

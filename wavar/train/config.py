@@ -37,6 +37,15 @@ class TrainConfig:
 
     Steps count optimizer updates. ``*_every`` = 0 means "only at the end" (eval, samples) or
     "only at the end and at the time limit" (checkpoints).
+
+    Training in chunks: ``time_limit_s`` ends each call with a checkpoint and the next call
+    resumes from it; ``budget_s`` is the wall time of the whole run (all chunks, counted from
+    the start of each call's training loop, ``torch.compile`` and evaluations included), over
+    which the cosine decays. A chunk may train on other data than the one before (CIFAR-10 on
+    rotating source shards): the checkpoint's data generator does not depend on the dataset
+    size, and resuming checks the model architecture and codec, not the data statistics
+    recorded beside them. ``val_holdout`` gives such a chunk a validation set without the test
+    split.
     """
 
     dataset: str = "mnist"  # a name for the data source; the CLI maps it to shards
@@ -63,6 +72,9 @@ class TrainConfig:
     time_limit_s: float = 0.0  # stop, checkpoint and return after this much wall time; 0 = never
     budget_s: float = 0.0  # >0: the run lasts this much training wall time (across resumes),
     #                        the cosine follows time, and max_steps is only a cap
+    val_holdout: int = 0  # 0: validate on the test split; N > 0: the last N training images
+    #                       are the validation set and are left out of training (for runs whose
+    #                       data has no test split, e.g. a CIFAR-10 chunk without test.npz)
     device: str = "auto"  # "auto", "cpu", "cuda"
     peak_flops: float = 989e12  # per-device peak for MFU: H200 bf16 dense
     resume: bool = True  # continue from out_dir/ckpt.pt if it exists
@@ -71,7 +83,7 @@ class TrainConfig:
         positive = ("batch_size", "log_every")
         non_negative = ("max_steps", "warmup_steps", "eval_every", "eval_batches", "ckpt_every",
                         "sample_every", "lr", "min_lr", "weight_decay", "grad_clip",
-                        "time_limit_s", "budget_s")
+                        "time_limit_s", "budget_s", "val_holdout")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -87,11 +99,23 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def model_config(self) -> ModelConfig:
-        """The :class:`ModelConfig`: the preset, its overrides and the codec parameters."""
+        """The :class:`ModelConfig`: the preset, its overrides and the codec parameters.
+
+        The vocabulary follows the codec (7 tokens zero-block, 256 raster); ``model_args`` may
+        restate it but not contradict it.
+        """
+        from wavar.codec import codec_from_params
         from wavar.model.transformer import config_from_preset
 
+        args = dict(self.model_args)
         try:
-            return config_from_preset(self.model, **self.model_args, codec=dict(self.codec))
+            if self.codec:
+                vocab = codec_from_params(self.codec).lang.vocab_size
+                if args.setdefault("vocab_size", vocab) != vocab:
+                    raise ValueError(f"model_args.vocab_size={args['vocab_size']} but the codec "
+                                     f"({self.codec.get('language', 'zeroblock')}) has {vocab} "
+                                     "tokens")
+            return config_from_preset(self.model, **args, codec=dict(self.codec))
         except (ValueError, TypeError) as e:
             raise ConfigError(f"bad model config: {e}") from e
 

@@ -12,7 +12,11 @@ validation ``{step, val_bits_per_token, val_bits_per_image, elapsed_s}``.
 
 A run killed at any moment resumes from ``out_dir/ckpt.pt`` and takes exactly the steps the
 uninterrupted run would have taken (same batches, same dropout, same schedule). ``time_limit_s``
-makes a run stop cleanly with a checkpoint, so that training can proceed in chunks.
+makes a run stop cleanly with a checkpoint, so that training can proceed in chunks. A chunk may
+bring other training data (the data generator draws indices for whatever size the source has
+now; the data statistics in the model config are the new chunk's); validation then comes from
+``data_val``, which the CLI takes from the test split or, with ``val_holdout = N``, from the
+last N training images (left out of training).
 """
 
 from __future__ import annotations
@@ -286,6 +290,17 @@ def _save(path: Path, cfg: TrainConfig, step: int, elapsed_s: float, model: nn.M
     })
 
 
+#: Statistics of the training images recorded in the model config's codec table for the
+#: sampler. A run resumed on other images (chunks on rotating shards) keeps the new ones.
+DATA_STATISTICS = ("m_tilde_min", "m_tilde_hist", "ll_bank")
+
+
+def _architecture(model_config: dict[str, Any]) -> dict[str, Any]:
+    """A model config without the data statistics: what must match to resume."""
+    codec = {k: v for k, v in model_config.get("codec", {}).items() if k not in DATA_STATISTICS}
+    return {**model_config, "codec": codec}
+
+
 def _resume(path: Path, cfg: TrainConfig, model: WaveletGPT, ema: nn.Module,
             optimizer: torch.optim.Optimizer, data_rng: np.random.Generator,
             info: distributed.DistInfo) -> tuple[int, float]:
@@ -294,7 +309,7 @@ def _resume(path: Path, cfg: TrainConfig, model: WaveletGPT, ema: nn.Module,
     if not (cfg.resume and path.exists()):
         return 0, 0.0
     state = load_checkpoint(path)  # on the CPU; load_state_dict copies to the device
-    if state["model_config"] != model.config.to_dict():
+    if _architecture(state["model_config"]) != _architecture(model.config.to_dict()):
         raise CheckpointError(f"{path} holds a different model ({state['model_config']}) from "
                               f"the one configured ({model.config.to_dict()}); use another "
                               f"out_dir or resume=false")

@@ -3,7 +3,8 @@
 >>> from wavar import WaveletGPT
 >>> model = WaveletGPT.from_pretrained("fashion-mnist")   # doctest: +SKIP
 
-Each entry is a folder under ``wavar/zoo/weights`` holding ``model.safetensors`` and
+Each entry is a folder under ``wavar/zoo/weights`` holding ``model.safetensors`` (stored in
+float16, half the bytes; loaded into float32) and
 ``config.json`` (the model config, the codec parameters and the data statistics the sampler
 uses). The sha256 guards against a damaged or half-copied file.
 """
@@ -34,16 +35,16 @@ class ZooEntry:
 MODELS: dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("mnist", "mnist",
              "MNIST, Haar 2^-3, zero-block; 4 x 128, 1 KV head (0.72M): the bundled CPU model",
-             "99867a0ceaf1d91557b91bbe966ba725f432462be574519231afc68ac6291cb6"),
+             "364ffecfcc428e49951a1fcd39adb086ee1cf48347fe54bd70b6b38cd035de02"),
     ZooEntry("fashion-mnist", "fashion-mnist",
              "Fashion-MNIST, bior4.4 2^-4, zero-block; 4 x 128, 1 KV head (0.72M): the bundled "
              "CPU model",
-             "6ff1e6cb44e406e0387bac3628d0bc4d316c17f12cdd96a13fbdf2630f0f680e"),
+             "5808dffd0c33d5e239fc96596e999c8ffb6cd916b40fd0233ef6fac32960c63e"),
     ZooEntry("mnist-large", "mnist", "MNIST, Haar 2^-3, zero-block; 6 x 224, 2 KV heads (3.4M)",
-             "ee924f77ce411722290e69a0c54ac1621db3a9ec188616aced2bde15f4e52d64"),
+             "121d3a29b335f0cc2cd4f7669cf15f11d24441e9989d676a16972544d668d6b5"),
     ZooEntry("fashion-mnist-large", "fashion-mnist",
              "Fashion-MNIST, bior4.4 2^-4, zero-block; 6 x 224, 2 KV heads (3.4M)",
-             "0867ac96ffaf867d4ffd0551df53dca8314f245046fb014d869fdc4d3857a410"),
+             "883e6ace9ffa6cb050cba0f6880968032ec53a26ff1870a96d06ce16fee560d5"),
 )}
 
 
