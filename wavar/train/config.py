@@ -68,6 +68,7 @@ class TrainConfig:
     sample_every: int = 0  # how often on_eval (sample grids) runs
     log_every: int = 10
     compile: bool = False
+    pad_to: int = 512  # on CUDA, batches are padded to a multiple of this: few compiled shapes
     seed: int = 0
     time_limit_s: float = 0.0  # stop, checkpoint and return after this much wall time; 0 = never
     budget_s: float = 0.0  # >0: the run lasts this much training wall time (across resumes),
@@ -80,7 +81,7 @@ class TrainConfig:
     resume: bool = True  # continue from out_dir/ckpt.pt if it exists
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "log_every")
+        positive = ("batch_size", "log_every", "pad_to")
         non_negative = ("max_steps", "warmup_steps", "eval_every", "eval_batches", "ckpt_every",
                         "sample_every", "lr", "min_lr", "weight_decay", "grad_clip",
                         "time_limit_s", "budget_s", "val_holdout")

@@ -181,7 +181,7 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
         train_model = nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
     train_model.train()
-    pad_to = 512 if device.type == "cuda" else 1  # few shapes for compile; tensor-core friendly
+    pad_to = cfg.pad_to if device.type == "cuda" else 1  # few shapes for compile
 
     result: dict[str, Any] = {}
     stopped = "max_steps"
