@@ -95,8 +95,11 @@ class CausalSelfAttention(nn.Module):
         gqa = self.n_kv != self.n_head
         if kv is None:
             p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p,
-                                               enable_gqa=gqa)
+            if gqa:  # shared KV heads, expanded: the fused kernels take no GQA in every dtype,
+                # and the fallback materialises T x T scores (100 GB at 17k fp32 tokens)
+                k = k.repeat_interleave(self.n_head // self.n_kv, dim=1)
+                v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         else:
             # Static cache: write this block's keys/values at `positions`, then attend over the
             # whole buffer through a mask, so shapes never change (torch.compile / CUDA graphs).

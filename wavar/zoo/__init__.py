@@ -40,11 +40,18 @@ MODELS: dict[str, ZooEntry] = {e.name: e for e in (
              "Fashion-MNIST, bior4.4 2^-4, zero-block; 4 x 128, 1 KV head (0.72M): the bundled "
              "CPU model",
              "5808dffd0c33d5e239fc96596e999c8ffb6cd916b40fd0233ef6fac32960c63e"),
-    ZooEntry("mnist-large", "mnist", "MNIST, Haar 2^-3, zero-block; 6 x 224, 2 KV heads (3.4M)",
-             "121d3a29b335f0cc2cd4f7669cf15f11d24441e9989d676a16972544d668d6b5"),
-    ZooEntry("fashion-mnist-large", "fashion-mnist",
-             "Fashion-MNIST, bior4.4 2^-4, zero-block; 6 x 224, 2 KV heads (3.4M)",
-             "883e6ace9ffa6cb050cba0f6880968032ec53a26ff1870a96d06ce16fee560d5"),
+    ZooEntry("fashion-mnist-raster", "fashion-mnist",
+             "Fashion-MNIST, raster baseline (one 256-way token per pixel); 4 x 120, 1 KV head "
+             "(0.70M), trained for the same GPU time as fashion-mnist",
+             "c571077b3d1c8023e11355b99c02ade5c45ecb0191665dac677d1543ec0c22b7"),
+    ZooEntry("cifar10", "cifar10",
+             "CIFAR-10, bior4.4 + YCbCr 2^-4 (lossy, ~31 dB), zero-block; 8 x 320, 1 KV head "
+             "(8.6M)",
+             "80a88eef3bdca0a39fb29bbdba21cd9e17b7ca7941c2a286a674c10e50578bdb"),
+    ZooEntry("cifar10-lossless", "cifar10",
+             "CIFAR-10, cdf53 + RCT, threshold 1 (lossless), zero-block; 6 x 256, 1 KV head "
+             "(4.2M): a likelihood model (bits/dim)",
+             "09b12a31a3e642eda0849e9cfeab4a1fed25ea5a3b633b9c01eefa8d3f290001"),
 )}
 
 
