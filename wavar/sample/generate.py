@@ -292,13 +292,7 @@ def generate(
             logits = model.decode_step(view, prev, slots_t, pos_t, mt_t, t)
         legal_t = torch.as_tensor(legal, device=device)
         b = len(legal)
-        if guided:
-            logits = filters.guidance(filters.apply_legal_mask(logits[:b], legal_t),
-                                      filters.apply_legal_mask(logits[b:], legal_t), cfg)
-        else:
-            logits = filters.apply_legal_mask(logits, legal_t)
-        logits = filters.top_p(filters.top_k(filters.temperature(logits, temperature), top_k),
-                               top_p)
+        logits = _filtered(logits, legal_t, cfg, temperature, top_k, top_p)
         tok = filters.sample(logits, gen).cpu().numpy().astype(np.int64)
         # forced prefix tokens
         if forced is not None:
@@ -317,6 +311,18 @@ def generate(
         t += 1
     return [CodedImage(out[i, : length[i]].copy(), codec.header(h, w, c, int(m_tilde[i])))
             for i in range(n)]
+
+
+def _filtered(logits: torch.Tensor, legal: torch.Tensor, cfg: float, temperature: float,
+              top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Grammar mask, guidance (rows b: are the unconditional twins when cfg != 1), filters."""
+    if cfg != 1.0:
+        b = len(legal)
+        logits = filters.guidance(filters.apply_legal_mask(logits[:b], legal),
+                                  filters.apply_legal_mask(logits[b:], legal), cfg)
+    else:
+        logits = filters.apply_legal_mask(logits, legal)
+    return filters.top_p(filters.top_k(filters.temperature(logits, temperature), top_k), top_p)
 
 
 def prefix_tokens(codec: WaveletCodec, image: np.ndarray, planes: int | None = None,
@@ -473,14 +479,7 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
             graphs.t.fill_(t)
             span = min(cache.k.size(3), -(-(t + 2) // cache_block) * cache_block)
             logits = graphs(span)
-        if guided:
-            logits = filters.guidance(filters.apply_legal_mask(logits[:b], legal),
-                                      filters.apply_legal_mask(logits[b:], legal), cfg)
-        else:
-            logits = filters.apply_legal_mask(logits, legal)
-        logits = filters.top_p(filters.top_k(filters.temperature(logits, temperature), top_k),
-                               top_p)
-        drawn = filters.sample(logits, gen)
+        drawn = filters.sample(_filtered(logits, legal, cfg, temperature, top_k, top_p), gen)
         if forced_t is not None:
             col = forced_t[:, min(t, forced_t.size(1) - 1)]
             drawn = torch.where(t < forced_len, col, drawn)
