@@ -29,8 +29,6 @@ from wavar.codec import BatchScanState, Codec, CodedImage, WaveletCodec, codec_f
 from wavar.sample import filters
 from wavar.sample import gpu_grammar as _gpu_grammar
 
-CODEC_KEYS = ("wavelet", "language", "final_threshold", "refinement", "levels")
-
 
 def codec_of(model) -> Codec:
     """The codec a model was trained on (recorded in its config): wavelet or raster."""
