@@ -73,6 +73,7 @@ def test_defaults_without_a_file():
     ("model_args.n_layer=two", "model_args.n_layer = 'two'"),
     ("lr", "not of the form key=value"),
     ("batch_size=0", "batch_size must be >= 1"),
+    ("pad_to=0", "pad_to must be >= 1"),
     ("ema_decay=1.0", "ema_decay must lie in"),
 ])
 def test_bad_overrides_raise_a_clear_error(override, message):
