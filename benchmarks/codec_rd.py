@@ -34,8 +34,8 @@ from wavar import WaveletCodec
 from wavar.data.datasets import load
 from wavar.eval import jpeg2000 as j2k
 from wavar.eval.metrics import psnr
+from wavar.eval.rd import PSNR_CAP, budgets  # the ladder and cap wavar eval --rd uses
 
-PSNR_CAP = 100.0  # an exact reconstruction (PSNR inf) counts as this in the means
 CONFIGS = {
     # name: (dataset, split, final threshold, JPEG 2000 payload targets in bits per image)
     # CIFAR-10 goes down to 2^-8 (about one grey level) so the curve reaches the rates where
@@ -47,17 +47,6 @@ CONFIGS = {
 
 def capped_psnr(a: np.ndarray, b: np.ndarray) -> float:
     return min(psnr(a, b), PSNR_CAP)
-
-
-def budgets(max_len: int) -> list[int]:
-    """Token budgets: 16, 16*sqrt(2), 32, ... up to the longest sequence."""
-    out, k = [], 8
-    while True:
-        b = int(round(2 ** (k / 2)))
-        if b >= max_len:
-            return out + [max_len]
-        out.append(b)
-        k += 1
 
 
 def wavar_curve(codec: WaveletCodec, x: np.ndarray, rep: Report) -> dict:
