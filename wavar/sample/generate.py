@@ -124,6 +124,12 @@ def _cache_view(cache, length: int):
     return KVCache(cache.k[:, :, :, :length], cache.v[:, :, :, :length])
 
 
+def _attended_span(cache, t: int, block: int) -> int:
+    """Cache positions step t attends over: the filled part (prefix + t + 1) rounded up to
+    ``block``, so early steps cost less and few distinct spans (CUDA graphs) arise."""
+    return min(cache.k.size(3), -(-(t + 2) // block) * block)
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -284,9 +290,7 @@ def generate(
         if t == 0:
             logits = model.prefill(cache, lab_t, mt_t, slots_t, pos_t)
         else:
-            # attend over the filled part only, in blocks, so early steps cost less
-            span = min(cache.k.size(3), -(-(t + 2) // cache_block) * cache_block)
-            view = _cache_view(cache, span)
+            view = _cache_view(cache, _attended_span(cache, t, cache_block))
             logits = model.decode_step(view, prev, slots_t, pos_t, mt_t, t)
         legal_t = torch.as_tensor(legal, device=device)
         b = len(legal)
@@ -475,8 +479,7 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
                 if guided:
                     buf[b:].copy_(x)
             graphs.t.fill_(t)
-            span = min(cache.k.size(3), -(-(t + 2) // cache_block) * cache_block)
-            logits = graphs(span)
+            logits = graphs(_attended_span(cache, t, cache_block))
         drawn = filters.sample(_filtered(logits, legal, cfg, temperature, top_k, top_p), gen)
         if forced_t is not None:
             col = forced_t[:, min(t, forced_t.size(1) - 1)]
