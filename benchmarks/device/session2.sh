@@ -12,13 +12,17 @@
 # Calls (carry in brackets):
 #   session2.sh setup             [.whl .carry/s1]   install, caches, start the GPU-3 queue
 #   session2.sh stage DIR         [DIR]              CIFAR shards and FID-network parts
-#   session2.sh start-cifar BUDGET_S                 start the CIFAR runs (all staged shards)
+#   session2.sh start-cifar BUDGET_S                 start the CIFAR runs (all staged shards;
+#                                                    session 2 ran 720 s, after a restart)
 #   session2.sh status | collect                     look / copy results into $OUT
 set -uo pipefail
 export PYTHONPATH=/tmp/site:/tmp/repo PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export WAVAR_CACHE=/tmp/wc WAVAR_CIFAR10=/tmp/cifar10
 export WAVAR_FID_NETWORK=/tmp/fid/default_1_fp16.pt
+# several runs share the host's cores: without a cap each process spins all 64 (load 172 seen,
+# trainings at a third of their speed)
+export OMP_NUM_THREADS=8 MKL_NUM_THREADS=8 NUMBA_NUM_THREADS=8
 RUNS=/tmp/runs RES=/tmp/res
 mkdir -p $RUNS $RES /tmp/cifar10 /tmp/fidparts /tmp/fid $WAVAR_CACHE
 cmd=${1:-status}; shift || true
@@ -68,14 +72,22 @@ tokenize("cifar10", W("cdf53", final_threshold=1.0), "train", progress=False)
 PY
   setsid nohup bash /tmp/repo/benchmarks/device/session2.sh queue0 "$budget" > $RES/queue0.log 2>&1 < /dev/null &
   setsid nohup bash /tmp/repo/benchmarks/device/session2.sh queue2 "$budget" > $RES/queue2.log 2>&1 < /dev/null &
-  sleep 20; tail -5 $RUNS/cifar10.log $RUNS/cifar10-lossless.log
+  sleep 20; tail -n 5 $RUNS/cifar10.log $RUNS/cifar10-lossless.log
   ;;
 queue0)
   cd /tmp/repo
   CUDA_VISIBLE_DEVICES=0,1 torchrun --nproc_per_node 2 --master_port 29517 -m wavar.cli.train \
     --config configs/cifar10.toml out_dir=$RUNS/cifar10 budget_s=$1 time_limit_s=$(($1 + 60)) \
     > $RUNS/cifar10.log 2>&1
-  evaluate 0 $RUNS/cifar10/model cifar10 eval_cifar10_full --rd-images 100
+  # the protocol split over three GPUs (GPU 3's queue is done by now): FID/KID/CAS, NLL, RD
+  while [ ! -f $WAVAR_FID_NETWORK ]; do sleep 5; done
+  R=$RES/eval_cifar10_full; M=$RUNS/cifar10/model; mkdir -p $R
+  for spec in "0 fid --fid --cas --n 10000 --batch 2500" "1 nll --nll" "3 rd --rd --rd-images 100"; do
+    set -- $spec; g=$1; n=$2; shift 2
+    CUDA_VISIBLE_DEVICES=$g python3 -m wavar.cli.eval --model $M --dataset cifar10 \
+      --device cuda "$@" -o $R/eval_cifar10_$n.json > $R/eval_cifar10_$n.log 2>&1 &
+  done
+  wait
   ;;
 queue2)
   cd /tmp/repo
