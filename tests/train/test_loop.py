@@ -144,3 +144,39 @@ def test_resume_on_other_data_keeps_going(tmp_path):
     assert saved["m_tilde_hist"] == [[3, 4]]
     with pytest.raises(CheckpointError, match="different model"):  # the codec itself must match
         train(cfg(tmp_path, max_steps=8, codec={"wavelet": "bior4.4"}), SOURCE, VAL)
+
+
+def test_init_from_starts_at_the_published_weights_with_a_fresh_optimizer(tmp_path):
+    train(cfg(tmp_path / "a", max_steps=4), SOURCE)
+    start = WaveletGPT.from_pretrained(tmp_path / "a" / "model")
+    # zero steps: the run publishes exactly the weights it started from
+    result = train(cfg(tmp_path / "b", max_steps=0, init_from=str(tmp_path / "a" / "model")),
+                   SOURCE)
+    for (name, p), q in zip(start.named_parameters(), result["model"].parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    # steps: the optimizer starts fresh (step 0 of the schedule), the weights move on from there
+    result = train(cfg(tmp_path / "c", max_steps=2, init_from=str(tmp_path / "a" / "model")),
+                   SOURCE)
+    state = load_checkpoint(tmp_path / "c" / "ckpt.pt")
+    assert state["step"] == 2
+    assert all(s["step"] == 2 for s in state["optimizer"]["state"].values())
+    moved = [(p - q).abs().max().item() for p, q in
+             zip(start.parameters(), result["model"].parameters(), strict=True)]
+    assert 0 < max(moved) < 0.1  # near the start, not a fresh init
+    with pytest.raises(CheckpointError, match="different model"):
+        train(cfg(tmp_path / "d", max_steps=1, init_from=str(tmp_path / "a" / "model"),
+                  model_args={"max_seq_len": 32, "n_layer": 1}), SOURCE)
+
+
+def test_snapshots_publish_the_ema_weights_as_time_passes(tmp_path):
+    # every step is past a (tiny) snapshot interval: one snapshot per step, named by time
+    result = train(cfg(tmp_path, max_steps=3, snapshot_every_s=1e-9), SOURCE)
+    snaps = sorted((tmp_path / "snapshots").iterdir())
+    assert [s.name.split("-")[1] for s in snaps] == ["step000001", "step000002", "step000003"]
+    last = WaveletGPT.from_pretrained(snaps[-1])
+    for p, q in zip(last.parameters(), result["ema"].parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    # a long interval: only the end of the run publishes one
+    train(cfg(tmp_path / "long", max_steps=3, snapshot_every_s=1e6), SOURCE)
+    assert [s.name.split("-")[1] for s in (tmp_path / "long" / "snapshots").iterdir()] == \
+        ["step000003"]

@@ -79,12 +79,17 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda"
     peak_flops: float = 989e12  # per-device peak for MFU: H200 bf16 dense
     resume: bool = True  # continue from out_dir/ckpt.pt if it exists
+    init_from: str = ""  # zoo name or model folder: start from its weights (same architecture)
+    #                      with a fresh optimizer and schedule; ignored when out_dir/ckpt.pt
+    #                      resumes the run (continued training when the old optimizer is gone)
+    snapshot_every_s: float = 0.0  # >0: also publish the EMA weights to out_dir/snapshots/
+    #                                every this much run wall time (learning curves of FID)
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "log_every", "pad_to")
         non_negative = ("max_steps", "warmup_steps", "eval_every", "eval_batches", "ckpt_every",
                         "sample_every", "lr", "min_lr", "weight_decay", "grad_clip",
-                        "time_limit_s", "budget_s", "val_holdout")
+                        "time_limit_s", "budget_s", "val_holdout", "snapshot_every_s")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

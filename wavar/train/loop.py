@@ -169,6 +169,8 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     data_rng = np.random.default_rng([cfg.seed, info.rank])
     torch.manual_seed(cfg.seed * 1_000_003 + 1 + info.rank)
     step, elapsed_before = _resume(out / "ckpt.pt", cfg, model, ema, optimizer, data_rng, info)
+    if step == 0 and cfg.init_from:
+        _init_from(cfg.init_from, model, ema)
 
     def elapsed() -> float:  # wall time of the whole run, across resumes
         return elapsed_before + time.time() - t0
@@ -190,6 +192,9 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     acc_bits = torch.zeros((), device=device)
     acc_tokens = torch.zeros((), device=device)
     acc_flops, acc_valid, t_log = 0.0, 0, time.time()
+    # the next snapshot time: the first multiple of snapshot_every_s after the resumed elapsed
+    snapshot_at = (elapsed_before // cfg.snapshot_every_s + 1) * cfg.snapshot_every_s \
+        if cfg.snapshot_every_s else math.inf
     while step < cfg.max_steps:
         lr = lr_at(step, cfg, elapsed())
         for group in optimizer.param_groups:
@@ -244,6 +249,9 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
         # every run end (finished or out of time) publishes the EMA weights and samples them
         if (final or out_of_time) and info.is_main:
             ema.save_pretrained(out / "model")  # the published weights are the EMA's
+        if cfg.snapshot_every_s and info.is_main:
+            snapshot_at = _snapshot(out, ema, step, elapsed(), snapshot_at, cfg.snapshot_every_s,
+                                    final)
         if on_eval is not None and info.is_main and (
                 final or out_of_time or (cfg.sample_every and step % cfg.sample_every == 0)):
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -299,6 +307,27 @@ def _architecture(model_config: dict[str, Any]) -> dict[str, Any]:
     """A model config without the data statistics: what must match to resume."""
     codec = {k: v for k, v in model_config.get("codec", {}).items() if k not in DATA_STATISTICS}
     return {**model_config, "codec": codec}
+
+
+def _init_from(name_or_path: str, model: WaveletGPT, ema: nn.Module) -> None:
+    """Start ``model`` and ``ema`` from a published model's weights (a zoo name or folder)."""
+    source = WaveletGPT.from_pretrained(name_or_path)  # float16 zoo weights come back as fp32
+    if _architecture(source.config.to_dict()) != _architecture(model.config.to_dict()):
+        raise CheckpointError(f"init_from={name_or_path!r} holds a different model "
+                              f"({source.config.to_dict()}) from the one configured "
+                              f"({model.config.to_dict()})")
+    model.load_state_dict(source.state_dict())
+    ema.load_state_dict(source.state_dict())
+
+
+def _snapshot(out: Path, ema: nn.Module, step: int, elapsed_s: float, due_s: float,
+              every_s: float, final: bool) -> float:
+    """Publish the EMA weights to out/snapshots/ once the run's wall time reaches ``due_s`` (and
+    at the end); return the next due time. Names sort by time: ``s000600-step004812``."""
+    if elapsed_s < due_s and not final:
+        return due_s
+    ema.save_pretrained(out / "snapshots" / f"s{int(elapsed_s):06d}-step{step:06d}")
+    return (elapsed_s // every_s + 1) * every_s
 
 
 def _resume(path: Path, cfg: TrainConfig, model: WaveletGPT, ema: nn.Module,
