@@ -54,6 +54,10 @@ def loops_agree() -> None:
         a = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=True)
         b = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=False)
         assert [s.tokens.tolist() for s in a] == [s.tokens.tolist() for s in b]
+        for mode in ("model", "off"):  # the other capture modes run the same step
+            c = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=True,
+                         cuda_graphs=mode)
+            assert [s.tokens.tolist() for s in a] == [s.tokens.tolist() for s in c]
     # complete runs: legal, complete, decodable; a forced prefix is kept exactly
     real = codec.encode((np.arange(64).reshape(8, 8) * 3).astype(np.uint8))
     seqs = generate(model, labels, seed=4, prefix=[real.tokens[:30]] * 4, gpu_grammar=True,

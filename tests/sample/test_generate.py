@@ -120,6 +120,16 @@ def test_filters_keep_a_legal_token():
                                                [False, False, False, True]]
 
 
+def test_sample_draws_what_multinomial_draws_and_never_an_illegal_token():
+    logits = torch.randn(4000, 7)
+    logits[:, 3] = float("-inf")
+    a = filters.sample(logits, torch.Generator().manual_seed(1))
+    b = torch.multinomial(logits.softmax(-1), 1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b[:, 0]) and not (a == 3).any()
+    freq = torch.bincount(a, minlength=7).float() / len(a)
+    assert (freq - logits.softmax(-1).mean(0)).abs().max() < 0.03
+
+
 def test_bad_labels_are_refused():
     with pytest.raises(ValueError, match="labels"):
         generate(tiny_model(), [7])

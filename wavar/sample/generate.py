@@ -148,6 +148,7 @@ def generate(
     ll_init: bool = False,
     cache_block: int = 256,
     gpu_grammar: bool | None = None,
+    cuda_graphs: str = "step",
 ) -> list[CodedImage]:
     """Sample one token sequence per label.
 
@@ -169,6 +170,9 @@ def generate(
     gpu_grammar : step the grammar on the GPU (numba-cuda; the model's step replayed as CUDA
         graphs; no host round trip per token). Default: on a CUDA model, without ``region``
         or ``ll_init`` (those narrow each choice with CPU-side forcing tables).
+    cuda_graphs : with the GPU grammar: ``"step"`` replays each whole step (model, filters,
+        draw, grammar kernel) as one CUDA graph; ``"model"`` only the model step; ``"off"``
+        launches everything eagerly (for comparison and debugging).
 
     Returns
     -------
@@ -231,7 +235,8 @@ def generate(
                        and isinstance(codec, WaveletCodec) and _gpu_grammar.available())
     if gpu_grammar:
         out, length = _generate_on_gpu(model, states, labels, m_tilde, limit, max_plane, forced,
-                                       cfg, temperature, top_k, top_p, gen, cache_block)
+                                       cfg, temperature, top_k, top_p, gen, cache_block,
+                                       cuda_graphs)
         return [CodedImage(out[i, : length[i]].astype(np.uint8),
                            codec.header(h, w, c, int(m_tilde[i]))) for i in range(n)]
 
@@ -345,61 +350,59 @@ def decode(model, seqs: Sequence[CodedImage], n_tokens: int | None = None) -> li
 
 
 class _StepGraphs:
-    """The model's decode step captured as CUDA graphs, one per (batch, attended span).
+    """Steps of the sampling loop captured as CUDA graphs, one per attended span.
 
-    Inputs live in static buffers (``prev``, ``slots``, ``pos``, ``t``); a replay writes the
-    logits into ``out`` of its graph. Graphs share one memory pool; compaction (a new batch)
-    drops them.
+    ``run(span)`` works in place on the loop's buffers (and may return a tensor, e.g. logits,
+    which a replay rewrites); after a warm-up of the model step (the library initialisation
+    a capture must not see) it is captured once per span and replayed, so a step costs the
+    host one launch. Graphs share one memory pool, and the registered generator advances at
+    each replay as it would eagerly. A new batch (compaction) needs new graphs.
     """
 
-    def __init__(self, model, cache, m_tilde: torch.Tensor, enabled: bool = True) -> None:
-        self.model, self.cache, self.m_tilde, self.enabled = model, cache, m_tilde, enabled
-        b, dev = m_tilde.shape[0], m_tilde.device
-        self.prev = torch.zeros(b, dtype=torch.long, device=dev)
-        self.slots = torch.zeros(b, 5, dtype=torch.long, device=dev)
-        self.pos = torch.zeros(b, 2, dtype=torch.float32, device=dev)
-        self.t = torch.zeros((), dtype=torch.long, device=dev)
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        self.pool = torch.cuda.graph_pool_handle() if enabled else None  # shared by all
+    def __init__(self, run, warm_up, gen: torch.Generator, enabled: bool) -> None:
+        self.run, self.warm_up, self.gen, self.enabled = run, warm_up, gen, enabled
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor | None]] = {}
+        self.pool = torch.cuda.graph_pool_handle() if enabled else None
 
-    def _run(self, span: int) -> torch.Tensor:
-        return self.model.decode_step(_cache_view(self.cache, span), self.prev, self.slots,
-                                      self.pos, self.m_tilde, self.t)
-
-    def __call__(self, span: int) -> torch.Tensor:
+    def __call__(self, span: int) -> torch.Tensor | None:
         if not self.enabled:
-            return self._run(span)
+            return self.run(span)
         if span not in self.graphs:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up off the capture (same inputs, same writes)
-                self._run(span)
+            with torch.cuda.stream(side):  # rewrites the cache entries the replay will write
+                self.warm_up(span)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
+            graph.register_generator_state(self.gen)
             with torch.cuda.graph(graph, pool=self.pool):
-                out = self._run(span)
-            self.graphs[span] = (graph, out)
-        graph, out = self.graphs[span]
+                result = self.run(span)
+            self.graphs[span] = (graph, result)
+        graph, result = self.graphs[span]
         graph.replay()
-        return out
+        return result
 
 
 def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde: np.ndarray,
                      limit: int, max_plane: int | None, forced, cfg: float, temperature: float,
                      top_k: int | None, top_p: float | None, gen: torch.Generator,
-                     cache_block: int) -> tuple[np.ndarray, np.ndarray]:
+                     cache_block: int, cuda_graphs: str = "step") -> tuple[np.ndarray, np.ndarray]:
     """The sampling loop with the grammar on the GPU: (tokens (n, limit) int8, lengths (n,)).
 
-    Every step stays on the device: the model step (CUDA graph), masking/guidance/filters and
-    the draw (PyTorch), the grammar step of all rows (one numba-cuda kernel, same stream). The
-    host only looks every ``check`` steps to see whether rows finished, and compacts the batch
-    when half of them have.
+    Every step stays on the device: the model step, masking/guidance/filters and the draw
+    (PyTorch), the grammar step of all rows (one numba-cuda kernel, same stream). With
+    ``cuda_graphs="step"`` all of it is one CUDA graph replay per step; ``"model"`` replays
+    only the model step (the rest launched eagerly), ``"off"`` captures nothing. The host only
+    looks every ``check`` steps to see whether rows finished, and compacts the batch when half
+    of them have.
     """
     from numba import cuda
 
+    if cuda_graphs not in ("step", "model", "off"):
+        raise ValueError(f"cuda_graphs must be 'step', 'model' or 'off', got {cuda_graphs!r}")
     device = next(model.parameters()).device
     on_cuda = device.type == "cuda"
-    step = _gpu_grammar.step_kernel()
+    kernel = _gpu_grammar.step_kernel()
     n = len(labels)
     geo, lang = states.geo, states.codec.lang
     tables = [torch.as_tensor(np.ascontiguousarray(a), device=device)
@@ -415,6 +418,7 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
     tok = torch.full((n,), -1, dtype=torch.long, device=device)
     rows = torch.arange(n, device=device)
     out = torch.full((n, limit), -1, dtype=torch.int8, device=device)
+    t_dev = torch.zeros((), dtype=torch.long, device=device)  # the step, for captured graphs
     plane_cap = np.iinfo(np.int32).max if max_plane is None else int(max_plane)
     forced_t = forced_len = None
     if forced is not None:
@@ -425,20 +429,17 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
         forced_t = torch.as_tensor(forced_np, device=device)
         forced_len = torch.as_tensor([len(f) for f in forced], device=device)
 
-    launch: list = []  # the kernel's numba views of the current buffers (rebuilt on compaction)
+    views: list = []  # the kernel's numba views of the current buffers (rebuilt on compaction)
 
     def grammar_step() -> None:
-        if not launch:
-            threads = min(128, len(mems))
+        if not views:
             bufs = (mems, tok, *tables, plane_cap, limit, legal, slots, pos, live, status)
-            if on_cuda:
-                stream = cuda.external_stream(torch.cuda.current_stream().cuda_stream)
-                args = [cuda.as_cuda_array(x, sync=False) if torch.is_tensor(x) else x
-                        for x in bufs]
-            else:  # numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1): the tests' CPU run
-                stream, args = 0, [x.numpy() if torch.is_tensor(x) else x for x in bufs]
-            launch[:] = [step[-(-len(mems) // threads), threads, stream], args]
-        launch[0](*launch[1])
+            views[:] = [cuda.as_cuda_array(x, sync=False) if on_cuda and torch.is_tensor(x)
+                        else x.numpy() if torch.is_tensor(x) else x for x in bufs]
+        threads = min(128, len(mems))
+        # PyTorch's current stream: the sampling stream, or a graph's capture stream
+        stream = cuda.external_stream(torch.cuda.current_stream().cuda_stream) if on_cuda else 0
+        kernel[-(-len(mems) // threads), threads, stream](*views)
 
     guided = cfg != 1.0
     lab_t = torch.as_tensor(labels, device=device)
@@ -447,46 +448,55 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
         lab_t, mt_t = torch.cat([lab_t, torch.full_like(lab_t, model.config.num_classes)]), \
             torch.cat([mt_t, mt_t])
     cache = model.new_cache(len(lab_t), limit, device=device)
+
+    def both(x: torch.Tensor) -> torch.Tensor:  # the conditional rows and their null twins
+        return torch.cat([x, x]) if guided else x
+
+    def model_step(span: int) -> torch.Tensor:
+        return model.decode_step(_cache_view(cache, span), both(tok.clamp(min=0)), both(slots),
+                                 both(pos), mt_t, t_dev)
+
+    def finish_step(logits: torch.Tensor) -> None:
+        # draw (or force) every row's token, record it, step the grammar: all in place
+        drawn = filters.sample(_filtered(logits, legal, cfg, temperature, top_k, top_p), gen)
+        if forced_t is not None:
+            col = forced_t.gather(1, t_dev.clamp(max=forced_t.size(1) - 1).expand(len(tok), 1))
+            drawn = torch.where(t_dev < forced_len, col[:, 0], drawn)
+        tok.copy_(drawn.masked_fill(~live, -1))
+        out.index_put_((rows, t_dev.expand(len(tok))), tok.to(torch.int8))
+        grammar_step()
+        t_dev.add_(1)
+
+    def whole_step(span: int) -> None:
+        finish_step(model_step(span))
+
     grammar_step()  # masks and slots of the fresh states
+    finish_step(model.prefill(cache, lab_t, mt_t, both(slots), both(pos)))
     graphs = None
     check = 16
-    for t in range(limit):
-        if t % check == 0 and t > 0:
+    for t in range(1, limit):
+        if t % check == 0:
             n_live = int(live.sum())
             if n_live == 0:
                 break
             if n_live <= len(live) // 2:  # compact: finished rows stop costing
                 keep = torch.nonzero(live)[:, 0]
-                both = torch.cat([keep, keep + len(live)]) if guided else keep
-                cache.k, cache.v = cache.k[:, both], cache.v[:, both]
-                lab_t, mt_t = lab_t[both], mt_t[both]
+                pair = torch.cat([keep, keep + len(live)]) if guided else keep
+                cache.k, cache.v = cache.k[:, pair], cache.v[:, pair]
+                mt_t = mt_t[pair]
                 mems, legal, slots, pos = mems[keep], legal[keep], slots[keep], pos[keep]
                 live, tok, rows = live[keep], tok[keep], rows[keep]
                 if forced_t is not None:
                     forced_t, forced_len = forced_t[keep], forced_len[keep]
                 graphs = None
-                launch.clear()
-        b = len(live)
-        if t == 0:
-            two = (lambda x: torch.cat([x, x])) if guided else (lambda x: x)
-            logits = model.prefill(cache, lab_t, mt_t, two(slots), two(pos))
-        else:
-            if graphs is None:
-                graphs = _StepGraphs(model, cache, mt_t, enabled=on_cuda)
-            for buf, x in ((graphs.prev, tok.clamp(min=0)), (graphs.slots, slots),
-                           (graphs.pos, pos)):
-                buf[:b].copy_(x)
-                if guided:
-                    buf[b:].copy_(x)
-            graphs.t.fill_(t)
-            logits = graphs(_attended_span(cache, t, cache_block))
-        drawn = filters.sample(_filtered(logits, legal, cfg, temperature, top_k, top_p), gen)
-        if forced_t is not None:
-            col = forced_t[:, min(t, forced_t.size(1) - 1)]
-            drawn = torch.where(t < forced_len, col, drawn)
-        tok.copy_(drawn.masked_fill(~live, -1))  # in place: the kernel's view stays valid
-        out[rows, t] = tok.to(torch.int8)
-        grammar_step()
+                views.clear()
+        span = _attended_span(cache, t, cache_block)
+        if graphs is None:
+            graphs = _StepGraphs(whole_step if cuda_graphs == "step" else model_step, model_step,
+                                 gen, enabled=on_cuda and cuda_graphs != "off")
+        logits = graphs(span)
+        if cuda_graphs != "step":  # the graph (or eager call) was the model step alone
+            finish_step(logits)
     if int(status.item()):
         raise RuntimeError(f"GPU grammar: row {int(status.item()) - 1} got an illegal token")
     out_np = out.cpu().numpy()
