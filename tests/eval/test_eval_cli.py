@@ -78,7 +78,10 @@ def test_samples_mode(toy, capsys):
 def test_model_mode(toy, monkeypatch):
     from wavar.cli import eval as evalcli
 
-    def fake_generate(model, n, cfg, seed, batch, log=print):  # no sampling: tiled labels
+    seen = {}
+
+    def fake_generate(model, n, cfg, seed, batch, log=print, temperature=1.0):  # tiled labels
+        seen.update(cfg=cfg, temperature=temperature)
         y = np.arange(n) % model.config.num_classes
         return shapes(n, seed)[0], y
 
@@ -91,6 +94,10 @@ def test_model_mode(toy, monkeypatch):
     assert r["samples_per_class"] == [2] * 10 and r["sample_batch"] == 100
     with np.load(toy / "m_samples.npz") as z:  # the samples, for --samples later
         assert z["x"].shape == (20, 28, 28) and list(z["y"][:11]) == [*range(10), 0]
+    assert cli.main(["eval", "--model", "mnist", "--dataset", "toy10", "--cas", "--n", "20",
+                     "--cfg", "3", "--temperature", "0.8", "-o", str(out)]) == 0
+    assert seen == {"cfg": 3.0, "temperature": 0.8}
+    assert json.loads(out.read_text())["temperature"] == 0.8
 
 
 def test_nll(toy):

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images for --rd (default 200)")
     p.add_argument("--no-jpeg2000", action="store_true", help="--rd without the JPEG 2000 side")
     p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature (the protocol's is 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=None,
                    help="samples generated per batch (default 100 on the CPU, 1000 on a GPU)")
@@ -126,8 +128,8 @@ def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
-def generate_samples(model, n: int, cfg: float, seed: int, batch: int,
-                     log=print) -> tuple[np.ndarray, np.ndarray]:
+def generate_samples(model, n: int, cfg: float, seed: int, batch: int, log=print,
+                     temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` decoded samples of ``model``, labels tiled over its classes (equal shares)."""
     from wavar.sample.generate import decode, generate
 
@@ -136,7 +138,8 @@ def generate_samples(model, n: int, cfg: float, seed: int, batch: int,
     images: list[np.ndarray] = []
     t = time.perf_counter()
     for i, s in enumerate(range(0, n, batch)):
-        seqs = generate(model, labels[s : s + batch], cfg=cfg, seed=int(seeds[i]))
+        seqs = generate(model, labels[s : s + batch], cfg=cfg, seed=int(seeds[i]),
+                        temperature=temperature)
         images += decode(model, seqs)
         if log is not None and (i + 1) % max(1, (n // batch) // 10) == 0:
             done = len(images)
@@ -319,7 +322,9 @@ def _eval(args: argparse.Namespace) -> int:
         if model.config.num_classes != len(classes):
             raise WavarError(f"model {args.model} has {model.config.num_classes} classes, "
                              f"dataset {args.dataset} {len(classes)}")
-        report.update(model=args.model, cfg=args.cfg, seed=args.seed,
+        if args.temperature <= 0:
+            raise WavarError(f"--temperature must be > 0, got {args.temperature}")
+        report.update(model=args.model, cfg=args.cfg, temperature=args.temperature, seed=args.seed,
                       parameters=model.num_params())
     x = y = None
     if args.samples:
@@ -334,10 +339,12 @@ def _eval(args: argparse.Namespace) -> int:
 
         n = 10_000 if args.n is None else args.n
         sampler = copy.deepcopy(model).to(torch.bfloat16) if args.bf16 else model
-        print(f"generating {n} samples of {args.model} (cfg {args.cfg}, seed {args.seed}, "
+        print(f"generating {n} samples of {args.model} (cfg {args.cfg}, temperature "
+              f"{args.temperature}, seed {args.seed}, "
               f"{args.device}{', bf16' if args.bf16 else ''}, batch {batch})", flush=True)
         t = time.perf_counter()
-        x, y = generate_samples(sampler, n, args.cfg, args.seed, batch)
+        x, y = generate_samples(sampler, n, args.cfg, args.seed, batch,
+                                temperature=args.temperature)
         del sampler
         report["seconds"]["generate"] = time.perf_counter() - t
         report.update(sample_batch=batch, bf16=args.bf16,
