@@ -9,6 +9,7 @@ import torch
 from wavar.model.config import ModelConfig
 from wavar.model.transformer import (
     PRESETS,
+    KVCache,
     WaveletGPT,
     config_from_preset,
     loss_bits,
@@ -121,6 +122,26 @@ def test_kv_cache_gives_the_full_forward_logits(rope, n_kv_head, n_known):
         step = torch.tensor(t) if t % 2 else t  # ints and 0-d tensors both work
         out.append(model.decode_step(cache, tok[:, t - 1], slots[:, t], pos[:, t], m, step))
     torch.testing.assert_close(torch.stack(out, 1), full[:, n_known:], atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_decode_step_writes_each_layers_cache_in_place():
+    # torch.compile (dynamic shapes, as the GPU sampler may use it) around the cached-attention
+    # op: same logits and same cache as eager, over a span view of the cache
+    model, batch = tiny(n_kv_head=1), random_batch(pad=False, seed=2)
+    B, T = batch["tokens"].shape
+    tok, slots, pos, m = batch["tokens"], batch["slots"], batch["pos"], batch["m_tilde"]
+    caches = [model.new_cache(B, max_len=T) for _ in range(2)]
+    for c in caches:
+        model.prefill(c, batch["label"], m, slots[:, :1], pos[:, :1])
+    steps = [model.decode_step, torch.compile(model.decode_step, dynamic=True)]
+    for t in range(1, 4):
+        out = [step(KVCache(c.k[..., :16, :], c.v[..., :16, :]), tok[:, t - 1], slots[:, t],
+                    pos[:, t], m, torch.tensor(t)) for step, c in zip(steps, caches, strict=True)]
+        torch.testing.assert_close(out[1], out[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(caches[1].k, caches[0].k, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(caches[1].v, caches[0].v, atol=1e-5, rtol=1e-5)
+    # prefix + step 0 at 0..1, steps 1..3 at 2..4, nothing after
+    assert caches[0].k[:, :, :, 5:].abs().sum() == 0 and caches[0].k[:, :, :, 4].abs().sum() > 0
 
 
 def test_prefill_checks_its_shapes():

@@ -65,10 +65,42 @@ def rope_tables(n_pos: int, head_dim: int, base: float = 10000.0) -> tuple[Tenso
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate x (B, H, T, hd) by position; cos, sin are (T, hd // 2). Half-split layout."""
+    """Rotate x (..., hd) by position; cos, sin (..., hd // 2) broadcast against x's leading
+    dimensions. Half-split layout."""
     x1, x2 = x.float().chunk(2, dim=-1)
     cos, sin = cos.float(), sin.float()  # buffers may have been cast by model.to(bf16)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+@torch.library.custom_op("wavar::cached_attention", mutates_args=("k_all", "v_all"))
+def cached_attention(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tensor, layer: int,
+                     positions: Tensor) -> Tensor:
+    """Write k, v (B, Hkv, T, hd) into layer ``layer`` of the static cache (n_layer, B, Hkv, L,
+    hd) at ``positions`` (T,), then attend from q (B, H, T, hd) over all L cached positions
+    through a mask, so shapes never change (CUDA graphs). A custom op: torch.compile fuses the
+    code around it and leaves the in-place cache write to it rather than copying the cache
+    (and it takes the whole cache, not a layer's view: inductor 2.13 lost the view's offset).
+    """
+    B, H, T, hd = q.shape
+    k_cache, v_cache = k_all[layer], v_all[layer]
+    n_kv = k_cache.size(1)
+    k_cache.index_copy_(2, positions, k.to(k_cache.dtype))
+    v_cache.index_copy_(2, positions, v.to(v_cache.dtype))
+    seen = torch.arange(k_cache.size(2), device=q.device) <= positions[:, None]  # (T, L)
+    if T == 1:
+        # One query per sequence (a decode step): group the query heads of each KV head so
+        # every cached key and value is read once, GQA or not.
+        qg = (q * hd**-0.5).reshape(B, n_kv, H // n_kv, hd).to(k_cache.dtype)
+        att = (qg @ k_cache.transpose(-1, -2)).masked_fill(~seen, float("-inf")).softmax(-1)
+        return (att @ v_cache).reshape(B, H, 1, hd).to(q.dtype)
+    return F.scaled_dot_product_attention(q.to(k_cache.dtype), k_cache, v_cache, attn_mask=seen,
+                                          enable_gqa=n_kv != H).to(q.dtype)
+
+
+@cached_attention.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tensor, layer: int,
+      positions: Tensor) -> Tensor:
+    return torch.empty_like(q)
 
 
 class CausalSelfAttention(nn.Module):
@@ -83,41 +115,25 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, cos: Tensor | None, sin: Tensor | None,
-                kv: tuple[Tensor, Tensor] | None, positions: Tensor) -> Tensor:
+                kv: tuple[Tensor, Tensor, int] | None, positions: Tensor) -> Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split([self.n_head * self.hd, self.n_kv * self.hd,
-                                     self.n_kv * self.hd], dim=-1)
-        q = q.view(B, T, self.n_head, self.hd).transpose(1, 2)  # (B, H, T, hd)
-        k = k.view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = v.view(B, T, self.n_kv, self.hd).transpose(1, 2)
-        if cos is not None:
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        gqa = self.n_kv != self.n_head
+        qkv = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv, self.hd)
+        qk = qkv[:, :, : self.n_head + self.n_kv]
+        if cos is not None:  # queries and keys rotated together: one set of kernels
+            qk = apply_rope(qk, cos[:, None], sin[:, None])
+        q = qk[:, :, : self.n_head].transpose(1, 2)  # (B, H, T, hd)
+        k = qk[:, :, self.n_head :].transpose(1, 2)  # (B, Hkv, T, hd)
+        v = qkv[:, :, self.n_head + self.n_kv :].transpose(1, 2)
         if kv is None:
             p = self.dropout if self.training else 0.0
-            if gqa:  # shared KV heads, expanded: the fused kernels take no GQA in every dtype,
-                # and the fallback materialises T x T scores (100 GB at 17k fp32 tokens)
+            if self.n_kv != self.n_head:  # shared KV heads, expanded: the fused kernels take no
+                # GQA in every dtype, and the fallback materialises T x T scores (100 GB at 17k
+                # fp32 tokens)
                 k = k.repeat_interleave(self.n_head // self.n_kv, dim=1)
                 v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         else:
-            # Static cache: write this block's keys/values at `positions`, then attend over the
-            # whole buffer through a mask, so shapes never change (torch.compile / CUDA graphs).
-            k_cache, v_cache = kv  # (B, Hkv, L, hd)
-            k_cache.index_copy_(2, positions, k.to(k_cache.dtype))
-            v_cache.index_copy_(2, positions, v.to(v_cache.dtype))
-            seen = torch.arange(k_cache.size(2), device=x.device) <= positions[:, None]  # (T, L)
-            if T == 1:
-                # One query per sequence (a decode step): group the query heads of each KV head
-                # so every cached key and value is read once, GQA or not.
-                g = self.n_head // self.n_kv
-                qg = q.reshape(B, self.n_kv, g, self.hd).to(k_cache.dtype)
-                att = (qg @ k_cache.transpose(-1, -2)) * self.hd**-0.5  # (B, Hkv, g, L)
-                att = att.masked_fill(~seen, float("-inf")).softmax(-1)
-                y = (att @ v_cache).reshape(B, self.n_head, 1, self.hd).to(x.dtype)
-            else:
-                y = F.scaled_dot_product_attention(q.to(k_cache.dtype), k_cache, v_cache,
-                                                   attn_mask=seen, enable_gqa=gqa).to(x.dtype)
+            y = cached_attention(q, k, v, kv[0], kv[1], kv[2], positions)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_drop(self.proj(y))
 
@@ -140,7 +156,7 @@ class Block(nn.Module):
         self.norm2, self.mlp = nn.RMSNorm(cfg.n_embd), MLP(cfg)
 
     def forward(self, x: Tensor, cos: Tensor | None, sin: Tensor | None,
-                kv: tuple[Tensor, Tensor] | None, positions: Tensor) -> Tensor:
+                kv: tuple[Tensor, Tensor, int] | None, positions: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x), cos, sin, kv, positions)
         return x + self.mlp(self.norm2(x))
 
@@ -279,7 +295,7 @@ class WaveletGPT(nn.Module):
             cos, sin = self.rope_cos[positions], self.rope_sin[positions]
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            kv = None if cache is None else (cache.k[i], cache.v[i])
+            kv = None if cache is None else (cache.k, cache.v, i)  # the layer's part of it
             x = block(x, cos, sin, kv, positions)
         return self.norm(x)
 
