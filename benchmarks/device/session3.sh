@@ -79,7 +79,10 @@ bench)
     --graphs step model --out sample_speed_cifar10_h200_graphs
   timeout 300 python3 benchmarks/sample_speed.py --model fashion-mnist --batch 1024 \
     --graphs step --compile-step --out sample_speed_fashion-mnist_h200_compiled
+  timeout 240 python3 benchmarks/sample_speed.py --model fashion-mnist --batch 1024 4096 \
+    --graphs step --compile-step --bf16 --out sample_speed_fashion-mnist_h200_compiled_bf16
   cp benchmarks/results/sample_speed_*_h200_{graphs,compiled}* $RES/bench/
+  ls $RES/bench
   ;;
 train)
   budget=$1 snap=$2
