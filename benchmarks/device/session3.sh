@@ -42,7 +42,7 @@ eval_fid() {  # eval_fid GPU MODEL NAME [args]: FID/KID/CAS of 10,000 samples, i
 stage() {
   for d in "$@"; do
     for f in "$d"/*.npz; do [ -e "$f" ] && cp "$f" /tmp/cifar10/; done
-    for p in "$d"/part*; do [ -e "$p" ] && cp -r "$p" /tmp/fidparts/; done
+    case $(basename "$d") in part*) cp -r "$d" /tmp/fidparts/ ;; esac  # a part folder
     [ -e "$d"/cifar10.pt ] && cp "$d"/cifar10.pt $WAVAR_CACHE/cas/
   done
   ls /tmp/cifar10 /tmp/fidparts $WAVAR_CACHE/cas

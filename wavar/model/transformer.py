@@ -93,7 +93,12 @@ def cached_attention(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tens
         qg = (q * hd**-0.5).reshape(B, n_kv, H // n_kv, hd).to(k_cache.dtype)
         att = (qg @ k_cache.transpose(-1, -2)).masked_fill(~seen, float("-inf")).softmax(-1)
         return (att @ v_cache).reshape(B, H, 1, hd).to(q.dtype)
-    return F.scaled_dot_product_attention(q.to(k_cache.dtype), k_cache, v_cache, attn_mask=seen,
+    # Several queries (a prefill, run eagerly): attend over the filled part only. With GQA the
+    # masked kernel expands keys and values to every head: over a whole 5k-position cache for
+    # 5,000 rows (CFG at batch 2,500) that asked for 31 GB.
+    n = int(positions[-1]) + 1
+    return F.scaled_dot_product_attention(q.to(k_cache.dtype), k_cache[:, :, :n],
+                                          v_cache[:, :, :n], attn_mask=seen[:, :n],
                                           enable_gqa=n_kv != H).to(q.dtype)
 
 
