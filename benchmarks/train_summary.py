@@ -15,11 +15,14 @@ from wavar.zoo import MODELS
 
 RESULTS = Path(__file__).parent / "results"
 GPUS = {"mnist": 1, "fashion-mnist": 1, "mnist-large": 1, "fashion-mnist-large": 2,
-        "fashion-mnist-raster": 1, "cifar10": 2, "cifar10-lossless": 1}
+        "fashion-mnist-raster": 1, "cifar10": 2, "cifar10-lossless": 1,
+        # session 3: the CIFAR-10 models continued from their published weights (init_from)
+        "cifar10-continued": 2, "cifar10-lossless-continued": 1}
 
 
 def _params(name: str, previous: dict) -> int:
     # models no longer in the zoo (the -large ones) keep the count recorded when they were
+    name = name.removesuffix("-continued")  # the same model, trained on
     if name in MODELS:
         return WaveletGPT.from_pretrained(name).num_params()
     return previous[name]["params"]

@@ -47,11 +47,11 @@ MODELS: dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("cifar10", "cifar10",
              "CIFAR-10, bior4.4 + YCbCr 2^-4 (lossy, ~31 dB), zero-block; 8 x 320, 1 KV head "
              "(8.6M)",
-             "80a88eef3bdca0a39fb29bbdba21cd9e17b7ca7941c2a286a674c10e50578bdb"),
+             "b28973a594fd6067f798b2e00bf0be73c0f5244ac834609bf768b802d5baaa56"),
     ZooEntry("cifar10-lossless", "cifar10",
              "CIFAR-10, cdf53 + RCT, threshold 1 (lossless), zero-block; 6 x 256, 1 KV head "
              "(4.2M): a likelihood model (bits/dim)",
-             "09b12a31a3e642eda0849e9cfeab4a1fed25ea5a3b633b9c01eefa8d3f290001"),
+             "6469a9cc4f62de8c3b2bc84c437abda1ba7b04177dec56f907db90ac665315c3"),
 )}
 
 
