@@ -17,6 +17,15 @@
 #   session3.sh train BUDGET_S SNAP_S            tokenize, start both trainings and their evals
 #   session3.sh refresh                          copy this call's tree to /tmp/repo
 #   session3.sh status | collect                 look / copy results into $OUT
+#
+# What ran in session 3: setup .carry/t0; stage .carry/t1 .. t4 (one 27 MiB shard per call);
+# train 810 270; stage .carry/test .carry/cas; stage .carry/fid16/part1 .carry/fid16/part2;
+# stage .carry/fid16/part3; calls of `sleep 90..175; status` to hold the machine (it goes back
+# after 30 s without a call, daemons and all: the first attempt was lost that way after 5
+# minutes, and everything was staged again on a fresh machine); collect. An extra FID run of
+# the zoo model at --cfg 2 --temperature 0.9 on GPU 3 ran out of memory in the prefill
+# (results/eval_cifar10_zoo_cfg2_t09_oom.log; fixed since: the prefill attends over the filled
+# cache only). The lossy model's test-set bits were taken from GPU 1 after collect.
 set -uo pipefail
 export PYTHONPATH=/tmp/site:/tmp/repo PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
