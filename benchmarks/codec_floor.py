@@ -12,19 +12,21 @@ through the same function, so the real-data floor at the same ``N`` stands besid
 floor: FID from fewer than 10,000 images is biased upward (KID much less), so compare only
 numbers of the same ``N``. It also gives the PSNR of the reconstructions.
 
-Inception on this machine's 2 CPU cores takes 0.12-0.25 s per image (other jobs share the
-cores); a run costs ``2 N`` images, plus the 10,000 test images once per dataset while their
-statistics are not yet cached (``~/.cache/wavar/fid/<dataset>-test.npz``, shared with
-``wavar eval``).
+Inception on this machine's 2 CPU cores took 0.11-0.18 s per image in the recorded runs
+(more when other jobs load the cores); a run costs ``2 N`` images (N = 3000: 11-15 min), plus
+the 10,000 test images once per dataset while their statistics are not yet cached
+(``~/.cache/wavar/fid/<dataset>-test.npz``, shared with ``wavar eval``; 17-20 min).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/codec_floor.py --dataset fashion-mnist --n 2000
-    PYTHONPATH=. .venv/bin/python benchmarks/codec_floor.py --dataset mnist --n 2000
-    PYTHONPATH=. .venv/bin/python benchmarks/codec_floor.py --dataset cifar10 --n 2000
+    PYTHONPATH=. .venv/bin/python benchmarks/codec_floor.py --dataset fashion-mnist --n 3000
+    PYTHONPATH=. .venv/bin/python benchmarks/codec_floor.py --dataset mnist --n 3000
+    PYTHONPATH=. .venv/bin/python benchmarks/codec_floor.py --dataset cifar10 --n 3000
 
-The model defaults to the zoo model named like the dataset (``--model`` picks another).
-Results: ``benchmarks/results/codec_floor_<dataset>.json`` and the reconstructions
-``benchmarks/results/codec_floor_<dataset>_samples.npz`` (``--quick``: 100 images, files with a
-``_quick`` suffix).
+(CIFAR-10 comes through ``wavar.data.datasets.load``; the recorded run had
+``WAVAR_CIFAR10=/work/shared/datasets/cifar10``.) The model defaults to the zoo model named
+like the dataset (``--model`` picks another). Results:
+``benchmarks/results/codec_floor_<dataset>.json`` and the reconstructions
+``benchmarks/results/codec_floor_<dataset>_samples.npz`` (``--quick``: 100 images, files with
+a ``_quick`` suffix).
 """
 
 from __future__ import annotations
