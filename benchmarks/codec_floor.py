@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import jsonable
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -75,17 +77,6 @@ def save_samples(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, 
     np.savez_compressed(path, x=np.asarray(x, np.uint8), y=np.asarray(y, np.int64))
     return read_samples(path)
 
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return v
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
-    out.write_text(json.dumps(_jsonable(report), indent=1) + "\n")
+    out.write_text(json.dumps(jsonable(report), indent=1) + "\n")
     print(f"\nwrote {out.relative_to(RESULTS.parent.parent)}")
     return 0
 
