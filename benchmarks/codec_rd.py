@@ -34,7 +34,7 @@ from wavar import WaveletCodec
 from wavar.data.datasets import load
 from wavar.eval import jpeg2000 as j2k
 from wavar.eval.metrics import psnr
-from wavar.eval.rd import PSNR_CAP, budgets  # the ladder and cap wavar eval --rd uses
+from wavar.eval.rd import PSNR_CAP, prefix_points  # the ladder and cap wavar eval --rd uses
 
 CONFIGS = {
     # name: (dataset, split, final threshold, JPEG 2000 payload targets in bits per image)
@@ -56,23 +56,11 @@ def wavar_curve(codec: WaveletCodec, x: np.ndarray, rep: Report) -> dict:
     ent = slot_kind_entropy(codec, seqs)
     static_cum = [np.concatenate([[0.0], np.cumsum(c)]) for c in ent["static_costs"]]
     adapt_cum = [np.concatenate([[0.0], np.cumsum(c)]) for c in ent["adaptive_costs"]]
-    vocab_bits = math.log2(codec.lang.vocab_size)
     points = []
-    for b in budgets(int(lengths.max())):
-        dec = codec.decode_batch(seqs, n_tokens=b)
-        used = np.minimum(lengths, b)
-        ps = np.array([psnr(im, d) for im, d in zip(x, dec, strict=True)])
-        points.append({
-            "budget": b,
-            "tokens": float(used.mean()),
-            "raw_bits": float(vocab_bits * used.mean()),
-            "entropy_bits": float(np.mean([c[u] for c, u in zip(static_cum, used,
-                                                                 strict=True)])),
-            "adaptive_bits": float(np.mean([c[u] for c, u in zip(adapt_cum, used,
-                                                                  strict=True)])),
-            "psnr": float(np.minimum(ps, PSNR_CAP).mean()),
-            "n_exact": int(np.isinf(ps).sum()),
-        })
+    for p, used in prefix_points(codec, seqs, x):
+        p["entropy_bits"] = float(np.mean([c[u] for c, u in zip(static_cum, used, strict=True)]))
+        p["adaptive_bits"] = float(np.mean([c[u] for c, u in zip(adapt_cum, used, strict=True)]))
+        points.append(p)
     kinds = ("block4x4", "quad2x2", "coefficient", "refinement")
     return {
         "seconds": time.perf_counter() - t0,

@@ -25,7 +25,7 @@ import numpy as np
 
 from wavar.eval.metrics import psnr
 
-__all__ = ["PSNR_CAP", "budgets", "model_rd", "plot_rd", "prefix_model_bits"]
+__all__ = ["PSNR_CAP", "budgets", "model_rd", "plot_rd", "prefix_model_bits", "prefix_points"]
 
 #: An exact reconstruction (PSNR inf) counts as this many dB in the means.
 PSNR_CAP = 100.0
@@ -41,6 +41,23 @@ def budgets(max_len: int, start: int = 16) -> list[int]:
         if not out or b > out[-1]:
             out.append(b)
         k += 1
+
+
+def prefix_points(codec, seqs, images: np.ndarray):
+    """Per budget of :func:`budgets` (up to the longest sequence), decode the prefixes of
+    ``seqs`` (the codes of ``images``) and yield ``(point, used)``: ``point`` holds ``budget``,
+    ``tokens`` and ``raw_bits`` (means per image), ``psnr`` (mean, capped at
+    :data:`PSNR_CAP`) and ``n_exact``; ``used`` the tokens of each image's prefix."""
+    lengths = np.array([len(s) for s in seqs], np.int64)
+    vocab_bits = math.log2(codec.lang.vocab_size)
+    for b in budgets(int(lengths.max())):
+        dec = codec.decode_batch(seqs, n_tokens=b)
+        used = np.minimum(lengths, b)
+        ps = np.array([psnr(im, d) for im, d in zip(images, dec, strict=True)])
+        yield ({"budget": b, "tokens": float(used.mean()),
+                "raw_bits": float(vocab_bits * used.mean()),
+                "psnr": float(np.minimum(ps, PSNR_CAP).mean()),
+                "n_exact": int(np.isinf(ps).sum())}, used)
 
 
 def prefix_model_bits(model, data, batch_size: int = 64) -> list[np.ndarray]:
@@ -106,16 +123,10 @@ def model_rd(model, images: np.ndarray, labels: np.ndarray, jpeg2000: bool = Tru
         np.concatenate([[0], np.cumsum(lengths)]),
         np.array([s.header.m_tilde for s in seqs], np.int64), labels)
     cum = prefix_model_bits(model, data, batch_size)
-    vocab_bits = math.log2(codec.lang.vocab_size)
     points = []
-    for b in budgets(int(lengths.max())):
-        dec = codec.decode_batch(seqs, n_tokens=b)
-        used = np.minimum(lengths, b)
-        ps = np.array([psnr(im, d) for im, d in zip(images, dec, strict=True)])
+    for p, used in prefix_points(codec, seqs, images):
         mbits = np.array([c[u] for c, u in zip(cum, used, strict=True)])
-        p = {"budget": b, "tokens": float(used.mean()),
-             "raw_bits": float(vocab_bits * used.mean()), "model_bits": float(mbits.mean()),
-             "psnr": float(np.minimum(ps, PSNR_CAP).mean()), "n_exact": int(np.isinf(ps).sum())}
+        p["model_bits"] = float(mbits.mean())
         if jpeg2000:
             streams = [j2k.encode_at_rate(im, max(float(t), 1.0))
                        for im, t in zip(images, mbits, strict=True)]
@@ -127,7 +138,7 @@ def model_rd(model, images: np.ndarray, labels: np.ndarray, jpeg2000: bool = Tru
                      j2k_n_exact=int(np.isinf(jp).sum()))
         points.append(p)
         if log is not None:
-            log(f"  {b} tokens: {p['model_bits']:.0f} model bits, {p['psnr']:.2f} dB"
+            log(f"  {p['budget']} tokens: {p['model_bits']:.0f} model bits, {p['psnr']:.2f} dB"
                 + (f"; JPEG 2000 {p['j2k_payload_bits']:.0f} bits, {p['j2k_psnr']:.2f} dB"
                    if jpeg2000 else ""))
     return {
