@@ -347,8 +347,6 @@ def decode(model, seqs: Sequence[CodedImage], n_tokens: int | None = None) -> li
     return codec_of(model).decode_batch(list(seqs), n_tokens)
 
 
-
-
 class _StepGraphs:
     """Steps of the sampling loop captured as CUDA graphs, one per attended span.
 

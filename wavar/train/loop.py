@@ -192,8 +192,7 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     acc_bits = torch.zeros((), device=device)
     acc_tokens = torch.zeros((), device=device)
     acc_flops, acc_valid, t_log = 0.0, 0, time.time()
-    # the next snapshot time: the first multiple of snapshot_every_s after the resumed elapsed
-    snapshot_at = (elapsed_before // cfg.snapshot_every_s + 1) * cfg.snapshot_every_s \
+    snapshot_at = _next_snapshot(elapsed_before, cfg.snapshot_every_s) \
         if cfg.snapshot_every_s else math.inf
     while step < cfg.max_steps:
         lr = lr_at(step, cfg, elapsed())
@@ -327,6 +326,11 @@ def _snapshot(out: Path, ema: nn.Module, step: int, elapsed_s: float, due_s: flo
     if elapsed_s < due_s and not final:
         return due_s
     ema.save_pretrained(out / "snapshots" / f"s{int(elapsed_s):06d}-step{step:06d}")
+    return _next_snapshot(elapsed_s, every_s)
+
+
+def _next_snapshot(elapsed_s: float, every_s: float) -> float:
+    """The first multiple of ``every_s`` after ``elapsed_s`` (a resumed run's too)."""
     return (elapsed_s // every_s + 1) * every_s
 
 
