@@ -7,6 +7,11 @@ an H200 by its datasheet). The ratio bound/measured says how close generation ru
     python benchmarks/sample_speed.py --model fashion-mnist --batch 1 64 1024 --compare  # GPU
     python benchmarks/sample_speed.py --model fashion-mnist --graphs step model --profile 1024
     python benchmarks/sample_speed.py --model fashion-mnist --batch 16 --cpu     # CPU latency
+    python benchmarks/sample_speed.py --model fashion-mnist --attention rows span --compile-step \
+        --kernel                       # per-row attention beside the span one, compiled step
+
+``--kernel`` first checks the Triton decode-attention kernel against its PyTorch reference on
+the model's shapes and times it alone: the bandwidth it reaches reading the cache.
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ def kv_bytes_read(model, lengths: np.ndarray, dtype_bytes: int) -> float:
 
 
 def run(model, batch: int, seed: int, bandwidth: float, dtype_bytes: int,
-        gpu_grammar: bool | None = None, graphs: str = "step") -> dict:
+        gpu_grammar: bool | None = None, graphs: str = "step", **options) -> dict:
     labels = np.arange(batch) % model.config.num_classes
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     sync()
     t = time.perf_counter()
-    seqs = generate(model, labels, seed=seed, gpu_grammar=gpu_grammar, cuda_graphs=graphs)
+    seqs = generate(model, labels, seed=seed, gpu_grammar=gpu_grammar, cuda_graphs=graphs,
+                    **options)
     sync()
     dt = time.perf_counter() - t
     lengths = np.array([len(s) for s in seqs])
@@ -49,7 +55,7 @@ def run(model, batch: int, seed: int, bandwidth: float, dtype_bytes: int,
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bound_s = (steps * param_bytes + kv_bytes_read(model, lengths, dtype_bytes)) / bandwidth
     return {"batch": batch, "grammar": "gpu" if gpu_grammar else "cpu",
-            "graphs": graphs if gpu_grammar else "model", "seconds": dt,
+            "graphs": graphs if gpu_grammar else "model", **options, "seconds": dt,
             "images_per_s": batch / dt,
             "tokens_per_s": float(lengths.sum()) / dt, "steps": steps,
             "mean_tokens": float(lengths.mean()), "bound_s": bound_s,
@@ -68,10 +74,14 @@ def main() -> None:
                     help="GPU: also time the CPU-grammar loop (host round trip per token)")
     ap.add_argument("--graphs", nargs="+", default=["step"], choices=["step", "model", "off"],
                     help="GPU grammar: what each step replays as a CUDA graph (compared)")
+    ap.add_argument("--attention", nargs="+", default=["auto"], choices=["auto", "rows", "span"],
+                    help="GPU grammar: decode attention per row or over the shared span")
     ap.add_argument("--compile-step", action="store_true",
-                    help="also time the GPU loop with the model step under torch.compile")
+                    help="also time per-row attention with the model step under torch.compile")
+    ap.add_argument("--kernel", action="store_true",
+                    help="GPU: check and time the decode-attention kernel alone first")
     ap.add_argument("--profile", type=int, default=0, metavar="B",
-                    help="GPU: profile 300 steps at batch B per graph mode (kernel table)")
+                    help="GPU: profile 300 steps at batch B per variant (kernel table)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
@@ -87,65 +97,143 @@ def main() -> None:
            "params": model.num_params()}
     name = args.out or f"sample_speed_{args.model}_{device}"
     RESULTS.mkdir(exist_ok=True)
-    variants = [(None, "model")]  # (gpu_grammar, graphs)
-    if device == "cuda":
-        variants = [(True, g) for g in args.graphs] + ([(False, "model")] if args.compare else [])
-    rows = []
+    report: dict = {"env": env, "rows": []}
+    rows = report["rows"]
 
-    def time_variants(label: str = "") -> None:
-        for path, graphs in variants:
-            try:  # warm-up: numba and cuBLAS initialisation, compiles
-                generate(model, [0] * 8, seed=0, max_tokens=600, gpu_grammar=path,
-                         cuda_graphs=graphs)
-                for b in args.batch:
-                    r = run(model, b, seed=1, bandwidth=args.bandwidth, dtype_bytes=dtype_bytes,
-                            gpu_grammar=path, graphs=graphs)
-                    rows.append({**r, "variant": label or r["graphs"]})
-                    show(rows[-1])
-            except Exception as e:  # noqa: BLE001 - a failed variant is a result too
-                rows.append({"variant": label or graphs, "grammar": "gpu" if path else "cpu",
-                             "error": f"{type(e).__name__}: {e}"[:2000]})
-                print(rows[-1])
-            (RESULTS / f"{name}.json").write_text(json.dumps({"env": env, "rows": rows},
-                                                             indent=1))
+    def save() -> None:
+        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
+
+    if args.kernel and device == "cuda":
+        report["kernel"] = kernel_check(model, max(args.batch), args.bandwidth)
+        save()
+    # (label, gpu_grammar, options of generate)
+    variants: list[tuple[str, bool | None, dict]] = [("cpu-loop", None, {})]
+    if device == "cuda":
+        variants = [(f"{a}/{g}", True, {"cuda_graphs": g, "attention": a})
+                    for a in args.attention for g in args.graphs]
+        if args.compile_step:
+            variants += [(f"rows/{g}/compiled", True,
+                          {"cuda_graphs": g, "attention": "rows", "compile_step": True})
+                         for g in args.graphs]
+        if args.compare:
+            variants.append(("cpu-grammar", False, {"cuda_graphs": "model"}))
 
     print(f"{args.model} on {env['device']} ({env['dtype']}, {env['params']} parameters)")
-    print(f"{'grammar':>7} {'graphs':>7} {'batch':>6} {'seconds':>8} {'img/s':>9} {'tok/s':>11} "
+    print(f"{'variant':>20} {'batch':>6} {'seconds':>8} {'img/s':>9} {'tok/s':>11} "
           f"{'steps':>6} {'bound s':>8} {'of bound':>8}")
-    time_variants()
-    if args.profile and device == "cuda":
-        for _, graphs in [v for v in variants if v[0]]:
-            profile(model, args.profile, graphs, RESULTS / f"{name}_profile_{graphs}.txt")
-    if args.compile_step and device == "cuda":
-        variants = [(True, g) for g in args.graphs]
-        model.decode_step = torch.compile(model.decode_step, dynamic=True)
-        time_variants("compiled-" + "+".join(args.graphs))
+    for label, path, options in variants:
+        graphs = options.pop("cuda_graphs", "model")
+        try:
+            # warm-up: numba and cuBLAS initialisation, Triton builds; a compiled step compiles
+            # once per batch and cache shape, so it warms up on the very shapes it is timed on
+            generate(model, [0] * 8, seed=0, max_tokens=600, gpu_grammar=path,
+                     cuda_graphs=graphs, **options)
+            for b in args.batch:
+                if options.get("compile_step"):
+                    generate(model, np.arange(b) % model.config.num_classes, seed=0,
+                             gpu_grammar=path, cuda_graphs=graphs, **options)
+                r = run(model, b, seed=1, bandwidth=args.bandwidth, dtype_bytes=dtype_bytes,
+                        gpu_grammar=path, graphs=graphs, **options)
+                rows.append({**r, "variant": label})
+                show(rows[-1])
+                save()
+            if args.profile and path:
+                profile(model, args.profile, graphs, options,
+                        RESULTS / f"{name}_profile_{label.replace('/', '-')}.txt")
+        except Exception as e:  # noqa: BLE001 - a failed variant is a result too
+            rows.append({"variant": label, "error": f"{type(e).__name__}: {e}"[:2000]})
+            print(rows[-1], flush=True)
+            save()
+
+
+def kernel_check(model, batch: int, bandwidth: float) -> dict:
+    """The Triton decode attention against its reference on this model's shapes (random
+    queries and caches, every row at its own random position), then alone on the clock: the
+    bytes of cache it reads per second, beside the bound's 4.8 TB/s."""
+    from wavar.model import kernels
+
+    c = model.config
+    hd = c.n_embd // c.n_head
+    dtype = next(model.parameters()).dtype
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    out: dict = {"batch": batch, "head_dim": hd, "heads": c.n_head, "kv_heads": c.n_kv_head,
+                 "cache_len": c.max_seq_len + 1, "dtype": str(dtype), "checks": [],
+                 "timings": []}
+
+    def inputs(b: int, fill: str):
+        def rand(*shape):
+            return torch.randn(*shape, generator=gen, device="cuda").to(dtype)
+
+        kc, vc = rand(b, c.n_kv_head, c.max_seq_len + 1, hd), rand(b, c.n_kv_head,
+                                                                 c.max_seq_len + 1, hd)
+        if fill == "random":
+            p = torch.randint(0, c.max_seq_len, (b,), generator=gen, device="cuda")
+            p[1::7] = -1  # some finished rows
+        else:
+            p = torch.full((b,), c.max_seq_len - 1, device="cuda")
+        return (rand(b, c.n_head, hd), rand(b, c.n_kv_head, hd), rand(b, c.n_kv_head, hd),
+                kc, vc, p)
+
+    for b in sorted({1, 64, batch}):
+        for splits in sorted({None, 1, 8}, key=str):
+            q, k, v, kc, vc, p = inputs(b, "random")
+            kc2, vc2 = kc.clone(), vc.clone()
+            want = kernels.decode_attention_reference(q, k, v, kc, vc, p)
+            got = kernels.decode_attention_triton(q, k, v, kc2, vc2, p, splits=splits)
+            live = p >= 0
+            out["checks"].append({
+                "batch": b, "splits": splits or kernels.default_splits(b * c.n_kv_head,
+                                                                       q.device),
+                "max_abs_diff": float((got - want)[live].abs().max()),
+                "caches_equal": bool(torch.equal(kc, kc2) and torch.equal(vc, vc2))})
+            print("kernel check", out["checks"][-1], flush=True)
+    per_pos = 2 * c.n_kv_head * hd * kc.element_size()  # one layer's key and value
+    for b in sorted({1, 64, batch}):
+        for fill in ("random", "full"):
+            q, k, v, kc, vc, p = inputs(b, fill)
+            read = float(per_pos * (p[p >= 0] + 1).sum())
+            for label, fn in (("triton", kernels.decode_attention_triton),
+                              ("reference", kernels.decode_attention_reference)):
+                fn(q, k, v, kc, vc, p)
+                start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+                reps = 50
+                start.record()
+                for _ in range(reps):
+                    fn(q, k, v, kc, vc, p)
+                end.record()
+                torch.cuda.synchronize()
+                sec = start.elapsed_time(end) / 1e3 / reps
+                out["timings"].append({"impl": label, "batch": b, "fill": fill, "us": sec * 1e6,
+                                       "bytes": read, "GB_per_s": read / sec / 1e9,
+                                       "of_bandwidth": read / sec / bandwidth})
+                print("kernel time", out["timings"][-1], flush=True)
+    return out
 
 
 def show(r: dict) -> None:
-    print(f"{r['grammar']:>7} {r['variant']:>7} {r['batch']:>6} {r['seconds']:>8.2f} "
+    print(f"{r['variant']:>20} {r['batch']:>6} {r['seconds']:>8.2f} "
           f"{r['images_per_s']:>9.1f} {r['tokens_per_s']:>11.0f} {r['steps']:>6} "
           f"{r['bound_s']:>8.3f} {r['fraction_of_bound']:>8.1%}", flush=True)
 
 
-def profile(model, batch: int, graphs: str, path: Path) -> None:
+def profile(model, batch: int, graphs: str, options: dict, path: Path) -> None:
     """CUDA kernel time of 300 sampling steps at ``batch``: where a step's time goes."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     labels = np.arange(batch) % model.config.num_classes
-    generate(model, labels, seed=2, max_tokens=300, cuda_graphs=graphs)  # capture outside
+    kw = dict(seed=2, max_tokens=300, cuda_graphs=graphs, **options)
+    generate(model, labels, **kw)  # capture and compile outside
     torch.cuda.synchronize()
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         t = time.perf_counter()
-        generate(model, labels, seed=2, max_tokens=300, cuda_graphs=graphs)
+        generate(model, labels, **kw)
         torch.cuda.synchronize()
         dt = time.perf_counter() - t
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40)
-    path.write_text(f"batch {batch}, 300 steps, cuda_graphs={graphs}: {dt:.3f} s "
+    path.write_text(f"batch {batch}, 300 steps, {options} cuda_graphs={graphs}: {dt:.3f} s "
                     f"({dt / 300 * 1e3:.3f} ms per step, profiler on)\n{table}\n")
     print(path.read_text()[:6000])
-
 
 
 if __name__ == "__main__":

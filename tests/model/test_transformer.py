@@ -144,6 +144,31 @@ def test_compiled_decode_step_writes_each_layers_cache_in_place():
     assert caches[0].k[:, :, :, 5:].abs().sum() == 0 and caches[0].k[:, :, :, 4].abs().sum() > 0
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_decode_step_with_a_step_per_row_matches_the_shared_step(compiled):
+    # rows at their own cache positions (the GPU sampler's Triton path; here its PyTorch
+    # reference): the same logits as the shared step, and a row at step -1 is skipped, its
+    # cache untouched, while the others go on
+    model, batch = tiny(n_kv_head=1), random_batch(pad=False, seed=3)
+    B, T = batch["tokens"].shape
+    tok, slots, pos, m = batch["tokens"], batch["slots"], batch["pos"], batch["m_tilde"]
+    caches = [model.new_cache(B, max_len=T) for _ in range(2)]
+    for c in caches:
+        model.prefill(c, batch["label"], m, slots[:, :1], pos[:, :1])
+    rowwise = torch.compile(model.decode_step, fullgraph=True) if compiled else model.decode_step
+    for t in range(1, 6):
+        steps = torch.full((B,), t)
+        steps[0] = t if t < 3 else -1  # row 0 finished after token 2
+        shared = model.decode_step(caches[0], tok[:, t - 1], slots[:, t], pos[:, t], m, t)
+        rows = rowwise(caches[1], tok[:, t - 1], slots[:, t], pos[:, t], m, steps)
+        torch.testing.assert_close(rows[1:], shared[1:], atol=1e-5, rtol=1e-5)
+        if t < 3:
+            torch.testing.assert_close(rows[0], shared[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(caches[1].k[:, 1:], caches[0].k[:, 1:])
+    torch.testing.assert_close(caches[1].v[:, 1:], caches[0].v[:, 1:])
+    assert caches[1].k[:, 0, :, 4:].abs().sum() == 0 < caches[0].k[:, 0, :, 4].abs().sum()
+
+
 def test_prefill_checks_its_shapes():
     model, batch = tiny(), random_batch(pad=False)
     cache = model.new_cache(3, max_len=8)

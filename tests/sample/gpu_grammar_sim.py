@@ -58,6 +58,10 @@ def loops_agree() -> None:
             c = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=True,
                          cuda_graphs=mode)
             assert [s.tokens.tolist() for s in a] == [s.tokens.tolist() for s in c]
+        for attention in ("rows", "span"):  # per-row cache positions, or one shared span
+            c = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=True,
+                         attention=attention)
+            assert [s.tokens.tolist() for s in a] == [s.tokens.tolist() for s in c]
     # complete runs: legal, complete, decodable; a forced prefix is kept exactly
     real = codec.encode((np.arange(64).reshape(8, 8) * 3).astype(np.uint8))
     seqs = generate(model, labels, seed=4, prefix=[real.tokens[:30]] * 4, gpu_grammar=True,
@@ -68,6 +72,13 @@ def loops_agree() -> None:
         assert codec.decode(s).shape == (8, 8)
     budget = generate(model, labels, seed=5, max_plane=1, gpu_grammar=True)
     assert all((codec.slots(s).plane[:-1] < 1).all() for s in budget)
+    # rows finishing at different steps: with per-row positions they are skipped, not
+    # compacted away; every sequence is still complete, legal and decodable
+    rows = generate(model, labels, seed=6, gpu_grammar=True, attention="rows")
+    for s in rows:
+        assert codec.slots(s).kind[-1] == 4
+        assert codec.decode(s).shape == (8, 8)
+    assert len({len(s) for s in rows}) > 1  # the rows did finish at different steps
 
 
 if __name__ == "__main__":

@@ -108,6 +108,27 @@ def _(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tensor, layer: int,
     return torch.empty_like(q)
 
 
+@torch.library.custom_op("wavar::row_attention", mutates_args=("k_all", "v_all"))
+def row_attention(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tensor, layer: int,
+                  positions: Tensor) -> Tensor:
+    """A decode step whose rows sit at their own cache positions (B,): row r writes k, v
+    (B, Hkv, hd) at positions[r] of layer ``layer`` and attends from q (B, H, hd) over its
+    positions 0..positions[r]; a negative position skips the row. Each row reads only its own
+    prefix, and the shapes never change (one CUDA graph for a whole generation). On a GPU with
+    Triton this is one flash-decoding kernel (:mod:`wavar.model.kernels`)."""
+    from wavar.model import kernels
+
+    attend = (kernels.decode_attention_triton if q.is_cuda and kernels.triton_available()
+              else kernels.decode_attention_reference)
+    return attend(q, k, v, k_all[layer], v_all[layer], positions)
+
+
+@row_attention.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tensor, layer: int,
+      positions: Tensor) -> Tensor:
+    return torch.empty_like(q)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -125,7 +146,12 @@ class CausalSelfAttention(nn.Module):
         qkv = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv, self.hd)
         qk = qkv[:, :, : self.n_head + self.n_kv]
         if cos is not None:  # queries and keys rotated together: one set of kernels
-            qk = apply_rope(qk, cos[:, None], sin[:, None])
+            qk = apply_rope(qk, cos, sin)
+        if positions.dim() == 2:  # a decode step, each row at its own position (B, 1)
+            y = row_attention(qk[:, 0, : self.n_head], qk[:, 0, self.n_head :],
+                              qkv[:, 0, self.n_head + self.n_kv :], kv[0], kv[1], kv[2],
+                              positions[:, 0])  # (B, H, hd)
+            return self.resid_drop(self.proj(y.reshape(B, T, C)))
         q = qk[:, :, : self.n_head].transpose(1, 2)  # (B, H, T, hd)
         k = qk[:, :, self.n_head :].transpose(1, 2)  # (B, Hkv, T, hd)
         v = qkv[:, :, self.n_head + self.n_kv :].transpose(1, 2)
@@ -294,10 +320,11 @@ class WaveletGPT(nn.Module):
         return self.tok(prev) + self.slot(slots, pos, m_tilde) + m
 
     def _trunk(self, x: Tensor, positions: Tensor, cache: KVCache | None = None) -> Tensor:
-        # x (B, T, C) at sequence `positions` (T,)  ->  normed hidden states (B, T, C)
+        # x (B, T, C) at sequence `positions`: (T,) shared by all rows, or (B, 1) one per row
+        # (a decode step; -1 = skip the row)  ->  normed hidden states (B, T, C)
         cos = sin = None
-        if self.config.rope:
-            cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+        if self.config.rope:  # broadcast against (B, T, heads, hd / 2)
+            cos, sin = (table[positions][..., None, :] for table in (self.rope_cos, self.rope_sin))
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             kv = None if cache is None else (cache.k, cache.v, i)  # the layer's part of it
@@ -389,12 +416,18 @@ class WaveletGPT(nn.Module):
                     m_tilde: Tensor, t: int | Tensor) -> Tensor:
         """Raw logits (B, V) for token ``t`` given token t-1 ``prev_token`` (B,).
 
-        ``slots`` (B, 5) and ``pos`` (B, 2) describe the slot of token t; ``t`` may be a 0-d
-        tensor, so a captured CUDA graph can be replayed at every step.
+        ``slots`` (B, 5) and ``pos`` (B, 2) describe the slot of token t. ``t`` may be a 0-d
+        tensor, so a captured CUDA graph can be replayed at every step, or a (B,) tensor: each
+        row at its own step, where a negative step skips the row (its cache is untouched, its
+        logits are meaningless) and each row reads only its own prefix of the cache.
         """
         if isinstance(t, int) and not 1 <= t < cache.max_len:
             raise ValueError(f"t={t} must lie in [1, {cache.max_len}) for this cache")
-        position = (torch.as_tensor(t, device=slots.device) + 1).reshape(1)  # after the prefix
+        t = torch.as_tensor(t, device=slots.device)
+        if t.dim() == 1:  # one step per row: (B, 1) positions after the prefix, -1 = skip
+            position = torch.where(t >= 0, t + 1, -1)[:, None]
+        else:
+            position = (t + 1).reshape(1)
         x = self._steps(prev_token[:, None], slots[:, None], pos[:, None], m_tilde)  # (B, 1, C)
         return self.head(self._trunk(x, position, cache)[:, 0]).float()
 

@@ -149,6 +149,8 @@ def generate(
     cache_block: int = 256,
     gpu_grammar: bool | None = None,
     cuda_graphs: str = "step",
+    attention: str = "auto",
+    compile_step: bool = False,
 ) -> list[CodedImage]:
     """Sample one token sequence per label.
 
@@ -173,6 +175,13 @@ def generate(
     cuda_graphs : with the GPU grammar: ``"step"`` replays each whole step (model, filters,
         draw, grammar kernel) as one CUDA graph; ``"model"`` only the model step; ``"off"``
         launches everything eagerly (for comparison and debugging).
+    attention : with the GPU grammar: ``"rows"`` gives every row its own cache position, so
+        each reads exactly its own prefix and finished rows read nothing (one Triton kernel
+        per layer on a GPU; one CUDA graph for the whole generation); ``"span"`` attends all
+        rows over the shared filled span (PyTorch matmuls; a graph per ``cache_block``).
+        ``"auto"``: rows where Triton is available.
+    compile_step : with the GPU grammar: run the model step through ``torch.compile``, which
+        fuses its small element-wise kernels (compiles once per batch size: tens of seconds).
 
     Returns
     -------
@@ -234,9 +243,13 @@ def generate(
         gpu_grammar = (device.type == "cuda" and region_arrays is None
                        and isinstance(codec, WaveletCodec) and _gpu_grammar.available())
     if gpu_grammar:
+        if attention == "auto":
+            from wavar.model.kernels import triton_available
+
+            attention = "rows" if triton_available() and device.type == "cuda" else "span"
         out, length = _generate_on_gpu(model, states, labels, m_tilde, limit, max_plane, forced,
                                        cfg, temperature, top_k, top_p, gen, cache_block,
-                                       cuda_graphs)
+                                       cuda_graphs, attention, compile_step)
         return [CodedImage(out[i, : length[i]].astype(np.uint8),
                            codec.header(h, w, c, int(m_tilde[i]))) for i in range(n)]
 
@@ -347,6 +360,14 @@ def decode(model, seqs: Sequence[CodedImage], n_tokens: int | None = None) -> li
     return codec_of(model).decode_batch(list(seqs), n_tokens)
 
 
+def _compiled_decode_step(model):
+    """``model.decode_step`` under ``torch.compile`` (kept on the model: compiled once)."""
+    if getattr(model, "_compiled_decode_step", None) is None:
+        model._compiled_decode_step = torch.compile(model.decode_step, fullgraph=True,
+                                                    dynamic=False)
+    return model._compiled_decode_step
+
+
 class _StepGraphs:
     """Steps of the sampling loop captured as CUDA graphs, one per attended span.
 
@@ -384,20 +405,28 @@ class _StepGraphs:
 def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde: np.ndarray,
                      limit: int, max_plane: int | None, forced, cfg: float, temperature: float,
                      top_k: int | None, top_p: float | None, gen: torch.Generator,
-                     cache_block: int, cuda_graphs: str = "step") -> tuple[np.ndarray, np.ndarray]:
+                     cache_block: int, cuda_graphs: str = "step", attention: str = "rows",
+                     compile_step: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The sampling loop with the grammar on the GPU: (tokens (n, limit) int8, lengths (n,)).
 
     Every step stays on the device: the model step, masking/guidance/filters and the draw
     (PyTorch), the grammar step of all rows (one numba-cuda kernel, same stream). With
     ``cuda_graphs="step"`` all of it is one CUDA graph replay per step; ``"model"`` replays
     only the model step (the rest launched eagerly), ``"off"`` captures nothing. The host only
-    looks every ``check`` steps to see whether rows finished, and compacts the batch when half
-    of them have.
+    looks every ``check`` steps to see whether rows finished. With ``attention="rows"`` a
+    finished row costs no attention (its position is -1) and the batch keeps its shape; with
+    ``"span"`` the batch is compacted when half of the rows have finished.
     """
     from numba import cuda
 
     if cuda_graphs not in ("step", "model", "off"):
         raise ValueError(f"cuda_graphs must be 'step', 'model' or 'off', got {cuda_graphs!r}")
+    if attention not in ("rows", "span"):
+        raise ValueError(f"attention must be 'rows' or 'span', got {attention!r}")
+    rowwise = attention == "rows"
+    decode = model.decode_step
+    if compile_step:
+        decode = _compiled_decode_step(model)
     device = next(model.parameters()).device
     on_cuda = device.type == "cuda"
     kernel = _gpu_grammar.step_kernel()
@@ -451,8 +480,11 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
         return torch.cat([x, x]) if guided else x
 
     def model_step(span: int) -> torch.Tensor:
-        return model.decode_step(_cache_view(cache, span), both(tok.clamp(min=0)), both(slots),
-                                 both(pos), mt_t, t_dev)
+        if rowwise:  # every live row at step t, finished ones skipped: the whole cache, always
+            return decode(cache, both(tok.clamp(min=0)), both(slots), both(pos), mt_t,
+                          both(torch.where(live, t_dev, -1)))
+        return decode(_cache_view(cache, span), both(tok.clamp(min=0)), both(slots), both(pos),
+                      mt_t, t_dev)
 
     def finish_step(logits: torch.Tensor) -> None:
         # draw (or force) every row's token, record it, step the grammar: all in place
@@ -477,7 +509,7 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
             n_live = int(live.sum())
             if n_live == 0:
                 break
-            if n_live <= len(live) // 2:  # compact: finished rows stop costing
+            if n_live <= len(live) // 2 and not rowwise:  # compact: finished rows stop costing
                 keep = torch.nonzero(live)[:, 0]
                 pair = torch.cat([keep, keep + len(live)]) if guided else keep
                 cache.k, cache.v = cache.k[:, pair], cache.v[:, pair]
@@ -488,7 +520,7 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
                     forced_t, forced_len = forced_t[keep], forced_len[keep]
                 graphs = None
                 views.clear()
-        span = _attended_span(cache, t, cache_block)
+        span = cache.k.size(3) if rowwise else _attended_span(cache, t, cache_block)
         if graphs is None:
             graphs = _StepGraphs(whole_step if cuda_graphs == "step" else model_step, model_step,
                                  gen, enabled=on_cuda and cuda_graphs != "off")
