@@ -80,6 +80,10 @@ def main() -> None:
                     help="also time per-row attention with the model step under torch.compile")
     ap.add_argument("--kernel", action="store_true",
                     help="GPU: check and time the decode-attention kernel alone first")
+    ap.add_argument("--kernel-sweep", action="store_true",
+                    help="with --kernel: also time a grid of the kernel's tilings")
+    ap.add_argument("--tf32", action="store_true",
+                    help="GPU: let fp32 matrix products use TF32 tensor cores")
     ap.add_argument("--profile", type=int, default=0, metavar="B",
                     help="GPU: profile 300 steps at batch B per variant (kernel table)")
     ap.add_argument("--out", default=None)
@@ -88,12 +92,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = WaveletGPT.from_pretrained(args.model, device=device)
     dtype_bytes = 4
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
     if args.bf16:
         model = model.to(torch.bfloat16)
         dtype_bytes = 2
     env = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor()
            or platform.machine(), "torch": torch.__version__, "threads": args.threads,
            "cpus": os.cpu_count(), "dtype": "bf16" if args.bf16 else "fp32",
+           "tf32": args.tf32,
            "params": model.num_params()}
     name = args.out or f"sample_speed_{args.model}_{device}"
     RESULTS.mkdir(exist_ok=True)
@@ -104,7 +111,8 @@ def main() -> None:
         (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
 
     if args.kernel and device == "cuda":
-        report["kernel"] = kernel_check(model, max(args.batch), args.bandwidth)
+        report["kernel"] = kernel_check(model, max(args.batch), args.bandwidth,
+                                        args.kernel_sweep)
         save()
     # (label, gpu_grammar, options of generate)
     variants: list[tuple[str, bool | None, dict]] = [("cpu-loop", None, {})]
@@ -146,10 +154,12 @@ def main() -> None:
             save()
 
 
-def kernel_check(model, batch: int, bandwidth: float) -> dict:
+def kernel_check(model, batch: int, bandwidth: float, sweep: bool = False) -> dict:
     """The Triton decode attention against its reference on this model's shapes (random
-    queries and caches, every row at its own random position), then alone on the clock: the
-    bytes of cache it reads per second, beside the bound's 4.8 TB/s."""
+    queries and caches, every row at its own random position; fp32 and bf16, tensor-core tiles
+    and plain products), then alone on the clock (20 calls replayed as one CUDA graph, so
+    launches do not count): the bytes of cache it reads per second, against the bound's
+    bandwidth. ``sweep`` times a grid of tilings at the largest batch."""
     from wavar.model import kernels
 
     c = model.config
@@ -160,12 +170,12 @@ def kernel_check(model, batch: int, bandwidth: float) -> dict:
                  "cache_len": c.max_seq_len + 1, "dtype": str(dtype), "checks": [],
                  "timings": []}
 
-    def inputs(b: int, fill: str):
+    def inputs(b: int, fill: str, dt: torch.dtype = dtype):
         def rand(*shape):
-            return torch.randn(*shape, generator=gen, device="cuda").to(dtype)
+            return torch.randn(*shape, generator=gen, device="cuda").to(dt)
 
-        kc, vc = rand(b, c.n_kv_head, c.max_seq_len + 1, hd), rand(b, c.n_kv_head,
-                                                                 c.max_seq_len + 1, hd)
+        length = c.max_seq_len + 1
+        kc, vc = rand(b, c.n_kv_head, length, hd), rand(b, c.n_kv_head, length, hd)
         if fill == "random":
             p = torch.randint(0, c.max_seq_len, (b,), generator=gen, device="cuda")
             p[1::7] = -1  # some finished rows
@@ -174,36 +184,66 @@ def kernel_check(model, batch: int, bandwidth: float) -> dict:
         return (rand(b, c.n_head, hd), rand(b, c.n_kv_head, hd), rand(b, c.n_kv_head, hd),
                 kc, vc, p)
 
-    for b in sorted({1, 64, batch}):
-        for splits in sorted({None, 1, 8}, key=str):
-            q, k, v, kc, vc, p = inputs(b, "random")
-            kc2, vc2 = kc.clone(), vc.clone()
-            want = kernels.decode_attention_reference(q, k, v, kc, vc, p)
-            got = kernels.decode_attention_triton(q, k, v, kc2, vc2, p, splits=splits)
-            live = p >= 0
-            out["checks"].append({
-                "batch": b, "splits": splits or kernels.default_splits(b * c.n_kv_head,
-                                                                       q.device),
-                "max_abs_diff": float((got - want)[live].abs().max()),
-                "caches_equal": bool(torch.equal(kc, kc2) and torch.equal(vc, vc2))})
-            print("kernel check", out["checks"][-1], flush=True)
-    per_pos = 2 * c.n_kv_head * hd * kc.element_size()  # one layer's key and value
+    for dt in (torch.float32, torch.bfloat16):
+        for dot in (True, False):
+            for b in sorted({1, 64, batch}):
+                for splits in (None, 8):
+                    q, k, v, kc, vc, p = inputs(b, "random", dt)
+                    kc2, vc2 = kc.clone(), vc.clone()
+                    want = kernels.decode_attention_reference(q, k, v, kc, vc, p)
+                    got = kernels.decode_attention_triton(q, k, v, kc2, vc2, p, splits=splits,
+                                                          dot=dot)
+                    live = p >= 0
+                    out["checks"].append({
+                        "dtype": str(dt), "dot": dot, "batch": b,
+                        "splits": splits or kernels.default_splits(b * c.n_kv_head, q.device),
+                        "max_abs_diff": float((got - want)[live].float().abs().max()),
+                        "caches_equal": bool(torch.equal(kc, kc2) and torch.equal(vc, vc2))})
+                    print("kernel check", out["checks"][-1], flush=True)
+
+    def clock(fn, args) -> float:
+        """Seconds per call, 20 calls captured as one CUDA graph and replayed."""
+        fn(*args)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(20):
+                fn(*args)
+        graph.replay()
+        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        start.record()
+        for _ in range(5):
+            graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3 / 100
+
+    per_pos = 2 * c.n_kv_head * hd * dtype.itemsize  # one layer's key and value
+    configs: list[dict] = [{"impl": "reference"}, {"impl": "triton", "dot": False},
+                           {"impl": "triton"}]
+    grid = [{"impl": "triton", "precision": pr, "block_n": bn, "stages": st, "splits": sp,
+             "warps": w}
+            for pr in (["tf32x3", "ieee"] if dtype == torch.float32 else ["ieee"])
+            for bn, w in ((32, 4), (64, 4), (64, 8), (128, 8)) for st in (2, 3)
+            for sp in (1, 2, 4)]
+    configs.append({"impl": "triton", "precision": "tf32"})
     for b in sorted({1, 64, batch}):
         for fill in ("random", "full"):
             q, k, v, kc, vc, p = inputs(b, fill)
             read = float(per_pos * (p[p >= 0] + 1).sum())
-            for label, fn in (("triton", kernels.decode_attention_triton),
-                              ("reference", kernels.decode_attention_reference)):
-                fn(q, k, v, kc, vc, p)
-                start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-                reps = 50
-                start.record()
-                for _ in range(reps):
-                    fn(q, k, v, kc, vc, p)
-                end.record()
-                torch.cuda.synchronize()
-                sec = start.elapsed_time(end) / 1e3 / reps
-                out["timings"].append({"impl": label, "batch": b, "fill": fill, "us": sec * 1e6,
+            for cfg in configs + (grid if sweep and b == batch else []):
+                options = {key: x for key, x in cfg.items() if key != "impl"}
+                try:
+                    if cfg["impl"] == "reference":
+                        sec = clock(kernels.decode_attention_reference, (q, k, v, kc, vc, p))
+                    else:
+                        sec = clock(lambda *a, o=options: kernels.decode_attention_triton(*a, **o),
+                                    (q, k, v, kc, vc, p))
+                except Exception as e:  # noqa: BLE001 - a tiling that does not build
+                    out["timings"].append({**cfg, "batch": b, "fill": fill,
+                                           "error": f"{type(e).__name__}: {e}"[:300]})
+                    continue
+                out["timings"].append({**cfg, "batch": b, "fill": fill, "us": sec * 1e6,
                                        "bytes": read, "GB_per_s": read / sec / 1e9,
                                        "of_bandwidth": read / sec / bandwidth})
                 print("kernel time", out["timings"][-1], flush=True)

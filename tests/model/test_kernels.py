@@ -58,14 +58,20 @@ def interpreted() -> None:
     from wavar.model.kernels import decode_attention_triton
 
     for name, q, k, v, kc, vc, positions, splits in cases():
-        kc2, vc2 = kc.clone(), vc.clone()
-        want = decode_attention_reference(q, k, v, kc, vc, positions)
-        got = decode_attention_triton(q, k, v, kc2, vc2, positions, splits=splits)
+        want_k, want_v = kc.clone(), vc.clone()
+        want = decode_attention_reference(q, k, v, want_k, want_v, positions)
         alive = positions >= 0
-        tol = 1e-2 if q.dtype == torch.bfloat16 else 1e-5
-        torch.testing.assert_close(got[alive].float(), want[alive].float(), atol=tol, rtol=tol,
-                                   msg=name)
-        assert torch.equal(kc2, kc) and torch.equal(vc2, vc), name  # same writes, no others
+        # tensor-core tiles (fp32 at tf32x3) and plain products; Triton's interpreter
+        # multiplies bf16 tiles wrongly (the GPU check in benchmarks/sample_speed.py --kernel
+        # covers them), so bf16 runs the plain products only here
+        for dot in (True, False) if q.dtype == torch.float32 else (False,):
+            kc2, vc2 = kc.clone(), vc.clone()
+            got = decode_attention_triton(q, k, v, kc2, vc2, positions, splits=splits, dot=dot)
+            tol = 1e-2 if q.dtype == torch.bfloat16 else 1e-5
+            torch.testing.assert_close(got[alive].float(), want[alive].float(), atol=tol,
+                                       rtol=tol, msg=f"{name} dot={dot}")
+            # the same cache writes, no others
+            assert torch.equal(kc2, want_k) and torch.equal(vc2, want_v), name
 
 
 def test_triton_kernel_matches_the_reference_in_the_interpreter():
