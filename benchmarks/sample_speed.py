@@ -257,22 +257,22 @@ def show(r: dict) -> None:
 
 
 def profile(model, batch: int, graphs: str, options: dict, path: Path) -> None:
-    """CUDA kernel time of 300 sampling steps at ``batch``: where a step's time goes."""
+    """CUDA kernel time of a whole generation at ``batch``: where a step's time goes."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     labels = np.arange(batch) % model.config.num_classes
-    kw = dict(seed=2, max_tokens=300, cuda_graphs=graphs, **options)
+    kw = dict(seed=2, cuda_graphs=graphs, **options)
     generate(model, labels, **kw)  # capture and compile outside
     torch.cuda.synchronize()
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         t = time.perf_counter()
-        generate(model, labels, **kw)
+        steps = max(len(s) for s in generate(model, labels, **kw))
         torch.cuda.synchronize()
         dt = time.perf_counter() - t
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40)
-    path.write_text(f"batch {batch}, 300 steps, {options} cuda_graphs={graphs}: {dt:.3f} s "
-                    f"({dt / 300 * 1e3:.3f} ms per step, profiler on)\n{table}\n")
+    path.write_text(f"batch {batch}, {steps} steps, {options} cuda_graphs={graphs}: {dt:.3f} s "
+                    f"({dt / steps * 1e3:.3f} ms per step, profiler on)\n{table}\n")
     print(path.read_text()[:6000])
 
 
