@@ -187,17 +187,19 @@ def kernel_check(model, batch: int, bandwidth: float, sweep: bool = False) -> di
     for dt in (torch.float32, torch.bfloat16):
         for dot in (True, False):
             for b in sorted({1, 64, batch}):
-                for splits in (None, 8):
+                for chunk in (None, 128):
                     q, k, v, kc, vc, p = inputs(b, "random", dt)
                     kc2, vc2 = kc.clone(), vc.clone()
                     want = kernels.decode_attention_reference(q, k, v, kc, vc, p)
-                    got = kernels.decode_attention_triton(q, k, v, kc2, vc2, p, splits=splits,
+                    got = kernels.decode_attention_triton(q, k, v, kc2, vc2, p, chunk=chunk,
                                                           dot=dot)
                     live = p >= 0
                     out["checks"].append({
                         "dtype": str(dt), "dot": dot, "batch": b,
-                        "splits": splits or kernels.default_splits(b * c.n_kv_head, q.device),
+                        "chunk": chunk or kernels.default_chunk(b * c.n_kv_head, kc.size(2),
+                                                                q.device),
                         "max_abs_diff": float((got - want)[live].float().abs().max()),
+                        "finished_rows_zero": bool((got[~live] == 0).all()),
                         "caches_equal": bool(torch.equal(kc, kc2) and torch.equal(vc, vc2))})
                     print("kernel check", out["checks"][-1], flush=True)
 
@@ -221,12 +223,12 @@ def kernel_check(model, batch: int, bandwidth: float, sweep: bool = False) -> di
     per_pos = 2 * c.n_kv_head * hd * dtype.itemsize  # one layer's key and value
     configs: list[dict] = [{"impl": "reference"}, {"impl": "triton", "dot": False},
                            {"impl": "triton"}]
-    grid = [{"impl": "triton", "precision": pr, "block_n": bn, "stages": st, "splits": sp,
+    grid = [{"impl": "triton", "precision": pr, "block_n": bn, "stages": st, "chunk": ch,
              "warps": w}
-            for pr in (["tf32x3", "ieee"] if dtype == torch.float32 else ["ieee"])
+            for pr in (["tf32", "tf32x3"] if dtype == torch.float32 else ["ieee"])
             for bn, w in ((32, 4), (64, 4), (64, 8), (128, 8)) for st in (2, 3)
-            for sp in (1, 2, 4)]
-    configs.append({"impl": "triton", "precision": "tf32"})
+            for ch in (256, 512, 1024, 8192)]
+    configs += [{"impl": "triton", "precision": pr} for pr in ("tf32", "tf32x3", "ieee")]
     for b in sorted({1, 64, batch}):
         for fill in ("random", "full"):
             q, k, v, kc, vc, p = inputs(b, fill)
