@@ -78,8 +78,6 @@ def main() -> None:
                     help="GPU grammar: decode attention per row or over the shared span")
     ap.add_argument("--compile-step", action="store_true",
                     help="also time per-row attention with the model step under torch.compile")
-    ap.add_argument("--lanes", type=int, nargs="+", default=[1],
-                    help="GPU grammar: also split each batch into this many lanes (streams)")
     ap.add_argument("--kernel", action="store_true",
                     help="GPU: check and time the decode-attention kernel alone first")
     ap.add_argument("--kernel-sweep", action="store_true",
@@ -125,9 +123,6 @@ def main() -> None:
             variants += [(f"rows/{g}/compiled", True,
                           {"cuda_graphs": g, "attention": "rows", "compile_step": True})
                          for g in args.graphs]
-        variants = [(label + (f"/lanes{k}" if k > 1 else ""), path,
-                     {**options, **({"lanes": k} if k > 1 else {})})
-                    for label, path, options in variants for k in args.lanes]
         if args.compare:
             variants.append(("cpu-grammar", False, {"cuda_graphs": "model"}))
 
@@ -140,8 +135,7 @@ def main() -> None:
             # warm-up: numba and cuBLAS initialisation, Triton builds; a compiled step compiles
             # once per batch and cache shape, so it warms up on the very shapes it is timed on
             generate(model, [0] * 8, seed=0, max_tokens=600, gpu_grammar=path,
-                     cuda_graphs=graphs,
-                     **{k: x for k, x in options.items() if k not in ("lanes", "compile_step")})
+                     cuda_graphs=graphs, **options)
             for b in args.batch:
                 if options.get("compile_step"):
                     generate(model, np.arange(b) % model.config.num_classes, seed=0,

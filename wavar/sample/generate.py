@@ -19,8 +19,7 @@ and the per-class distribution of m~ seen in training (the sampler's "robust ini
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,7 +151,6 @@ def generate(
     cuda_graphs: str = "step",
     attention: str = "auto",
     compile_step: bool = False,
-    lanes: int = 1,
 ) -> list[CodedImage]:
     """Sample one token sequence per label.
 
@@ -184,11 +182,6 @@ def generate(
         ``"auto"``: rows where Triton is available.
     compile_step : with the GPU grammar: run the model step through ``torch.compile``, which
         fuses its small element-wise kernels (compiles once per batch size: tens of seconds).
-    lanes : with the GPU grammar: split the batch into this many equal parts sampled side by
-        side on their own CUDA streams, so that one part's many small kernels fill the gaps
-        between another's (a step of a small model is more launch latency than work). Each
-        part draws from its own generator seeded from ``seed``: the same seed and lanes give
-        the same images; other lanes give other (equally distributed) images.
 
     Returns
     -------
@@ -254,22 +247,11 @@ def generate(
             from wavar.model.kernels import triton_available
 
             attention = "rows" if triton_available() and device.type == "cuda" else "span"
-        if not 1 <= lanes <= n:
-            raise ValueError(f"lanes must lie in [1, n={n}], got {lanes}")
-        parts = np.array_split(np.arange(n), lanes)
-        gens = [gen] + [torch.Generator(device=device).manual_seed(int(rng.integers(2**62)))
-                        for _ in parts[1:]]
-        loops = [_sampling_lane(model, codec.batch_state(h, w, c, m_tilde[rows]) if lanes > 1
-                                else states, labels[rows], m_tilde[rows], limit, max_plane,
-                                None if forced is None else [forced[i] for i in rows], cfg,
-                                temperature, top_k, top_p, g, cache_block, cuda_graphs,
-                                attention, compile_step)
-                 for rows, g in zip(parts, gens, strict=True)]
-        done = _run_lanes(loops, device)
+        out, length = _generate_on_gpu(model, states, labels, m_tilde, limit, max_plane, forced,
+                                       cfg, temperature, top_k, top_p, gen, cache_block,
+                                       cuda_graphs, attention, compile_step)
         return [CodedImage(out[i, : length[i]].astype(np.uint8),
-                           codec.header(h, w, c, int(m_tilde[rows[i]])))
-                for rows, (out, length) in zip(parts, done, strict=True)
-                for i in range(len(rows))]
+                           codec.header(h, w, c, int(m_tilde[i]))) for i in range(n)]
 
     guided = cfg != 1.0
     rows = np.arange(n)  # original index of each live row
@@ -420,36 +402,12 @@ class _StepGraphs:
         return result
 
 
-def _run_lanes(loops: list, device: torch.device) -> list:
-    """Step sampling loops (:func:`_sampling_lane`) in turn, each on its own CUDA stream
-    (one loop: the current stream), until all have returned; their return values in order."""
-    on_cuda = device.type == "cuda"
-    streams = [torch.cuda.Stream(device) if on_cuda and len(loops) > 1 else None
-               for _ in loops]
-    for stream in streams:
-        if stream is not None:  # after whatever the caller queued (weights, inputs)
-            stream.wait_stream(torch.cuda.current_stream(device))
-    results: list = [None] * len(loops)
-    active = list(range(len(loops)))
-    while active:
-        for i in list(active):
-            with nullcontext() if streams[i] is None else torch.cuda.stream(streams[i]):
-                try:
-                    next(loops[i])
-                except StopIteration as stop:
-                    results[i] = stop.value
-                    active.remove(i)
-    return results
-
-
-def _sampling_lane(model, states: BatchScanState, labels: np.ndarray, m_tilde: np.ndarray,
-                   limit: int, max_plane: int | None, forced, cfg: float, temperature: float,
-                   top_k: int | None, top_p: float | None, gen: torch.Generator,
-                   cache_block: int, cuda_graphs: str = "step", attention: str = "rows",
-                   compile_step: bool = False) -> Iterator[None]:
-    """The sampling loop with the grammar on the GPU, as a generator that yields after each
-    step (so :func:`_run_lanes` can interleave several) and returns (tokens (n, limit) int8,
-    lengths (n,)).
+def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde: np.ndarray,
+                     limit: int, max_plane: int | None, forced, cfg: float, temperature: float,
+                     top_k: int | None, top_p: float | None, gen: torch.Generator,
+                     cache_block: int, cuda_graphs: str = "step", attention: str = "rows",
+                     compile_step: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The sampling loop with the grammar on the GPU: (tokens (n, limit) int8, lengths (n,)).
 
     Every step stays on the device: the model step, masking/guidance/filters and the draw
     (PyTorch), the grammar step of all rows (one numba-cuda kernel, same stream). With
@@ -569,7 +527,6 @@ def _sampling_lane(model, states: BatchScanState, labels: np.ndarray, m_tilde: n
         logits = graphs(span)
         if cuda_graphs != "step":  # the graph (or eager call) was the model step alone
             finish_step(logits)
-        yield
     if int(status.item()):
         raise RuntimeError(f"GPU grammar: row {int(status.item()) - 1} got an illegal token")
     out_np = out.cpu().numpy()
