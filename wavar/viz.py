@@ -17,6 +17,15 @@ from PIL import Image, ImageDraw, ImageFont
 __all__ = ["grid", "labelled_strip", "save_gif", "save_png"]
 
 
+def prefix_lengths(total: int, steps: int) -> list[int]:
+    """``steps`` log-spaced prefix lengths ending with the full sequence (the frames of a
+    coarse-to-fine display: early tokens change the image most)."""
+    if total == 0:
+        return [0]
+    ks = np.unique(np.geomspace(max(1, total / 2 ** (steps - 1)), total, steps).astype(int))
+    return [int(k) for k in ks]
+
+
 def _check(img: np.ndarray, what: str = "image") -> np.ndarray:
     """Validate one uint8 grey/RGB image; return it as ``(H, W)`` or ``(H, W, 3)``."""
     img = np.asarray(img)

@@ -153,3 +153,29 @@ def test_ll_initialisation_starts_from_a_training_ll_band(rng):
         assert s.header.m_tilde in bank[y]["m_tilde"]
     with pytest.raises(ValueError, match="LL bank"):
         generate(tiny_model(), [0], ll_init=True)
+
+
+@pytest.mark.parametrize("shape", [(12, 12), (8, 8, 3)])
+def test_model_generate_returns_decoded_images_class_by_class(shape):
+    from wavar.sample.generate import decode
+
+    model = tiny_model(shape=shape)
+    images, frames = model.generate(["c", 0], n=2, seed=3, max_tokens=150, progressive=4)
+    assert images.dtype == np.uint8 and images.shape == (4, *shape)
+    # the same draws as sampling the labels c, c, a, a and decoding them
+    seqs = generate(model, [2, 2, 0, 0], seed=3, max_tokens=150)
+    assert np.array_equal(images, np.stack(decode(model, seqs)))
+    # coarse-to-fine frames from growing prefixes, the last one the complete images
+    assert 1 < len(frames) <= 4 and all(f.shape == images.shape for f in frames)
+    assert np.array_equal(frames[-1], images) and not np.array_equal(frames[0], images)
+    assert model.generate("all", n=1, seed=0, max_tokens=20).shape == (3, *shape)
+
+
+def test_model_generate_refuses_unknown_classes_and_empty_requests():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="unknown class 'zebra'.*0=a, 1=b, 2=c"):
+        model.generate("zebra")
+    with pytest.raises(ValueError, match="unknown class 3"):
+        model.generate(3)
+    with pytest.raises(ValueError, match="n must be"):
+        model.generate("a", n=0)

@@ -95,18 +95,10 @@ def _decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def prefix_lengths(total: int, steps: int) -> list[int]:
-    """``steps`` log-spaced prefix lengths ending with the full sequence."""
-    if total == 0:
-        return [0]
-    ks = np.unique(np.geomspace(max(1, total / 2 ** (steps - 1)), total, steps).astype(int))
-    return [int(k) for k in ks]
-
-
 def _show(args: argparse.Namespace) -> int:
     from wavar.eval.metrics import psnr
     from wavar.imageio import read_image
-    from wavar.viz import labelled_strip, save_gif, save_png
+    from wavar.viz import labelled_strip, prefix_lengths, save_gif, save_png
 
     if args.steps < 1:
         raise UsageError("--steps must be >= 1")

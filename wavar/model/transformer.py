@@ -33,11 +33,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -432,6 +433,35 @@ class WaveletGPT(nn.Module):
         return self.head(self._trunk(x, position, cache)[:, 0]).float()
 
     # -- sizes and FLOPs
+
+    @torch.no_grad()
+    def generate(self, classes: int | str | Sequence[int | str] | None = None, n: int = 1, *,
+                 progressive: int | None = None, **options: Any
+                 ) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
+        """Sample ``n`` images of each class and decode them: uint8 (N, H, W) or (N, H, W, 3).
+
+        ``classes`` is a class name or index, a list of them, or ``"all"`` / ``None`` (every
+        class); images come class by class (``n`` of the first class, then the next...).
+        ``options`` go to :func:`wavar.sample.generate.generate`: ``cfg``, ``temperature``,
+        ``top_k``, ``top_p``, ``seed``, ``max_tokens``, ``max_plane``, ``prefix``, ``region``,
+        ``ll_init``, ``m_tilde`` and the GPU settings. With ``progressive=K`` it also returns K
+        (at most) arrays of the same images decoded from log-spaced token prefixes, coarse to
+        fine, the last one complete: the frames of a progressive display.
+        """
+        from wavar.sample.generate import class_indices, class_names, decode
+        from wavar.sample.generate import generate as sample_sequences
+
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        labels = np.repeat(class_indices(class_names(self), classes), n)
+        seqs = sample_sequences(self, labels, **options)
+        images = np.stack(decode(self, seqs))
+        if progressive is None:
+            return images
+        from wavar.viz import prefix_lengths
+
+        ks = prefix_lengths(max(len(s) for s in seqs), progressive)
+        return images, [np.stack(decode(self, seqs, k)) for k in ks]
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count; ``non_embedding`` leaves out lookup tables (they cost no FLOPs)."""

@@ -40,6 +40,32 @@ def image_shape_of(model) -> tuple[int, int, int]:
     return (shape[0], shape[1], shape[2] if len(shape) == 3 else 1)
 
 
+def class_names(model) -> list[str]:
+    """The model's class names (its config's, else "0", "1", ...)."""
+    return list(model.config.codec.get("classes") or map(str, range(model.config.num_classes)))
+
+
+def class_indices(names: Sequence[str], spec: int | str | Sequence[int | str] | None) -> list[int]:
+    """Class indices from a class name or index, a list of them, or ``"all"`` / ``None`` (every
+    class). Names match case-insensitively; an unknown one raises ``ValueError`` naming the
+    classes the model knows."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
+        return list(range(len(names)))
+    items = [spec] if isinstance(spec, int | str | np.integer) else list(spec)
+    lower = [n.lower() for n in names]
+    out = []
+    for item in items:
+        s = str(item).strip()
+        if s.isdigit() and int(s) < len(names):
+            out.append(int(s))
+        elif s.lower() in lower:
+            out.append(lower.index(s.lower()))
+        else:
+            raise ValueError(f"unknown class {item!r}; this model knows "
+                             f"{', '.join(f'{i}={n}' for i, n in enumerate(names))}")
+    return out
+
+
 def sample_m_tilde(model, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Draw m~ for each label from that class's training distribution."""
     info = model.config.codec
