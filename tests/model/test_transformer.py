@@ -124,15 +124,23 @@ def test_kv_cache_gives_the_full_forward_logits(rope, n_kv_head, n_known):
     torch.testing.assert_close(torch.stack(out, 1), full[:, n_known:], atol=1e-5, rtol=1e-5)
 
 
+def two_prefilled_caches(seed: int):
+    """A one-KV-head model, a batch, and two caches holding the same prefix (to compare two
+    ways of stepping)."""
+    model, batch = tiny(n_kv_head=1), random_batch(pad=False, seed=seed)
+    B, T = batch["tokens"].shape
+    caches = [model.new_cache(B, max_len=T) for _ in range(2)]
+    for c in caches:
+        model.prefill(c, batch["label"], batch["m_tilde"], batch["slots"][:, :1],
+                      batch["pos"][:, :1])
+    return model, batch, caches
+
+
 def test_compiled_decode_step_writes_each_layers_cache_in_place():
     # torch.compile (dynamic shapes, as the GPU sampler may use it) around the cached-attention
     # op: same logits and same cache as eager, over a span view of the cache
-    model, batch = tiny(n_kv_head=1), random_batch(pad=False, seed=2)
-    B, T = batch["tokens"].shape
+    model, batch, caches = two_prefilled_caches(seed=2)
     tok, slots, pos, m = batch["tokens"], batch["slots"], batch["pos"], batch["m_tilde"]
-    caches = [model.new_cache(B, max_len=T) for _ in range(2)]
-    for c in caches:
-        model.prefill(c, batch["label"], m, slots[:, :1], pos[:, :1])
     steps = [model.decode_step, torch.compile(model.decode_step, dynamic=True)]
     for t in range(1, 4):
         out = [step(KVCache(c.k[..., :16, :], c.v[..., :16, :]), tok[:, t - 1], slots[:, t],
@@ -149,12 +157,9 @@ def test_decode_step_with_a_step_per_row_matches_the_shared_step(compiled):
     # rows at their own cache positions (the GPU sampler's Triton path; here its PyTorch
     # reference): the same logits as the shared step, and a row at step -1 is skipped, its
     # cache untouched, while the others go on
-    model, batch = tiny(n_kv_head=1), random_batch(pad=False, seed=3)
-    B, T = batch["tokens"].shape
+    model, batch, caches = two_prefilled_caches(seed=3)
+    B = batch["tokens"].size(0)
     tok, slots, pos, m = batch["tokens"], batch["slots"], batch["pos"], batch["m_tilde"]
-    caches = [model.new_cache(B, max_len=T) for _ in range(2)]
-    for c in caches:
-        model.prefill(c, batch["label"], m, slots[:, :1], pos[:, :1])
     rowwise = torch.compile(model.decode_step, fullgraph=True) if compiled else model.decode_step
     for t in range(1, 6):
         steps = torch.full((B,), t)
