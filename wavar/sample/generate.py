@@ -3,8 +3,10 @@
 One step: the grammar states give each row's legal mask and slot (numba, on the CPU), the
 model turns the previous token + slot into logits (one cached decode step), the logits are
 masked, guided and filtered, a token is drawn (or forced), and all states consume their tokens.
-Rows that finish (end of sequence, token budget or bit-plane) leave the batch: when half the
-rows are done the KV cache and states are compacted, so finished rows stop costing compute.
+Rows that finish (end of sequence, token budget or bit-plane) stop costing compute: on the CPU
+the KV cache and states are compacted when half the rows are done; on a GPU the whole step
+(grammar kernel included) stays on the device, and with per-row attention a finished row reads
+no cache at all while the batch keeps its shape (one CUDA graph for the whole generation).
 
 Conditioning on the generation process:
 
