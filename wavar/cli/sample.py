@@ -102,6 +102,7 @@ def _sample(args: argparse.Namespace) -> int:
         class_names,
         codec_of,
         decode,
+        decode_prefixes,
         generate,
         image_shape_of,
         prefix_tokens,
@@ -164,13 +165,10 @@ def _sample(args: argparse.Namespace) -> int:
     print(f"{len(images)} images ({', '.join(names[c] for c in classes)}) in {dt:.1f} s "
           f"({n_tok / dt:.0f} tokens/s, {args.device}) -> {args.output}")
     if args.gif:
-        from wavar.viz import prefix_lengths
-
-        ks = prefix_lengths(max(len(s) for s in seqs), 40)
-        frames = [grid(codec.decode_batch([s[:k] for s in seqs]), ncols=ncols, scale=scale)
-                  for k in ks]
+        frames = [grid(images_k, ncols=ncols, scale=scale)
+                  for images_k in decode_prefixes(model, seqs, 40)]
         save_gif(args.gif, frames + [frames[-1]] * 10, duration_ms=80)
-        print(f"  coarse-to-fine animation ({len(ks)} frames) -> {args.gif}")
+        print(f"  coarse-to-fine animation ({len(frames)} frames) -> {args.gif}")
     if args.npz:
         np.savez_compressed(args.npz, x=np.stack(images), y=labels)
         print(f"  images and labels -> {args.npz}")

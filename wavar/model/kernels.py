@@ -79,16 +79,14 @@ def _kernels():
         n = tl.maximum(p, 0)  # cached positions before this step's
         lo = chunk * CHUNK
         first = chunk == 0
+        g = tl.arange(0, GP)
+        d = tl.arange(0, HD)
+        heads = kvh * G + g
         if (p < 0) & first:  # a finished row: zeros, no reads, no writes to the cache
-            g0 = tl.arange(0, GP)
-            d0 = tl.arange(0, HD)
-            tl.store(OUT + row * s_ob + (kvh * G + g0)[:, None] * s_oh + d0[None, :],
-                     tl.zeros([GP, HD], OUT.dtype.element_ty), mask=(g0 < G)[:, None])
+            tl.store(OUT + row * s_ob + heads[:, None] * s_oh + d[None, :],
+                     tl.zeros([GP, HD], OUT.dtype.element_ty), mask=(g < G)[:, None])
         # a chunk past the row's prefix: nothing to do (the merge reads only a row's chunks)
         if (p >= 0) & (first | (lo < n)):
-            g = tl.arange(0, GP)
-            d = tl.arange(0, HD)
-            heads = kvh * G + g
             # scores in base 2: exp2 is the hardware's exponential
             q = tl.load(Q + row * s_qb + heads[:, None] * s_qh + d[None, :],
                         mask=(g < G)[:, None], other=0.0).to(tl.float32)

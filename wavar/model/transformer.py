@@ -432,8 +432,6 @@ class WaveletGPT(nn.Module):
         x = self._steps(prev_token[:, None], slots[:, None], pos[:, None], m_tilde)  # (B, 1, C)
         return self.head(self._trunk(x, position, cache)[:, 0]).float()
 
-    # -- sizes and FLOPs
-
     @torch.no_grad()
     def generate(self, classes: int | str | Sequence[int | str] | None = None, n: int = 1, *,
                  progressive: int | None = None, **options: Any
@@ -448,7 +446,7 @@ class WaveletGPT(nn.Module):
         (at most) arrays of the same images decoded from log-spaced token prefixes, coarse to
         fine, the last one complete: the frames of a progressive display.
         """
-        from wavar.sample.generate import class_indices, class_names, decode
+        from wavar.sample.generate import class_indices, class_names, decode, decode_prefixes
         from wavar.sample.generate import generate as sample_sequences
 
         if n < 1:
@@ -458,10 +456,9 @@ class WaveletGPT(nn.Module):
         images = np.stack(decode(self, seqs))
         if progressive is None:
             return images
-        from wavar.viz import prefix_lengths
+        return images, [np.stack(frame) for frame in decode_prefixes(self, seqs, progressive)]
 
-        ks = prefix_lengths(max(len(s) for s in seqs), progressive)
-        return images, [np.stack(decode(self, seqs, k)) for k in ks]
+    # -- sizes and FLOPs
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count; ``non_embedding`` leaves out lookup tables (they cost no FLOPs)."""

@@ -388,6 +388,15 @@ def decode(model, seqs: Sequence[CodedImage], n_tokens: int | None = None) -> li
     return codec_of(model).decode_batch(list(seqs), n_tokens)
 
 
+def decode_prefixes(model, seqs: Sequence[CodedImage], steps: int) -> list[list[np.ndarray]]:
+    """The sequences decoded from at most ``steps`` log-spaced token prefixes, coarse to fine,
+    the last complete: one list of images per prefix length (a progressive display's frames)."""
+    from wavar.viz import prefix_lengths
+
+    ks = prefix_lengths(max(len(s) for s in seqs), steps)
+    return [decode(model, seqs, k) for k in ks]
+
+
 def _compiled_decode_step(model):
     """``model.decode_step`` under ``torch.compile`` (kept on the model: compiled once)."""
     if getattr(model, "_compiled_decode_step", None) is None:
