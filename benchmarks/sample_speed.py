@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--tf32", action="store_true",
                     help="GPU: let fp32 matrix products use TF32 tensor cores")
     ap.add_argument("--profile", type=int, default=0, metavar="B",
-                    help="GPU: profile 300 steps at batch B per variant (kernel table)")
+                    help="GPU: profile a whole generation at batch B per variant (kernel table)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
