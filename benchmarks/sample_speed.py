@@ -74,14 +74,19 @@ def main() -> None:
                     help="GPU: also time the CPU-grammar loop (host round trip per token)")
     ap.add_argument("--graphs", nargs="+", default=["step"], choices=["step", "model", "off"],
                     help="GPU grammar: what each step replays as a CUDA graph (compared)")
-    ap.add_argument("--attention", nargs="+", default=["auto"], choices=["auto", "rows", "span"],
-                    help="GPU grammar: decode attention per row or over the shared span")
+    ap.add_argument("--attention", nargs="+", default=["auto"],
+                    choices=["auto", "rows", "fused", "span"],
+                    help="GPU grammar: decode attention per row (with the rest of the step "
+                    "fused, or not) or over the shared span")
     ap.add_argument("--compile-step", action="store_true",
                     help="also time per-row attention with the model step under torch.compile")
     ap.add_argument("--kernel", action="store_true",
                     help="GPU: check and time the decode-attention kernel alone first")
     ap.add_argument("--kernel-sweep", action="store_true",
                     help="with --kernel: also time a grid of the kernel's tilings")
+    ap.add_argument("--step-check", action="store_true",
+                    help="GPU: check the fused decode step against the model's and time one "
+                    "step of each alone")
     ap.add_argument("--tf32", action="store_true",
                     help="GPU: let fp32 matrix products use TF32 tensor cores")
     ap.add_argument("--profile", type=int, default=0, metavar="B",
@@ -114,12 +119,15 @@ def main() -> None:
         report["kernel"] = kernel_check(model, max(args.batch), args.bandwidth,
                                         args.kernel_sweep)
         save()
+    if args.step_check and device == "cuda":
+        report["step"] = step_check(model, max(args.batch), args.compile_step)
+        save()
     # (label, gpu_grammar, options of generate)
     variants: list[tuple[str, bool | None, dict]] = [("cpu-loop", None, {})]
     if device == "cuda":
         variants = [(f"{a}/{g}", True, {"cuda_graphs": g, "attention": a})
                     for a in args.attention for g in args.graphs]
-        if args.compile_step:
+        if args.compile_step:  # (the fused step has nothing to compile)
             variants += [(f"rows/{g}/compiled", True,
                           {"cuda_graphs": g, "attention": "rows", "compile_step": True})
                          for g in args.graphs]
@@ -204,23 +212,6 @@ def kernel_check(model, batch: int, bandwidth: float, sweep: bool = False) -> di
                         "caches_equal": bool(torch.equal(kc, kc2) and torch.equal(vc, vc2))})
                     print("kernel check", out["checks"][-1], flush=True)
 
-    def clock(fn, args) -> float:
-        """Seconds per call, 20 calls captured as one CUDA graph and replayed."""
-        fn(*args)
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(20):
-                fn(*args)
-        graph.replay()
-        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-        start.record()
-        for _ in range(5):
-            graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3 / 100
-
     per_pos = 2 * c.n_kv_head * hd * dtype.itemsize  # one layer's key and value
     configs: list[dict] = [{"impl": "reference"}, {"impl": "triton", "dot": False},
                            {"impl": "triton"}]
@@ -250,6 +241,76 @@ def kernel_check(model, batch: int, bandwidth: float, sweep: bool = False) -> di
                                        "bytes": read, "GB_per_s": read / sec / 1e9,
                                        "of_bandwidth": read / sec / bandwidth})
                 print("kernel time", out["timings"][-1], flush=True)
+    return out
+
+
+def clock(fn, args) -> float:
+    """Seconds per call, 20 calls captured as one CUDA graph and replayed (launches do not
+    count)."""
+    fn(*args)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(20):
+            fn(*args)
+    graph.replay()
+    start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+    start.record()
+    for _ in range(5):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3 / 100
+
+
+def step_check(model, batch: int, compiled: bool) -> dict:
+    """The fused decode step against ``model.decode_step`` (per-row attention) on this model:
+    random previous tokens, slots and caches, every row at a random position (one in seven
+    finished); then one step of each alone on the clock, at those positions and at the
+    positions of a typical generation's middle (every row at step 900)."""
+    from wavar.model.kernels import FusedDecodeStep
+    from wavar.sample.generate import _compiled_decode_step
+
+    c = model.config
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    out: dict = {"batch": batch, "checks": [], "timings": []}
+    fused = FusedDecodeStep(model)
+
+    def inputs(b: int):
+        cache = model.new_cache(b)
+        cache.k.normal_(generator=gen)
+        cache.v.normal_(generator=gen)
+        ints = [torch.randint(0, n, (b,), generator=gen, device="cuda") for n in (
+            c.vocab_size + 1, c.n_planes_max, c.n_channels, c.max_level + 1, 4, c.n_kinds)]
+        mt = torch.randint(c.m_tilde_min, c.m_tilde_max + 1, (b,), generator=gen, device="cuda")
+        pos = torch.rand(b, 2, generator=gen, device="cuda")
+        t = torch.randint(0, c.max_seq_len - 1, (b,), generator=gen, device="cuda")
+        t[1::7] = -1
+        return cache, ints[0], torch.stack(ints[1:], 1), pos, mt, t
+
+    for b in sorted({1, 64, batch}):
+        cache, prev, slots, pos, mt, t = inputs(b)
+        ref = type(cache)(cache.k.clone(), cache.v.clone())
+        want = model.decode_step(ref, prev, slots, pos, mt, t)
+        got = fused(cache, prev, slots, pos, mt, t)
+        live = t >= 0
+        out["checks"].append({
+            "batch": b, "max_abs_diff_logits": float((got - want)[live].abs().max()),
+            "max_abs_logit": float(want[live].abs().max()),
+            "max_abs_diff_cache": float(max((cache.k - ref.k).abs().max(),
+                                            (cache.v - ref.v).abs().max()))})
+        print("step check", out["checks"][-1], flush=True)
+        steps = {"rows": model.decode_step, "fused": fused,
+                 "fused/32-row programs": FusedDecodeStep(model, block_rows=32)}
+        if compiled and b == batch:  # (a compile per batch size: the largest only)
+            steps["rows/compiled"] = _compiled_decode_step(model)
+        for fill in ("random", "900"):
+            if fill == "900":
+                t = torch.full_like(t, 900)
+            for name, step in steps.items():
+                sec = clock(step, (cache, prev, slots, pos, mt, t))
+                out["timings"].append({"step": name, "batch": b, "fill": fill, "us": sec * 1e6})
+                print("step time", out["timings"][-1], flush=True)
     return out
 
 

@@ -80,3 +80,55 @@ def test_triton_kernel_matches_the_reference_in_the_interpreter():
                         "t.interpreted(); print('ok')"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
+
+def fused_cases():
+    """(name, model, cache length, positions, chunk): grouped and plain heads, a width that is
+    no power of two, no RoPE, chunked prefixes; random weights everywhere (norms and head too)."""
+    from wavar.model.transformer import WaveletGPT, config_from_preset
+
+    for name, overrides, chunk in (
+        ("tiny-mha", dict(n_layer=2, n_head=2, n_embd=32, fourier_features=8), None),
+        ("gqa4-chunk16", dict(n_layer=2, n_head=4, n_kv_head=1, n_embd=128), 16),
+        ("width80-norope", dict(n_layer=1, n_head=5, n_kv_head=1, n_embd=80, rope=False), 16),
+    ):
+        torch.manual_seed(0)
+        model = WaveletGPT(config_from_preset("tiny", **overrides)).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+        yield name, model, 40, torch.tensor([-1, 0, 7, 20, 38, 39]), chunk
+
+
+def interpreted_fused() -> None:
+    from wavar.model.kernels import FusedDecodeStep
+
+    g = torch.Generator().manual_seed(1)
+    for name, model, length, t, chunk in fused_cases():
+        c, B = model.config, len(t)
+        cache = model.new_cache(B, length)
+        cache.k.normal_(generator=g)
+        cache.v.normal_(generator=g)
+        want_cache = type(cache)(cache.k.clone(), cache.v.clone())
+        prev = torch.randint(0, c.vocab_size + 1, (B,), generator=g)  # BOS included
+        slots = torch.stack([torch.randint(0, n, (B,), generator=g) for n in (
+            c.n_planes_max, c.n_channels, c.max_level + 1, 4, c.n_kinds)], 1)
+        pos = torch.rand(B, 2, generator=g)
+        m_tilde = torch.randint(c.m_tilde_min - 3, c.m_tilde_max + 3, (B,), generator=g)
+        want = model.decode_step(want_cache, prev, slots, pos, m_tilde, t)
+        got = FusedDecodeStep(model, chunk=chunk)(cache, prev, slots, pos, m_tilde, t)
+        live = t >= 0
+        torch.testing.assert_close(got[live], want[live], atol=1e-4, rtol=1e-4, msg=name)
+        # every layer's new key and value, written where the row is, and nowhere else
+        torch.testing.assert_close(cache.k, want_cache.k, atol=1e-4, rtol=1e-4, msg=name)
+        torch.testing.assert_close(cache.v, want_cache.v, atol=1e-4, rtol=1e-4, msg=name)
+        assert torch.equal(cache.k[:, 0], want_cache.k[:, 0]), name  # the skipped row
+
+
+def test_fused_step_matches_the_model_in_the_interpreter():
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", "import tests.model.test_kernels as t; "
+                        "t.interpreted_fused(); print('ok')"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr

@@ -59,110 +59,11 @@ def triton_available() -> bool:
     return torch.cuda.is_available()
 
 
-@functools.cache
 def _kernels():
-    """The two Triton kernels, built on first use (importing this module needs no Triton)."""
-    import triton
-    import triton.language as tl
+    """The two attention kernels (importing this module needs no Triton)."""
+    from wavar.model import triton_kernels
 
-    @triton.jit
-    def attend(Q, K, V, KC, VC, POS, OUT, M_PART, L_PART, A_PART,
-               s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_cb, s_ch, s_cl, s_ob, s_oh, scale,
-               HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HD: tl.constexpr,
-               BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, CHUNKS: tl.constexpr,
-               DOT: tl.constexpr, PRECISION: tl.constexpr):
-        pid = tl.program_id(0)  # row * HKV + key/value head
-        chunk = tl.program_id(1)
-        row = pid // HKV
-        kvh = pid % HKV
-        p = tl.load(POS + row).to(tl.int32)
-        n = tl.maximum(p, 0)  # cached positions before this step's
-        lo = chunk * CHUNK
-        first = chunk == 0
-        g = tl.arange(0, GP)
-        d = tl.arange(0, HD)
-        heads = kvh * G + g
-        if (p < 0) & first:  # a finished row: zeros, no reads, no writes to the cache
-            tl.store(OUT + row * s_ob + heads[:, None] * s_oh + d[None, :],
-                     tl.zeros([GP, HD], OUT.dtype.element_ty), mask=(g < G)[:, None])
-        # a chunk past the row's prefix: nothing to do (the merge reads only a row's chunks)
-        if (p >= 0) & (first | (lo < n)):
-            # scores in base 2: exp2 is the hardware's exponential
-            q = tl.load(Q + row * s_qb + heads[:, None] * s_qh + d[None, :],
-                        mask=(g < G)[:, None], other=0.0).to(tl.float32)
-            q = q * (scale * 1.4426950408889634)
-            k_new = tl.load(K + row * s_kb + kvh * s_kh + d).to(tl.float32)
-            v_new = tl.load(V + row * s_vb + kvh * s_vh + d).to(tl.float32)
-            base = row * s_cb + kvh * s_ch
-            if first:
-                tl.store(KC + base + n * s_cl + d, k_new.to(KC.dtype.element_ty))
-                tl.store(VC + base + n * s_cl + d, v_new.to(VC.dtype.element_ty))
-            # the first chunk starts from the new position (in registers), the others empty
-            m_i = tl.where(first, tl.sum(q * k_new[None, :], axis=1), float("-inf"))  # (GP,)
-            l_i = tl.where(first, 1.0, 0.0) + tl.zeros([GP], tl.float32)
-            acc = tl.zeros([GP, HD], tl.float32) + v_new[None, :] * first.to(tl.float32)
-            qc = q.to(KC.dtype.element_ty)
-            hi = tl.minimum(lo + CHUNK, n)
-            for start in range(lo, hi, BLOCK_N):
-                offs = start + tl.arange(0, BLOCK_N)
-                inside = offs < hi
-                at = base + offs[:, None] * s_cl + d[None, :]
-                kb = tl.load(KC + at, mask=inside[:, None], other=0.0)  # (BN, HD)
-                vb = tl.load(VC + at, mask=inside[:, None], other=0.0)
-                if DOT:  # tensor cores: the query group padded to 16 rows
-                    s = tl.dot(qc, tl.trans(kb), input_precision=PRECISION)  # (GP, BN)
-                else:
-                    s = tl.sum(q[:, None, :] * kb.to(tl.float32)[None, :, :], axis=2)
-                s = tl.where(inside[None, :], s, float("-inf"))
-                m_new = tl.maximum(m_i, tl.max(s, axis=1))
-                alpha = tl.exp2(m_i - m_new)
-                pr = tl.exp2(s - m_new[:, None])
-                l_i = l_i * alpha + tl.sum(pr, axis=1)
-                if DOT:
-                    pv = tl.dot(pr.to(vb.dtype), vb, input_precision=PRECISION)
-                else:
-                    pv = tl.sum(pr[:, :, None] * vb.to(tl.float32)[None, :, :], axis=1)
-                acc = acc * alpha[:, None] + pv
-                m_i = m_new
-            if CHUNKS == 1:
-                tl.store(OUT + row * s_ob + heads[:, None] * s_oh + d[None, :],
-                         (acc / l_i[:, None]).to(OUT.dtype.element_ty), mask=(g < G)[:, None])
-            else:
-                part = pid * CHUNKS + chunk
-                tl.store(M_PART + part * GP + g, m_i)
-                tl.store(L_PART + part * GP + g, l_i)
-                tl.store(A_PART + (part * GP + g[:, None]) * HD + d[None, :], acc)
-
-    @triton.jit
-    def merge(POS, OUT, M_PART, L_PART, A_PART, s_ob, s_oh,
-              HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HD: tl.constexpr,
-              CHUNK: tl.constexpr, CHUNKS: tl.constexpr):
-        pid = tl.program_id(0)
-        row = pid // HKV
-        kvh = pid % HKV
-        p = tl.load(POS + row).to(tl.int32)
-        if p >= 0:
-            g = tl.arange(0, GP)
-            d = tl.arange(0, HD)
-            # one chunk at a time, only those the row has; chunk 0 always holds the new
-            # position, so m is finite from the start
-            m = tl.load(M_PART + pid * CHUNKS * GP + g)
-            lsum = tl.load(L_PART + pid * CHUNKS * GP + g)
-            acc = tl.load(A_PART + (pid * CHUNKS * GP + g[:, None]) * HD + d[None, :])
-            for c in range(1, tl.cdiv(p, CHUNK)):
-                part = pid * CHUNKS + c
-                m_c = tl.load(M_PART + part * GP + g)
-                m_new = tl.maximum(m, m_c)
-                a, b = tl.exp2(m - m_new), tl.exp2(m_c - m_new)
-                lsum = lsum * a + tl.load(L_PART + part * GP + g) * b
-                acc = acc * a[:, None] + tl.load(A_PART + (part * GP + g[:, None]) * HD
-                                                 + d[None, :]) * b[:, None]
-                m = m_new
-            heads = kvh * G + g
-            tl.store(OUT + row * s_ob + heads[:, None] * s_oh + d[None, :],
-                     (acc / lsum[:, None]).to(OUT.dtype.element_ty), mask=(g < G)[:, None])
-
-    return attend, merge
+    return triton_kernels.attend, triton_kernels.merge
 
 
 def default_chunk(batch_kv: int, length: int, device: torch.device, block_n: int = 64) -> int:
@@ -174,6 +75,52 @@ def default_chunk(batch_kv: int, length: int, device: torch.device, block_n: int
     want = 8 * torch.cuda.get_device_properties(device).multi_processor_count
     blocks = -(-batch_kv * length // (block_n * want))
     return block_n * min(512 // block_n, 1 << max(0, math.ceil(math.log2(max(blocks, 1)))))
+
+
+def _precision(dtype: torch.dtype, precision: str | None) -> str:
+    # Triton's input_precision for fp32 tensor-core products (the tf32 variants are fp32-only)
+    if dtype != torch.float32:
+        return "ieee"
+    if precision is None:
+        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
+    return precision
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor,
+            positions: Tensor, chunk: int | None = None, block_n: int | None = None,
+            dot: bool = True, precision: str | None = None, warps: int | None = None,
+            stages: int | None = None) -> tuple[Tensor, list[Tensor], dict[str, int]]:
+    """Launch ``attend``: (output, chunk partials, their layout). With one chunk the output is
+    final; with more, each row's chunks wait in the partials to be merged."""
+    B, H, hd = q.shape
+    n_kv, length = k_cache.size(1), k_cache.size(2)
+    group = H // n_kv
+    if hd & (hd - 1) or hd < 16 or any(x.stride(-1) != 1 for x in (q, k, v, k_cache, v_cache)):
+        raise ValueError("decode attention needs a power-of-two head size of at least 16 and "
+                         "a contiguous last dimension")
+    gp = max(16 if dot else 2, 1 << math.ceil(math.log2(group)))
+    # without tensor cores the (GP, BN, HD) products live in registers: keep them near 8k
+    block_n = block_n or (64 if dot else max(16, min(64, 8192 // (gp * hd))))
+    chunk = chunk or default_chunk(B * n_kv, length, q.device, block_n)
+    block_n = min(block_n, chunk)
+    if block_n < 16 or block_n & (block_n - 1) or chunk % block_n:
+        raise ValueError(f"chunk={chunk} must be a multiple of a power-of-two block of at "
+                         f"least 16 positions (block_n={block_n})")
+    chunks = -(-length // chunk)
+    attend, _ = _kernels()
+    out = torch.empty(B, H, hd, dtype=q.dtype, device=q.device)
+    parts = [torch.empty(B * n_kv * chunks * gp * w, dtype=torch.float32, device=q.device)
+             for w in (1, 1, hd)] if chunks > 1 else [out, out, out]
+    layout = dict(HKV=n_kv, G=group, GP=gp, HD=hd, CHUNK=chunk, CHUNKS=chunks)
+    warps = warps or (4 if dot or gp * hd * block_n <= 8192 else 8)
+    tuning = {} if stages is None else {"num_stages": stages}
+    attend[(B * n_kv, chunks)](
+        q, k, v, k_cache, v_cache, positions, out, *parts,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), out.stride(0), out.stride(1),
+        hd**-0.5, BLOCK_N=block_n, DOT=dot, PRECISION=_precision(k_cache.dtype, precision),
+        num_warps=warps, **layout, **tuning)
+    return out, parts, layout
 
 
 def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor,
@@ -192,39 +139,113 @@ def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_
     matrix products use TF32, else ``"tf32x3"``). ``block_n``, ``warps`` and ``stages`` are
     the kernel's tiling, for tuning.
     """
-    B, H, hd = q.shape
-    n_kv, length = k_cache.size(1), k_cache.size(2)
-    group = H // n_kv
-    if hd & (hd - 1) or hd < 16 or any(x.stride(-1) != 1 for x in (q, k, v, k_cache, v_cache)):
-        raise ValueError("decode attention needs a power-of-two head size of at least 16 and "
-                         "a contiguous last dimension")
-    gp = max(16 if dot else 2, 1 << math.ceil(math.log2(group)))
-    # without tensor cores the (GP, BN, HD) products live in registers: keep them near 8k
-    block_n = block_n or (64 if dot else max(16, min(64, 8192 // (gp * hd))))
-    chunk = chunk or default_chunk(B * n_kv, length, q.device, block_n)
-    block_n = min(block_n, chunk)
-    if block_n < 16 or block_n & (block_n - 1) or chunk % block_n:
-        raise ValueError(f"chunk={chunk} must be a multiple of a power-of-two block of at "
-                         f"least 16 positions (block_n={block_n})")
-    chunks = -(-length // chunk)
-    if k_cache.dtype != torch.float32:  # the tf32 variants are for fp32 operands only
-        precision = "ieee"
-    elif precision is None:
-        precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
-    attend, merge = _kernels()
-    out = torch.empty(B, H, hd, dtype=q.dtype, device=q.device)
-    parts = [torch.empty(B * n_kv * chunks * gp * w, dtype=torch.float32, device=q.device)
-             for w in (1, 1, hd)] if chunks > 1 else [out, out, out]
-    common = dict(HKV=n_kv, G=group, GP=gp, HD=hd, CHUNK=chunk, CHUNKS=chunks)
-    warps = warps or (4 if dot or gp * hd * block_n <= 8192 else 8)
-    tuning = {} if stages is None else {"num_stages": stages}
-    attend[(B * n_kv, chunks)](
-        q, k, v, k_cache, v_cache, positions, out, *parts,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), out.stride(0), out.stride(1),
-        hd**-0.5, BLOCK_N=block_n, DOT=dot, PRECISION=precision, num_warps=warps, **common,
-        **tuning)
-    if chunks > 1:
-        merge[(B * n_kv,)](positions, out, *parts, out.stride(0), out.stride(1), num_warps=4,
-                           **common)
+    out, parts, layout = _attend(q, k, v, k_cache, v_cache, positions, chunk, block_n, dot,
+                                 precision, warps, stages)
+    if layout["CHUNKS"] > 1:
+        _, merge = _kernels()
+        merge[(len(q) * layout["HKV"],)](positions, out, *parts, out.stride(0), out.stride(1),
+                                        num_warps=4, **layout)
     return out
+
+
+def fused_step_supported(model) -> bool:
+    """Whether :class:`FusedDecodeStep` serves this model: a power-of-two head size of at least
+    16 (the attention kernel's tiles) and a width of at most 128. Wider models keep a block of
+    rows' activations and weight tiles in registers only by spilling (and their steps are
+    bound by the cache's bytes, not by kernel launches: per-row attention serves them)."""
+    c = model.config
+    hd = c.n_embd // c.n_head
+    return hd >= 16 and not hd & (hd - 1) and c.n_embd <= 128
+
+
+class FusedDecodeStep:
+    """``model.decode_step`` with per-row steps (``t`` of shape (B,)) as ``2 n_layer + 1``
+    Triton kernels: ``step_head`` (embedding, layer 0's q, k, v), then per layer ``attend``
+    and ``step_tail`` (:mod:`wavar.model.triton_kernels`).
+
+    The weights are copied at construction, transposed and in fp32 (activations stay fp32
+    whatever the model's dtype; the cache keeps its own): build a new one after they change.
+    Products run on tensor cores at ``precision`` as in :func:`decode_attention_triton`.
+    ``block_rows`` rows share a program; ``chunk`` is the attention's (default: its own).
+    """
+
+    def __init__(self, model, block_rows: int = 16, chunk: int | None = None,
+                 precision: str | None = None) -> None:
+        if not fused_step_supported(model):
+            raise ValueError("the fused decode step needs a power-of-two head size >= 16 and "
+                             "n_embd <= 128")
+        c = self.config = model.config
+        C, H, n_kv = c.n_embd, c.n_head, c.n_kv_head
+        hd = C // H
+        self.block_rows, self.chunk, self.precision = block_rows, chunk, precision
+
+        def packed(w: Tensor) -> Tensor:  # (out, in) -> (in, out), fp32, row-major
+            return w.detach().float().t().contiguous()
+
+        def halves(w: Tensor, heads: int) -> list[Tensor]:  # each head's first / second half
+            w = w.detach().view(heads, 2, hd // 2, C)
+            return [packed(w[:, i].reshape(heads * hd // 2, C)) for i in (0, 1)]
+
+        def norm(m) -> Tensor:
+            return m.weight.detach().float().contiguous()
+
+        self.eps = model.norm.eps or torch.finfo(torch.float32).eps
+        self.layers = []
+        for block in model.blocks:
+            q, k, v = block.attn.qkv.weight.split([H * hd, n_kv * hd, n_kv * hd])
+            self.layers.append(dict(
+                qkv=[norm(block.norm1), *halves(q, H), *halves(k, n_kv), packed(v)],
+                rest=[packed(block.attn.proj.weight), norm(block.norm2),
+                      packed(block.mlp.fc.weight), packed(block.mlp.proj.weight)]))
+        s = model.slot
+        self.embeddings = [t.detach().float().contiguous() for t in (
+            model.tok.weight, s.plane.weight, s.channel.weight, s.level.weight, s.orient.weight,
+            s.kind.weight, s.exponent.weight, model.m_tilde.weight, s.freqs,
+            s.fourier.weight.t())]
+        self.embedding_ranges = (c.m_tilde_min, c.m_tilde_max, s.e_min,
+                                 s.exponent.num_embeddings)
+        self.head = [norm(model.norm), packed(model.head.weight)]
+        device = model.head.weight.device
+        if c.rope:
+            self.rope = [model.rope_cos.float().contiguous(), model.rope_sin.float().contiguous()]
+        else:  # never read
+            self.rope = [torch.zeros(1, device=device)] * 2
+        cp = 1 << math.ceil(math.log2(C))
+        tile = max(16, min(64, 4096 // cp))  # weight tiles of ~4k fp32 values: no spills
+        self.sizes = dict(C=C, CP=cp, H=H, HKV=n_kv, HD=hd, NT=tile, ROPE=c.rope)
+        self.tail_sizes = dict(G=H // n_kv, HID=4 * C, HT=tile, VOCAB=c.vocab_size, KT=tile)
+        self.warps = 8
+
+    def __call__(self, cache, prev_token: Tensor, slots: Tensor, pos: Tensor, m_tilde: Tensor,
+                 t: Tensor) -> Tensor:
+        """Raw logits (B, V) as :meth:`WaveletGPT.decode_step` with a (B,) ``t``."""
+        from wavar.model import triton_kernels as tk
+
+        B = len(prev_token)
+        C, H, n_kv, hd = (self.sizes[k] for k in ("C", "H", "HKV", "HD"))
+        dev = prev_token.device
+        position = torch.where(t >= 0, t + 1, -1)
+        x = torch.empty(B, C, device=dev)
+        q = torch.empty(B, H, hd, device=dev)
+        k, v = torch.empty(B, n_kv, hd, device=dev), torch.empty(B, n_kv, hd, device=dev)
+        logits = torch.empty(B, self.config.vocab_size, device=dev)
+        grid = (-(-B // self.block_rows),)
+        precision = _precision(torch.float32, self.precision)
+        common = dict(BM=self.block_rows, PRECISION=precision, num_warps=self.warps,
+                      **self.sizes)
+        qkv = (*self.rope, q, k, v)
+        tk.step_head[grid](prev_token, slots, pos, m_tilde, position, x, *self.embeddings,
+                           *self.layers[0]["qkv"], *qkv, B, self.eps,
+                           *self.embedding_ranges, F=self.config.fourier_features,
+                           FP=max(16, 1 << math.ceil(math.log2(self.config.fourier_features))),
+                           **common)
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            out, parts, layout = _attend(q, k, v, cache.k[i], cache.v[i], position,
+                                         chunk=self.chunk, precision=self.precision)
+            nxt = layer if last else self.layers[i + 1]  # (the last layer's is never read)
+            tk.step_tail[grid](x, position, out, *parts, *layer["rest"], *nxt["qkv"], *qkv,
+                               *self.head, logits, B, self.eps, GP=layout["GP"],
+                               CHUNK=layout["CHUNK"], CHUNKS=layout["CHUNKS"], LAST=last,
+                               **self.tail_sizes, **common)
+        return logits

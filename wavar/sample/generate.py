@@ -205,11 +205,14 @@ def generate(
         launches everything eagerly (for comparison and debugging).
     attention : with the GPU grammar: ``"rows"`` gives every row its own cache position, so
         each reads exactly its own prefix and finished rows read nothing (one Triton kernel
-        per layer on a GPU; one CUDA graph for the whole generation); ``"span"`` attends all
-        rows over the shared filled span (PyTorch matmuls; a graph per ``cache_block``).
-        ``"auto"``: rows where Triton is available.
+        per layer on a GPU; one CUDA graph for the whole generation); ``"fused"`` is the same
+        with the rest of the model step fused too (``2 n_layer + 1`` Triton kernels a step,
+        :class:`wavar.model.kernels.FusedDecodeStep`); ``"span"`` attends all rows over the
+        shared filled span (PyTorch matmuls; a graph per ``cache_block``). ``"auto"``: fused
+        where Triton is available and the model's shapes suit it, else rows, else span.
     compile_step : with the GPU grammar: run the model step through ``torch.compile``, which
-        fuses its small element-wise kernels (compiles once per batch size: tens of seconds).
+        fuses its small element-wise kernels (compiles once per batch size: tens of seconds;
+        with ``attention="fused"`` there is nothing left to compile).
 
     Returns
     -------
@@ -272,9 +275,11 @@ def generate(
                        and isinstance(codec, WaveletCodec) and _gpu_grammar.available())
     if gpu_grammar:
         if attention == "auto":
-            from wavar.model.kernels import triton_available
+            from wavar.model.kernels import fused_step_supported, triton_available
 
-            attention = "rows" if triton_available() and device.type == "cuda" else "span"
+            triton = triton_available() and device.type == "cuda"
+            attention = ("fused" if triton and fused_step_supported(model) else
+                         "rows" if triton else "span")
         out, length = _generate_on_gpu(model, states, labels, m_tilde, limit, max_plane, forced,
                                        cfg, temperature, top_k, top_p, gen, cache_block,
                                        cuda_graphs, attention, compile_step)
@@ -450,19 +455,23 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
     (PyTorch), the grammar step of all rows (one numba-cuda kernel, same stream). With
     ``cuda_graphs="step"`` all of it is one CUDA graph replay per step; ``"model"`` replays
     only the model step (the rest launched eagerly), ``"off"`` captures nothing. The host only
-    looks every ``check`` steps to see whether rows finished. With ``attention="rows"`` a
-    finished row costs no attention (its position is -1) and the batch keeps its shape; with
-    ``"span"`` the batch is compacted when half of the rows have finished.
+    looks every ``check`` steps to see whether rows finished. With ``attention="rows"`` or
+    ``"fused"`` a finished row costs no attention (its position is -1) and the batch keeps its
+    shape; with ``"span"`` the batch is compacted when half of the rows have finished.
     """
     from numba import cuda
 
     if cuda_graphs not in ("step", "model", "off"):
         raise ValueError(f"cuda_graphs must be 'step', 'model' or 'off', got {cuda_graphs!r}")
-    if attention not in ("rows", "span"):
-        raise ValueError(f"attention must be 'rows' or 'span', got {attention!r}")
-    rowwise = attention == "rows"
+    if attention not in ("rows", "fused", "span"):
+        raise ValueError(f"attention must be 'rows', 'fused' or 'span', got {attention!r}")
+    rowwise = attention != "span"
     decode = model.decode_step
-    if compile_step:
+    if attention == "fused":  # nothing left for torch.compile to fuse
+        from wavar.model.kernels import FusedDecodeStep
+
+        decode = FusedDecodeStep(model)
+    elif compile_step:
         decode = _compiled_decode_step(model)
     device = next(model.parameters()).device
     on_cuda = device.type == "cuda"
