@@ -300,8 +300,13 @@ def step_check(model, batch: int, compiled: bool) -> dict:
             "max_abs_diff_cache": float(max((cache.k - ref.k).abs().max(),
                                             (cache.v - ref.v).abs().max()))})
         print("step check", out["checks"][-1], flush=True)
-        steps = {"rows": model.decode_step, "fused": fused,
-                 "fused/32-row programs": FusedDecodeStep(model, block_rows=32)}
+        steps = {"rows": model.decode_step, "fused": fused}
+        if b == batch:  # tilings of the fused step: weight tile, warps, pipeline stages
+            steps.update({f"fused/tile {tile}, {warps} warps, {stages} stages":
+                          FusedDecodeStep(model, tile=tile, warps=warps, stages=stages)
+                          for tile, warps, stages in ((16, 8, None), (64, 8, None),
+                                                      (32, 16, None), (32, 4, None),
+                                                      (32, 8, 2), (32, 8, 4))})
         if compiled and b == batch:  # (a compile per batch size: the largest only)
             steps["rows/compiled"] = _compiled_decode_step(model)
         for fill in ("random", "900"):

@@ -50,6 +50,7 @@ def loops_agree() -> None:
     model = tiny_model("zeroblock", (8, 8))
     codec = codec_of(model)
     labels = [0, 1, 2, 1]
+    fused = ("fused",) if find_spec("triton") else ()  # the fused step in Triton's interpreter
     # before any row finishes, both loops see the same logits and draw the same tokens
     for cfg in (1.0, 2.0):
         a = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=True)
@@ -59,19 +60,21 @@ def loops_agree() -> None:
             c = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=True,
                          cuda_graphs=mode)
             assert [s.tokens.tolist() for s in a] == [s.tokens.tolist() for s in c]
-        # per-row cache positions (the fused step in Triton's interpreter), or one shared span
-        for attention in ("rows", "span") + (("fused",) if find_spec("triton") else ()):
+        # per-row cache positions (with the rest of the step fused, at cfg 1 the draw too), or
+        # one shared span
+        for attention in ("rows", "span", *fused):
             c = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=True,
                          attention=attention)
             assert [s.tokens.tolist() for s in a] == [s.tokens.tolist() for s in c]
     # complete runs: legal, complete, decodable; a forced prefix is kept exactly
     real = codec.encode((np.arange(64).reshape(8, 8) * 3).astype(np.uint8))
-    seqs = generate(model, labels, seed=4, prefix=[real.tokens[:30]] * 4, gpu_grammar=True,
-                    m_tilde=[real.header.m_tilde] * 4)
-    for s in seqs:
-        assert codec.slots(s).kind[-1] == 4  # replays the grammar: raises on an illegal token
-        assert (s.tokens[:30] == real.tokens[:30]).all()
-        assert codec.decode(s).shape == (8, 8)
+    for attention in ("auto", *fused):
+        seqs = generate(model, labels, seed=4, prefix=[real.tokens[:30]] * 4, gpu_grammar=True,
+                        m_tilde=[real.header.m_tilde] * 4, attention=attention)
+        for s in seqs:
+            assert codec.slots(s).kind[-1] == 4  # replays the grammar: raises if illegal
+            assert (s.tokens[:30] == real.tokens[:30]).all()
+            assert codec.decode(s).shape == (8, 8)
     budget = generate(model, labels, seed=5, max_plane=1, gpu_grammar=True)
     assert all((codec.slots(s).plane[:-1] < 1).all() for s in budget)
     # rows finishing at different steps: with per-row positions they are skipped, not

@@ -166,11 +166,14 @@ class FusedDecodeStep:
     The weights are copied at construction, transposed and in fp32 (activations stay fp32
     whatever the model's dtype; the cache keeps its own): build a new one after they change.
     Products run on tensor cores at ``precision`` as in :func:`decode_attention_triton`.
-    ``block_rows`` rows share a program; ``chunk`` is the attention's (default: its own).
+    ``block_rows`` rows share a program; ``chunk`` is the attention's (default: its own);
+    ``tile`` (weight tiles of ``tile`` columns or rows), ``warps`` and ``stages`` tune the
+    kernels.
     """
 
     def __init__(self, model, block_rows: int = 16, chunk: int | None = None,
-                 precision: str | None = None) -> None:
+                 precision: str | None = None, tile: int | None = None,
+                 warps: int = 8, stages: int | None = None) -> None:
         if not fused_step_supported(model):
             raise ValueError("the fused decode step needs a power-of-two head size >= 16 and "
                              "n_embd <= 128")
@@ -211,10 +214,11 @@ class FusedDecodeStep:
         else:  # never read
             self.rope = [torch.zeros(1, device=device)] * 2
         cp = 1 << math.ceil(math.log2(C))
-        tile = max(16, min(64, 4096 // cp))  # weight tiles of ~4k fp32 values: no spills
+        # weight tiles of ~4k fp32 values: no spills
+        tile = tile or max(16, min(64, 4096 // cp))
         self.sizes = dict(C=C, CP=cp, H=H, HKV=n_kv, HD=hd, NT=tile, ROPE=c.rope)
         self.tail_sizes = dict(G=H // n_kv, HID=4 * C, HT=tile, VOCAB=c.vocab_size, KT=tile)
-        self.warps = 8
+        self.tuning = {"num_warps": warps, **({} if stages is None else {"num_stages": stages})}
 
     def __call__(self, cache, prev_token: Tensor, slots: Tensor, pos: Tensor, m_tilde: Tensor,
                  t: Tensor) -> Tensor:
@@ -231,8 +235,7 @@ class FusedDecodeStep:
         logits = torch.empty(B, self.config.vocab_size, device=dev)
         grid = (-(-B // self.block_rows),)
         precision = _precision(torch.float32, self.precision)
-        common = dict(BM=self.block_rows, PRECISION=precision, num_warps=self.warps,
-                      **self.sizes)
+        common = dict(BM=self.block_rows, PRECISION=precision, **self.tuning, **self.sizes)
         qkv = (*self.rope, q, k, v)
         tk.step_head[grid](prev_token, slots, pos, m_tilde, position, x, *self.embeddings,
                            *self.layers[0]["qkv"], *qkv, B, self.eps,
@@ -247,5 +250,26 @@ class FusedDecodeStep:
             tk.step_tail[grid](x, position, out, *parts, *layer["rest"], *nxt["qkv"], *qkv,
                                *self.head, logits, B, self.eps, GP=layout["GP"],
                                CHUNK=layout["CHUNK"], CHUNKS=layout["CHUNKS"], LAST=last,
+                               CHP=1 << math.ceil(math.log2(layout["CHUNKS"])),
                                **self.tail_sizes, **common)
         return logits
+
+
+def draw_tokens(logits: Tensor, legal: Tensor, noise: Tensor, live: Tensor, t: Tensor,
+                tok: Tensor, out: Tensor, temperature: float = 1.0,
+                forced: Tensor | None = None, forced_len: Tensor | None = None) -> None:
+    """Plain sampling in one Triton kernel: ``tok`` (B,) and ``out[:, t]`` get, per row, the
+    argmax over its legal tokens (bitmask ``legal``) of softmax(logits / temperature) / noise,
+    ``noise`` (B, V) ~ Exp(1) (the draw of :func:`wavar.sample.filters.sample`), or
+    ``forced[row, t]`` while ``t < forced_len[row]``; -1 where ``live`` is False."""
+    from wavar.model import triton_kernels as tk
+
+    B, V = logits.shape
+    force = forced is not None
+    if not force:
+        forced = forced_len = tok  # never read
+    block = 128
+    tk.draw[(-(-B // block),)](logits, legal, noise, live, forced, forced_len, t, tok, out, B,
+                               1.0 / temperature, forced.stride(0) if force else 1,
+                               out.stride(0), V=V, VP=max(16, 1 << math.ceil(math.log2(V))),
+                               FORCE=force, BLOCK=block, num_warps=4)

@@ -242,32 +242,28 @@ def step_head(TOK, SLOTS, XY, MT, POS, X,
 @triton.jit
 def _attention_columns(p, rows, rmask, c0, OUT, M_PART, L_PART, A_PART, C: tl.constexpr,
                        KT: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
-                       HD: tl.constexpr, CHUNK: tl.constexpr, CHUNKS: tl.constexpr):
+                       HD: tl.constexpr, CHUNK: tl.constexpr, CHUNKS: tl.constexpr,
+                       CHP: tl.constexpr):
     """Columns c0 .. c0 + KT of the rows' attention outputs (heads side by side), merged over
-    each row's chunks of prefix as ``merge`` does; zero for skipped rows."""
+    each row's chunks of prefix as ``merge`` does, all chunks at once (one round of loads, not
+    one per chunk); zero for skipped rows."""
     cols = c0 + tl.arange(0, KT)
     live = rmask & (p >= 0)
     mask = live[:, None] & (cols < C)[None, :]
     if CHUNKS == 1:
         return tl.load(OUT + rows[:, None] * C + cols[None, :], mask=mask, other=0.0)
     h = cols // HD
-    d = (cols % HD)[None, :]
-    g = (h % G)[None, :]
-    part = (rows[:, None] * HKV + (h // G)[None, :]) * CHUNKS  # the row's chunk 0
-    m = tl.load(M_PART + part * GP + g, mask=mask, other=0.0)
-    lsum = tl.load(L_PART + part * GP + g, mask=mask, other=1.0)
-    acc = tl.load(A_PART + (part * GP + g) * HD + d, mask=mask, other=0.0)
-    n_chunks = tl.where(live, tl.cdiv(p, CHUNK), 1)
-    for c in range(1, tl.max(n_chunks, axis=0)):
-        has = mask & (c < n_chunks)[:, None]
-        m_c = tl.load(M_PART + (part + c) * GP + g, mask=has, other=float("-inf"))
-        m_new = tl.maximum(m, m_c)
-        a, b = tl.exp2(m - m_new), tl.exp2(m_c - m_new)
-        lsum = lsum * a + tl.load(L_PART + (part + c) * GP + g, mask=has, other=0.0) * b
-        acc = acc * a + tl.load(A_PART + ((part + c) * GP + g) * HD + d, mask=has,
-                                other=0.0) * b
-        m = m_new
-    return acc / lsum
+    ch = tl.arange(0, CHP)[None, :, None]
+    has = mask[:, None, :] & (ch < tl.maximum(tl.cdiv(p, CHUNK), 1)[:, None, None])
+    part = ((rows[:, None, None] * HKV + (h // G)[None, None, :]) * CHUNKS + ch) * GP \
+        + (h % G)[None, None, :]  # (BM, CHP, KT)
+    m = tl.load(M_PART + part, mask=has, other=float("-inf"))
+    m_max = tl.where(mask, tl.max(m, axis=1), 0.0)
+    w = tl.exp2(m - m_max[:, None, :])  # 0 for chunks the row does not have
+    lsum = tl.sum(tl.load(L_PART + part, mask=has, other=0.0) * w, axis=1)
+    acc = tl.sum(tl.load(A_PART + part * HD + (cols % HD)[None, None, :], mask=has,
+                         other=0.0) * w, axis=1)
+    return tl.where(mask, acc / tl.where(mask, lsum, 1.0), 0.0)
 
 
 @triton.jit
@@ -276,8 +272,8 @@ def step_tail(X, POS, OUT, M_PART, L_PART, A_PART, W_O, G2, W_FC, W_PR,
               C: tl.constexpr, CP: tl.constexpr, H: tl.constexpr, HKV: tl.constexpr,
               HD: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HID: tl.constexpr,
               HT: tl.constexpr, VOCAB: tl.constexpr, NT: tl.constexpr, KT: tl.constexpr,
-              CHUNK: tl.constexpr, CHUNKS: tl.constexpr, BM: tl.constexpr, LAST: tl.constexpr,
-              ROPE: tl.constexpr, PRECISION: tl.constexpr):
+              CHUNK: tl.constexpr, CHUNKS: tl.constexpr, CHP: tl.constexpr, BM: tl.constexpr,
+              LAST: tl.constexpr, ROPE: tl.constexpr, PRECISION: tl.constexpr):
     """The rest of a layer after ``attend``: x += proj(attention); x += mlp(norm2(x)); then the
     next layer's q, k, v (G1, W_Q*, W_K*, W_V of that layer) or, after the last, the logits
     head(norm(x)) into LOGITS (B, VOCAB)."""
@@ -287,9 +283,10 @@ def step_tail(X, POS, OUT, M_PART, L_PART, A_PART, W_O, G2, W_FC, W_PR,
     xmask = rmask[:, None] & (cols < C)[None, :]
     p = tl.load(POS + rows, mask=rmask, other=-1)
     x = tl.load(X + rows[:, None] * C + cols[None, :], mask=xmask, other=0.0)
-    for c0 in range(0, C, KT):  # attention output, KT columns at a time
+    # attention output, KT columns at a time (unrolled: their loads need not wait on each other)
+    for c0 in tl.static_range(0, C, KT):
         o = _attention_columns(p, rows, rmask, c0, OUT, M_PART, L_PART, A_PART, C, KT, HKV, G,
-                               GP, HD, CHUNK, CHUNKS)
+                               GP, HD, CHUNK, CHUNKS, CHP)
         x += _matmul(o, W_O + c0 * C, C, C - c0, C, KT, CP, PRECISION)
     xn = _rmsnorm(x, G2, cols, C, eps)
     for j0 in range(0, HID, HT):  # the MLP, HT hidden units at a time
@@ -306,3 +303,34 @@ def step_tail(X, POS, OUT, M_PART, L_PART, A_PART, W_O, G2, W_FC, W_PR,
         tl.store(X + rows[:, None] * C + cols[None, :], x, mask=xmask)
         _project_qkv(_rmsnorm(x, G1, cols, C, eps), rows, rmask, tl.maximum(p, 0), W_QA, W_QB,
                      W_KA, W_KB, W_V, COS, SIN, Q, K, V, C, CP, H, HKV, HD, NT, ROPE, PRECISION)
+
+
+@triton.jit
+def draw(LOGITS, LEGAL, NOISE, LIVE, FORCED, FORCED_LEN, T, TOK, OUT, B, inv_temperature,
+         s_forced, s_out, V: tl.constexpr, VP: tl.constexpr, FORCE: tl.constexpr,
+         BLOCK: tl.constexpr):
+    """Plain sampling of one token per row, as ``filters.sample`` after the grammar mask and
+    the temperature: argmax over legal tokens of softmax(logits / T) / NOISE (NOISE ~ Exp(1),
+    drawn by PyTorch), or the forced token while t < FORCED_LEN; -1 for finished rows. Writes
+    TOK (B,) and column t of OUT (B, max_len) int8."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    rmask = rows < B
+    v = tl.arange(0, VP)
+    inside = rmask[:, None] & (v < V)[None, :]
+    legal = tl.load(LEGAL + rows, mask=rmask, other=1)
+    # bits past 63 read as the sign bit: -1 keeps every token of any vocabulary
+    ok = inside & (((legal[:, None] >> tl.minimum(v, 63)[None, :]) & 1) != 0)
+    z = tl.where(ok, tl.load(LOGITS + rows[:, None] * V + v[None, :], mask=inside, other=0.0)
+                 * inv_temperature, float("-inf"))
+    e = tl.exp(z - tl.max(z, axis=1)[:, None])
+    prob = e / tl.sum(e, axis=1)[:, None]
+    noise = tl.load(NOISE + rows[:, None] * V + v[None, :], mask=inside, other=1.0)
+    tok = tl.argmax(tl.where(ok, prob / noise, -1.0), axis=1).to(tl.int64)
+    t = tl.load(T)
+    if FORCE:
+        n = tl.load(FORCED_LEN + rows, mask=rmask, other=0)
+        col = tl.minimum(t, s_forced - 1)
+        tok = tl.where(t < n, tl.load(FORCED + rows * s_forced + col, mask=rmask, other=0), tok)
+    tok = tl.where(tl.load(LIVE + rows, mask=rmask, other=0) != 0, tok, -1)
+    tl.store(TOK + rows, tok, mask=rmask)
+    tl.store(OUT + rows * s_out + t, tok.to(tl.int8), mask=rmask)

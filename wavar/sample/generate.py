@@ -532,8 +532,23 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
         return decode(_cache_view(cache, span), both(tok.clamp(min=0)), both(slots), both(pos),
                       mt_t, t_dev)
 
+    # plain sampling (the filters' defaults) with the fused step: one kernel draws, forces,
+    # and records the tokens
+    fused_draw = attention == "fused" and not guided and not top_k and (top_p or 1.0) >= 1.0
+    if fused_draw and temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
     def finish_step(logits: torch.Tensor) -> None:
         # draw (or force) every row's token, record it, step the grammar: all in place
+        if fused_draw:
+            from wavar.model.kernels import draw_tokens
+
+            noise = torch.empty_like(logits).exponential_(generator=gen)  # as filters.sample
+            draw_tokens(logits, legal, noise, live, t_dev, tok, out, temperature, forced_t,
+                        forced_len)
+            grammar_step()
+            t_dev.add_(1)
+            return
         drawn = filters.sample(_filtered(logits, legal, cfg, temperature, top_k, top_p), gen)
         if forced_t is not None:
             col = forced_t.gather(1, t_dev.clamp(max=forced_t.size(1) - 1).expand(len(tok), 1))
