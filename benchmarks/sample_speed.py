@@ -301,12 +301,11 @@ def step_check(model, batch: int, compiled: bool) -> dict:
                                             (cache.v - ref.v).abs().max()))})
         print("step check", out["checks"][-1], flush=True)
         steps = {"rows": model.decode_step, "fused": fused}
-        if b == batch:  # tilings of the fused step: weight tile, warps, pipeline stages
-            steps.update({f"fused/tile {tile}, {warps} warps, {stages} stages":
-                          FusedDecodeStep(model, tile=tile, warps=warps, stages=stages)
-                          for tile, warps, stages in ((16, 8, None), (64, 8, None),
-                                                      (32, 16, None), (32, 4, None),
-                                                      (32, 8, 2), (32, 8, 4))})
+        if b == batch:  # tilings of the fused step
+            steps.update({"fused/" + ", ".join(f"{k} {x}" for k, x in o.items()):
+                          FusedDecodeStep(model, **o)
+                          for o in ({"tile": 32}, {"warps": 4}, {"mlp_split": 2},
+                                    {"mlp_split": 8}, {"block_rows": 32}, {"stages": 2})})
         if compiled and b == batch:  # (a compile per batch size: the largest only)
             steps["rows/compiled"] = _compiled_decode_step(model)
         for fill in ("random", "900"):

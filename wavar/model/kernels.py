@@ -159,21 +159,23 @@ def fused_step_supported(model) -> bool:
 
 
 class FusedDecodeStep:
-    """``model.decode_step`` with per-row steps (``t`` of shape (B,)) as ``2 n_layer + 1``
-    Triton kernels: ``step_head`` (embedding, layer 0's q, k, v), then per layer ``attend``
-    and ``step_tail`` (:mod:`wavar.model.triton_kernels`).
+    """``model.decode_step`` with per-row steps (``t`` of shape (B,)) in Triton kernels:
+    ``step_head`` (embedding, layer 0's q, k, v), then per layer the attention (``attend``, and
+    ``merge`` when prefixes are chunked), ``step_mlp`` and ``step_next``
+    (:mod:`wavar.model.triton_kernels`).
 
     The weights are copied at construction, transposed and in fp32 (activations stay fp32
     whatever the model's dtype; the cache keeps its own): build a new one after they change.
     Products run on tensor cores at ``precision`` as in :func:`decode_attention_triton`.
     ``block_rows`` rows share a program; ``chunk`` is the attention's (default: its own);
-    ``tile`` (weight tiles of ``tile`` columns or rows), ``warps`` and ``stages`` tune the
-    kernels.
+    ``mlp_split`` programs share a block's MLP (default: 128 hidden units each); ``tile``
+    (weight tiles of ``tile`` columns or rows), ``warps`` and ``stages`` tune the kernels.
     """
 
     def __init__(self, model, block_rows: int = 16, chunk: int | None = None,
                  precision: str | None = None, tile: int | None = None,
-                 warps: int = 8, stages: int | None = None) -> None:
+                 mlp_split: int | None = None, warps: int = 8,
+                 stages: int | None = None) -> None:
         if not fused_step_supported(model):
             raise ValueError("the fused decode step needs a power-of-two head size >= 16 and "
                              "n_embd <= 128")
@@ -214,10 +216,13 @@ class FusedDecodeStep:
         else:  # never read
             self.rope = [torch.zeros(1, device=device)] * 2
         cp = 1 << math.ceil(math.log2(C))
-        # weight tiles of ~4k fp32 values: no spills
-        tile = tile or max(16, min(64, 4096 // cp))
+        # weight tiles of ~8k fp32 values: without spills at 8 warps (fewer, larger tiles
+        # make shorter chains of dependent products)
+        tile = tile or max(16, min(64, 8192 // cp))
         self.sizes = dict(C=C, CP=cp, H=H, HKV=n_kv, HD=hd, NT=tile, ROPE=c.rope)
-        self.tail_sizes = dict(G=H // n_kv, HID=4 * C, HT=tile, VOCAB=c.vocab_size, KT=tile)
+        self.split = mlp_split or max(1, 4 * C // 128)
+        self.mlp_sizes = dict(C=C, CP=cp, HID=4 * C, HS=-(-4 * C // self.split), HT=tile,
+                              KT=tile)
         self.tuning = {"num_warps": warps, **({} if stages is None else {"num_stages": stages})}
 
     def __call__(self, cache, prev_token: Tensor, slots: Tensor, pos: Tensor, m_tilde: Tensor,
@@ -229,29 +234,31 @@ class FusedDecodeStep:
         C, H, n_kv, hd = (self.sizes[k] for k in ("C", "H", "HKV", "HD"))
         dev = prev_token.device
         position = torch.where(t >= 0, t + 1, -1)
-        x = torch.empty(B, C, device=dev)
+        x, x_mid = torch.empty(B, C, device=dev), torch.empty(B, C, device=dev)
+        y_part = torch.empty(self.split, B, C, device=dev)
         q = torch.empty(B, H, hd, device=dev)
         k, v = torch.empty(B, n_kv, hd, device=dev), torch.empty(B, n_kv, hd, device=dev)
         logits = torch.empty(B, self.config.vocab_size, device=dev)
-        grid = (-(-B // self.block_rows),)
+        blocks = -(-B // self.block_rows)
         precision = _precision(torch.float32, self.precision)
-        common = dict(BM=self.block_rows, PRECISION=precision, **self.tuning, **self.sizes)
+        common = dict(BM=self.block_rows, PRECISION=precision, **self.tuning)
         qkv = (*self.rope, q, k, v)
-        tk.step_head[grid](prev_token, slots, pos, m_tilde, position, x, *self.embeddings,
-                           *self.layers[0]["qkv"], *qkv, B, self.eps,
-                           *self.embedding_ranges, F=self.config.fourier_features,
-                           FP=max(16, 1 << math.ceil(math.log2(self.config.fourier_features))),
-                           **common)
+        tk.step_head[(blocks, 3)](prev_token, slots, pos, m_tilde, position, x,
+                                  *self.embeddings, *self.layers[0]["qkv"], *qkv, B, self.eps,
+                                  *self.embedding_ranges, F=self.config.fourier_features,
+                                  FP=max(16, 1 << math.ceil(math.log2(
+                                      self.config.fourier_features))),
+                                  **common, **self.sizes)
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
-            out, parts, layout = _attend(q, k, v, cache.k[i], cache.v[i], position,
-                                         chunk=self.chunk, precision=self.precision)
+            att = decode_attention_triton(q, k, v, cache.k[i], cache.v[i], position,
+                                          chunk=self.chunk, precision=self.precision)
+            tk.step_mlp[(blocks, self.split)](x, position, att, *layer["rest"], x_mid, y_part,
+                                              B, self.eps, **self.mlp_sizes, **common)
             nxt = layer if last else self.layers[i + 1]  # (the last layer's is never read)
-            tk.step_tail[grid](x, position, out, *parts, *layer["rest"], *nxt["qkv"], *qkv,
-                               *self.head, logits, B, self.eps, GP=layout["GP"],
-                               CHUNK=layout["CHUNK"], CHUNKS=layout["CHUNKS"], LAST=last,
-                               CHP=1 << math.ceil(math.log2(layout["CHUNKS"])),
-                               **self.tail_sizes, **common)
+            tk.step_next[(blocks, 1 if last else 3)](
+                x, position, x_mid, y_part, *nxt["qkv"], *qkv, *self.head, logits, B, self.eps,
+                S=self.split, VOCAB=self.config.vocab_size, LAST=last, **common, **self.sizes)
         return logits
 
 

@@ -2,15 +2,19 @@
 launches them and holds their PyTorch references).
 
 * ``attend`` / ``merge``: flash-decoding over each row's own prefix of the KV cache.
-* ``step_head`` / ``step_tail``: the rest of a :class:`~wavar.model.transformer.WaveletGPT`
-  step, fused per block of rows, so a whole step is ``2 n_layer + 1`` kernels: ``step_head``
+* ``step_head`` / ``step_mlp`` / ``step_next``: the rest of a
+  :class:`~wavar.model.transformer.WaveletGPT` step, fused per block of rows. ``step_head``
   embeds the previous token and the slot and projects layer 0's queries, keys and values;
-  after each layer's ``attend``, ``step_tail`` merges the row's chunks, applies the output
-  projection, the MLP and both residuals, and either projects the next layer's queries, keys and
-  values or, after the last layer, the final norm and the head (logits). A small model's step
-  is otherwise ~60 tiny kernels whose fixed costs, not its bytes, set its speed.
+  after each layer's attention, ``step_mlp`` applies the output projection, the residual and a
+  slice of the MLP, and ``step_next`` sums the slices into the residual stream and projects the
+  next layer's queries, keys and values (or, after the last layer, the final norm and the head).
+  A small model's step is otherwise ~60 tiny kernels whose fixed costs, not its bytes, set its
+  speed. What sets a fused kernel's time is instead its longest chain of dependent products,
+  so the grids are two-dimensional: the MLP's hidden units are split over programs (their
+  partial outputs summed in a fixed order, so results do not depend on scheduling) and the
+  query, key and value projections run side by side.
 
-Matrices are stored transposed, (in, out) row-major, and read in tiles of ~4k elements
+Matrices are stored transposed, (in, out) row-major, and read in tiles of ~8k elements
 (registers); activations stay fp32 in registers, a block of ``BM`` rows per program.
 """
 
@@ -178,21 +182,24 @@ def _rotated_heads(xn, WA, WB, OUT, rows, rmask, position, COS, SIN, N_HEADS: tl
 
 
 @triton.jit
-def _project_qkv(xn, rows, rmask, position, W_QA, W_QB, W_KA, W_KB, W_V, COS, SIN, Q, K, V,
-                 C: tl.constexpr, CP: tl.constexpr, H: tl.constexpr, HKV: tl.constexpr,
-                 HD: tl.constexpr, NT: tl.constexpr, ROPE: tl.constexpr,
-                 PRECISION: tl.constexpr):
-    """Queries (B, H, HD), keys and values (B, HKV, HD) of the normed rows xn."""
-    _rotated_heads(xn, W_QA, W_QB, Q, rows, rmask, position, COS, SIN, H, HD, C, CP, NT, ROPE,
-                   PRECISION)
-    _rotated_heads(xn, W_KA, W_KB, K, rows, rmask, position, COS, SIN, HKV, HD, C, CP, NT,
-                   ROPE, PRECISION)
-    nv: tl.constexpr = HKV * HD
-    for n0 in range(0, nv, NT):
-        j = n0 + tl.arange(0, NT)
-        v = _matmul(xn, W_V + n0, nv, C, nv - n0, CP, NT, PRECISION)
-        tl.store(V + rows[:, None] * nv + j[None, :], v,
-                 mask=rmask[:, None] & (j < nv)[None, :])
+def _project(xn, which, rows, rmask, position, W_QA, W_QB, W_KA, W_KB, W_V, COS, SIN, Q, K, V,
+             C: tl.constexpr, CP: tl.constexpr, H: tl.constexpr, HKV: tl.constexpr,
+             HD: tl.constexpr, NT: tl.constexpr, ROPE: tl.constexpr, PRECISION: tl.constexpr):
+    """Queries (B, H, HD) for which = 0, keys (B, HKV, HD) for 1, values for 2, of the normed
+    rows xn."""
+    if which == 0:
+        _rotated_heads(xn, W_QA, W_QB, Q, rows, rmask, position, COS, SIN, H, HD, C, CP, NT,
+                       ROPE, PRECISION)
+    elif which == 1:
+        _rotated_heads(xn, W_KA, W_KB, K, rows, rmask, position, COS, SIN, HKV, HD, C, CP, NT,
+                       ROPE, PRECISION)
+    else:
+        nv: tl.constexpr = HKV * HD
+        for n0 in range(0, nv, NT):
+            j = n0 + tl.arange(0, NT)
+            v = _matmul(xn, W_V + n0, nv, C, nv - n0, CP, NT, PRECISION)
+            tl.store(V + rows[:, None] * nv + j[None, :], v,
+                     mask=rmask[:, None] & (j < nv)[None, :])
 
 
 @triton.jit
@@ -203,12 +210,14 @@ def step_head(TOK, SLOTS, XY, MT, POS, X,
               C: tl.constexpr, CP: tl.constexpr, F: tl.constexpr, FP: tl.constexpr,
               H: tl.constexpr, HKV: tl.constexpr, HD: tl.constexpr, NT: tl.constexpr,
               BM: tl.constexpr, ROPE: tl.constexpr, PRECISION: tl.constexpr):
-    """Embed rows' step inputs (WaveletGPT._steps) into X (B, C), then layer 0's q, k, v.
+    """Embed rows' step inputs (WaveletGPT._steps) into X (B, C), then layer 0's queries,
+    keys or values (grid axis 1: 0, 1, 2; each program embeds its rows itself).
 
     TOK (B,) previous tokens, SLOTS (B, 5) [plane, channel, level, orientation, kind], XY (B, 2)
     the slot's (y, x) centre, MT (B,) m~, POS (B,) cache positions (negative: a skipped row,
     computed all the same; its results are never used)."""
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
+    which = tl.program_id(1)
     rmask = rows < B
     cols = tl.arange(0, CP)
     mt = tl.minimum(tl.maximum(tl.load(MT + rows, mask=rmask, other=0), mt_min), mt_max)
@@ -232,66 +241,63 @@ def step_head(TOK, SLOTS, XY, MT, POS, X,
         + x0[:, None] * tl.load(FREQS + F + f, mask=fmask, other=0.0)[None, :])
     x += _matmul(tl.sin(angle), W_F, C, F, C, FP, CP, PRECISION)
     x += _matmul(tl.cos(angle), W_F + F * C, C, F, C, FP, CP, PRECISION)
-    tl.store(X + rows[:, None] * C + cols[None, :], x,
-             mask=rmask[:, None] & (cols < C)[None, :])
+    if which == 0:
+        tl.store(X + rows[:, None] * C + cols[None, :], x,
+                 mask=rmask[:, None] & (cols < C)[None, :])
     position = tl.maximum(tl.load(POS + rows, mask=rmask, other=0), 0)
-    _project_qkv(_rmsnorm(x, G1, cols, C, eps), rows, rmask, position, W_QA, W_QB, W_KA, W_KB,
-                 W_V, COS, SIN, Q, K, V, C, CP, H, HKV, HD, NT, ROPE, PRECISION)
+    _project(_rmsnorm(x, G1, cols, C, eps), which, rows, rmask, position, W_QA, W_QB, W_KA,
+             W_KB, W_V, COS, SIN, Q, K, V, C, CP, H, HKV, HD, NT, ROPE, PRECISION)
 
 
 @triton.jit
-def _attention_columns(p, rows, rmask, c0, OUT, M_PART, L_PART, A_PART, C: tl.constexpr,
-                       KT: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
-                       HD: tl.constexpr, CHUNK: tl.constexpr, CHUNKS: tl.constexpr,
-                       CHP: tl.constexpr):
-    """Columns c0 .. c0 + KT of the rows' attention outputs (heads side by side), merged over
-    each row's chunks of prefix as ``merge`` does, all chunks at once (one round of loads, not
-    one per chunk); zero for skipped rows."""
-    cols = c0 + tl.arange(0, KT)
-    live = rmask & (p >= 0)
-    mask = live[:, None] & (cols < C)[None, :]
-    if CHUNKS == 1:
-        return tl.load(OUT + rows[:, None] * C + cols[None, :], mask=mask, other=0.0)
-    h = cols // HD
-    ch = tl.arange(0, CHP)[None, :, None]
-    has = mask[:, None, :] & (ch < tl.maximum(tl.cdiv(p, CHUNK), 1)[:, None, None])
-    part = ((rows[:, None, None] * HKV + (h // G)[None, None, :]) * CHUNKS + ch) * GP \
-        + (h % G)[None, None, :]  # (BM, CHP, KT)
-    m = tl.load(M_PART + part, mask=has, other=float("-inf"))
-    m_max = tl.where(mask, tl.max(m, axis=1), 0.0)
-    w = tl.exp2(m - m_max[:, None, :])  # 0 for chunks the row does not have
-    lsum = tl.sum(tl.load(L_PART + part, mask=has, other=0.0) * w, axis=1)
-    acc = tl.sum(tl.load(A_PART + part * HD + (cols % HD)[None, None, :], mask=has,
-                         other=0.0) * w, axis=1)
-    return tl.where(mask, acc / tl.where(mask, lsum, 1.0), 0.0)
-
-
-@triton.jit
-def step_tail(X, POS, OUT, M_PART, L_PART, A_PART, W_O, G2, W_FC, W_PR,
-              G1, W_QA, W_QB, W_KA, W_KB, W_V, COS, SIN, Q, K, V, GF, W_HEAD, LOGITS, B, eps,
-              C: tl.constexpr, CP: tl.constexpr, H: tl.constexpr, HKV: tl.constexpr,
-              HD: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HID: tl.constexpr,
-              HT: tl.constexpr, VOCAB: tl.constexpr, NT: tl.constexpr, KT: tl.constexpr,
-              CHUNK: tl.constexpr, CHUNKS: tl.constexpr, CHP: tl.constexpr, BM: tl.constexpr,
-              LAST: tl.constexpr, ROPE: tl.constexpr, PRECISION: tl.constexpr):
-    """The rest of a layer after ``attend``: x += proj(attention); x += mlp(norm2(x)); then the
-    next layer's q, k, v (G1, W_Q*, W_K*, W_V of that layer) or, after the last, the logits
-    head(norm(x)) into LOGITS (B, VOCAB)."""
+def step_mlp(X, POS, ATT, W_O, G2, W_FC, W_PR, X_MID, Y_PART, B, eps,
+             C: tl.constexpr, CP: tl.constexpr, HID: tl.constexpr, HS: tl.constexpr,
+             HT: tl.constexpr, KT: tl.constexpr, BM: tl.constexpr, PRECISION: tl.constexpr):
+    """x = X + ATT @ W_O (the attention's residual; into X_MID (B, C)), then the MLP on
+    norm2(x) restricted to hidden units s HS .. (s + 1) HS (s: grid axis 1), whose output
+    goes to Y_PART[s] (S, B, C). Skipped rows' attention is zero."""
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
+    s = tl.program_id(1)
     rmask = rows < B
     cols = tl.arange(0, CP)
     xmask = rmask[:, None] & (cols < C)[None, :]
-    p = tl.load(POS + rows, mask=rmask, other=-1)
+    live = rmask & (tl.load(POS + rows, mask=rmask, other=-1) >= 0)
     x = tl.load(X + rows[:, None] * C + cols[None, :], mask=xmask, other=0.0)
-    # attention output, KT columns at a time (unrolled: their loads need not wait on each other)
-    for c0 in tl.static_range(0, C, KT):
-        o = _attention_columns(p, rows, rmask, c0, OUT, M_PART, L_PART, A_PART, C, KT, HKV, G,
-                               GP, HD, CHUNK, CHUNKS, CHP)
+    for c0 in range(0, C, KT):
+        k = c0 + tl.arange(0, KT)
+        o = tl.load(ATT + rows[:, None] * C + k[None, :],
+                    mask=live[:, None] & (k < C)[None, :], other=0.0)
         x += _matmul(o, W_O + c0 * C, C, C - c0, C, KT, CP, PRECISION)
+    if s == 0:
+        tl.store(X_MID + rows[:, None] * C + cols[None, :], x, mask=xmask)
     xn = _rmsnorm(x, G2, cols, C, eps)
-    for j0 in range(0, HID, HT):  # the MLP, HT hidden units at a time
-        hidden = _gelu(_matmul(xn, W_FC + j0, HID, C, HID - j0, CP, HT, PRECISION))
-        x += _matmul(hidden, W_PR + j0 * C, C, HID - j0, C, HT, CP, PRECISION)
+    y = tl.zeros([BM, CP], tl.float32)
+    end = tl.minimum(s * HS + HS, HID)
+    for j0 in range(s * HS, end, HT):
+        hidden = _gelu(_matmul(xn, W_FC + j0, HID, C, end - j0, CP, HT, PRECISION))
+        y += _matmul(hidden, W_PR + j0 * C, C, end - j0, C, HT, CP, PRECISION)
+    tl.store(Y_PART + s * B * C + rows[:, None] * C + cols[None, :], y, mask=xmask)
+
+
+@triton.jit
+def step_next(X, POS, X_MID, Y_PART, G1, W_QA, W_QB, W_KA, W_KB, W_V, COS, SIN, Q, K, V,
+              GF, W_HEAD, LOGITS, B, eps,
+              C: tl.constexpr, CP: tl.constexpr, S: tl.constexpr, H: tl.constexpr,
+              HKV: tl.constexpr, HD: tl.constexpr, VOCAB: tl.constexpr, NT: tl.constexpr,
+              BM: tl.constexpr, LAST: tl.constexpr, ROPE: tl.constexpr,
+              PRECISION: tl.constexpr):
+    """x = X_MID + the MLP's S partial outputs, summed in order (the residual stream after the
+    layer, into X); then the next layer's queries, keys or values (grid axis 1: 0, 1, 2) or,
+    after the last layer, the logits head(norm(x)) into LOGITS (B, VOCAB)."""
+    rows = tl.program_id(0) * BM + tl.arange(0, BM)
+    which = tl.program_id(1)
+    rmask = rows < B
+    cols = tl.arange(0, CP)
+    xmask = rmask[:, None] & (cols < C)[None, :]
+    at = rows[:, None] * C + cols[None, :]
+    x = tl.load(X_MID + at, mask=xmask, other=0.0)
+    for s in range(S):
+        x += tl.load(Y_PART + s * B * C + at, mask=xmask, other=0.0)
     if LAST:
         xf = _rmsnorm(x, GF, cols, C, eps)
         for n0 in range(0, VOCAB, NT):
@@ -300,9 +306,11 @@ def step_tail(X, POS, OUT, M_PART, L_PART, A_PART, W_O, G2, W_FC, W_PR,
             tl.store(LOGITS + rows[:, None] * VOCAB + j[None, :], logits,
                      mask=rmask[:, None] & (j < VOCAB)[None, :])
     else:
-        tl.store(X + rows[:, None] * C + cols[None, :], x, mask=xmask)
-        _project_qkv(_rmsnorm(x, G1, cols, C, eps), rows, rmask, tl.maximum(p, 0), W_QA, W_QB,
-                     W_KA, W_KB, W_V, COS, SIN, Q, K, V, C, CP, H, HKV, HD, NT, ROPE, PRECISION)
+        if which == 0:
+            tl.store(X + at, x, mask=xmask)
+        position = tl.maximum(tl.load(POS + rows, mask=rmask, other=0), 0)
+        _project(_rmsnorm(x, G1, cols, C, eps), which, rows, rmask, position, W_QA, W_QB, W_KA,
+                 W_KB, W_V, COS, SIN, Q, K, V, C, CP, H, HKV, HD, NT, ROPE, PRECISION)
 
 
 @triton.jit
