@@ -115,7 +115,8 @@ def interpreted_fused() -> None:
             c.n_planes_max, c.n_channels, c.max_level + 1, 4, c.n_kinds)], 1)
         pos = torch.rand(B, 2, generator=g)
         m_tilde = torch.randint(c.m_tilde_min - 3, c.m_tilde_max + 3, (B,), generator=g)
-        want = model.decode_step(want_cache, prev, slots, pos, m_tilde, t)
+        prev[1] = -1  # a finished row's token, read as 0 (the model's step needs it clamped)
+        want = model.decode_step(want_cache, prev.clamp(min=0), slots, pos, m_tilde, t)
         got = FusedDecodeStep(model, chunk=chunk)(cache, prev, slots, pos, m_tilde, t)
         live = t >= 0
         torch.testing.assert_close(got[live], want[live], atol=1e-4, rtol=1e-4, msg=name)

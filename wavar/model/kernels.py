@@ -227,13 +227,14 @@ class FusedDecodeStep:
 
     def __call__(self, cache, prev_token: Tensor, slots: Tensor, pos: Tensor, m_tilde: Tensor,
                  t: Tensor) -> Tensor:
-        """Raw logits (B, V) as :meth:`WaveletGPT.decode_step` with a (B,) ``t``."""
+        """Raw logits (B, V) as :meth:`WaveletGPT.decode_step` with a (B,) ``t`` (a negative
+        ``prev_token`` reads as 0: finished rows need no clamping)."""
         from wavar.model import triton_kernels as tk
 
         B = len(prev_token)
         C, H, n_kv, hd = (self.sizes[k] for k in ("C", "H", "HKV", "HD"))
         dev = prev_token.device
-        position = torch.where(t >= 0, t + 1, -1)
+        position = torch.empty_like(t)  # t + 1, -1 for skipped rows: step_head writes it
         x, x_mid = torch.empty(B, C, device=dev), torch.empty(B, C, device=dev)
         y_part = torch.empty(self.split, B, C, device=dev)
         q = torch.empty(B, H, hd, device=dev)
@@ -243,7 +244,7 @@ class FusedDecodeStep:
         precision = _precision(torch.float32, self.precision)
         common = dict(BM=self.block_rows, PRECISION=precision, **self.tuning)
         qkv = (*self.rope, q, k, v)
-        tk.step_head[(blocks, 3)](prev_token, slots, pos, m_tilde, position, x,
+        tk.step_head[(blocks, 3)](prev_token, slots, pos, m_tilde, t, position, x,
                                   *self.embeddings, *self.layers[0]["qkv"], *qkv, B, self.eps,
                                   *self.embedding_ranges, F=self.config.fourier_features,
                                   FP=max(16, 1 << math.ceil(math.log2(

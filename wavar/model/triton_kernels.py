@@ -203,7 +203,7 @@ def _project(xn, which, rows, rmask, position, W_QA, W_QB, W_KA, W_KB, W_V, COS,
 
 
 @triton.jit
-def step_head(TOK, SLOTS, XY, MT, POS, X,
+def step_head(TOK, SLOTS, XY, MT, T, POS, X,
               E_TOK, E_PLANE, E_CHANNEL, E_LEVEL, E_ORIENT, E_KIND, E_EXP, E_MT, FREQS, W_F,
               G1, W_QA, W_QB, W_KA, W_KB, W_V, COS, SIN, Q, K, V, B, eps,
               mt_min, mt_max, e_min, n_exp,
@@ -213,8 +213,9 @@ def step_head(TOK, SLOTS, XY, MT, POS, X,
     """Embed rows' step inputs (WaveletGPT._steps) into X (B, C), then layer 0's queries,
     keys or values (grid axis 1: 0, 1, 2; each program embeds its rows itself).
 
-    TOK (B,) previous tokens, SLOTS (B, 5) [plane, channel, level, orientation, kind], XY (B, 2)
-    the slot's (y, x) centre, MT (B,) m~, POS (B,) cache positions (negative: a skipped row,
+    TOK (B,) previous tokens (negative read as 0), SLOTS (B, 5) [plane, channel, level,
+    orientation, kind], XY (B, 2) the slot's (y, x) centre, MT (B,) m~, T (B,) steps; writes the
+    cache positions t + 1 to POS (B,) for the kernels after it, -1 where t < 0 (a skipped row,
     computed all the same; its results are never used)."""
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
     which = tl.program_id(1)
@@ -222,7 +223,7 @@ def step_head(TOK, SLOTS, XY, MT, POS, X,
     cols = tl.arange(0, CP)
     mt = tl.minimum(tl.maximum(tl.load(MT + rows, mask=rmask, other=0), mt_min), mt_max)
     plane = tl.load(SLOTS + rows * 5, mask=rmask, other=0)
-    x = _rows_of(E_TOK, tl.load(TOK + rows, mask=rmask, other=0), rmask, cols, C)
+    x = _rows_of(E_TOK, tl.maximum(tl.load(TOK + rows, mask=rmask, other=0), 0), rmask, cols, C)
     x += _rows_of(E_PLANE, plane, rmask, cols, C)
     x += _rows_of(E_CHANNEL, tl.load(SLOTS + rows * 5 + 1, mask=rmask, other=0), rmask, cols, C)
     x += _rows_of(E_LEVEL, tl.load(SLOTS + rows * 5 + 2, mask=rmask, other=0), rmask, cols, C)
@@ -241,12 +242,13 @@ def step_head(TOK, SLOTS, XY, MT, POS, X,
         + x0[:, None] * tl.load(FREQS + F + f, mask=fmask, other=0.0)[None, :])
     x += _matmul(tl.sin(angle), W_F, C, F, C, FP, CP, PRECISION)
     x += _matmul(tl.cos(angle), W_F + F * C, C, F, C, FP, CP, PRECISION)
+    t = tl.load(T + rows, mask=rmask, other=-1)
     if which == 0:
         tl.store(X + rows[:, None] * C + cols[None, :], x,
                  mask=rmask[:, None] & (cols < C)[None, :])
-    position = tl.maximum(tl.load(POS + rows, mask=rmask, other=0), 0)
-    _project(_rmsnorm(x, G1, cols, C, eps), which, rows, rmask, position, W_QA, W_QB, W_KA,
-             W_KB, W_V, COS, SIN, Q, K, V, C, CP, H, HKV, HD, NT, ROPE, PRECISION)
+        tl.store(POS + rows, tl.where(t >= 0, t + 1, -1), mask=rmask)
+    _project(_rmsnorm(x, G1, cols, C, eps), which, rows, rmask, tl.maximum(t + 1, 0), W_QA,
+             W_QB, W_KA, W_KB, W_V, COS, SIN, Q, K, V, C, CP, H, HKV, HD, NT, ROPE, PRECISION)
 
 
 @triton.jit

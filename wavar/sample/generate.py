@@ -527,7 +527,8 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
 
     def model_step(span: int) -> torch.Tensor:
         if rowwise:  # every live row at step t, finished ones skipped: the whole cache, always
-            return decode(cache, both(tok.clamp(min=0)), both(slots), both(pos), mt_t,
+            prev = tok if attention == "fused" else tok.clamp(min=0)  # (fused: reads -1 as 0)
+            return decode(cache, both(prev), both(slots), both(pos), mt_t,
                           both(torch.where(live, t_dev, -1)))
         return decode(_cache_view(cache, span), both(tok.clamp(min=0)), both(slots), both(pos),
                       mt_t, t_dev)
