@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(faster, about 3 significant digits)")
     p.add_argument("--compile-step", action="store_true",
                    help="GPU: compile the model step with torch.compile (tens of seconds "
-                        "once; pays for large batches)")
+                        "once; pays for large batches of models wider than 128, whose step "
+                        "is not already fused into Triton kernels)")
     p.set_defaults(func=_sample)
     return p
 

@@ -221,7 +221,7 @@ class FusedDecodeStep:
         tile = tile or max(16, min(64, 8192 // cp))
         self.sizes = dict(C=C, CP=cp, H=H, HKV=n_kv, HD=hd, NT=tile, ROPE=c.rope)
         # 256 hidden units a program: at batch 1024 on an H200, 2 programs a block of rows beat
-        # 4 by 4% and 8 by 13% (results/sample_speed_fashion-mnist_h200_fused_tf32_sweep.json)
+        # 4 by 4.6% and 8 by 11-15% (benchmarks/results/..._fused_tf32_sweep.json)
         self.split = mlp_split or max(1, 4 * C // 256)
         self.mlp_sizes = dict(C=C, CP=cp, HID=4 * C, HS=-(-4 * C // self.split), HT=tile,
                               KT=tile)
