@@ -73,13 +73,18 @@ def interpreted() -> None:
             assert torch.equal(kc2, want_k) and torch.equal(vc2, want_v), name
 
 
-def test_triton_kernel_matches_the_reference_in_the_interpreter():
+def run_interpreted(check: str) -> None:
+    """Run this module's function ``check`` in a subprocess under Triton's interpreter."""
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", "import tests.model.test_kernels as t; "
-                        "t.interpreted(); print('ok')"], cwd=ROOT, env=env,
+                        f"t.{check}(); print('ok')"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
+
+def test_triton_kernel_matches_the_reference_in_the_interpreter():
+    run_interpreted("interpreted")
 
 
 def fused_cases():
@@ -127,9 +132,4 @@ def interpreted_fused() -> None:
 
 
 def test_fused_step_matches_the_model_in_the_interpreter():
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-c", "import tests.model.test_kernels as t; "
-                        "t.interpreted_fused(); print('ok')"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+    run_interpreted("interpreted_fused")
