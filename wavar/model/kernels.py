@@ -1,11 +1,12 @@
-"""Decode attention with per-row cache lengths: a Triton kernel and its PyTorch reference.
+"""Launchers of the decode-step Triton kernels (:mod:`wavar.model.triton_kernels`) and the
+PyTorch reference of the attention; importing this module needs no Triton.
 
-One sampling step of a batch gives every row one query. Row r writes its new key and value at
-cache position ``positions[r]`` and attends over positions ``0 .. positions[r]``; a negative
-position skips the row (a finished sequence: no cache write, no reads). Each row therefore
-reads exactly its own prefix, once, whatever the other rows' lengths, which is what the
-bandwidth bound of sampling counts, and the shapes never change between steps (one CUDA graph
-serves a whole generation).
+Decode attention with per-row cache lengths. One sampling step of a batch gives every row one
+query. Row r writes its new key and value at cache position ``positions[r]`` and attends over
+positions ``0 .. positions[r]``; a negative position skips the row (a finished sequence: no
+cache write, no reads). Each row therefore reads exactly its own prefix, once, whatever the
+other rows' lengths, which is what the bandwidth bound of sampling counts, and the shapes never
+change between steps (one CUDA graph serves a whole generation).
 
 The kernel is flash-decoding (Dao et al. 2023): one program per (row, key/value head, chunk of
 the prefix), the query heads that share a key/value head processed together on tensor cores
@@ -15,8 +16,12 @@ prefix gets more programs than a short one and a finished row none: rows of uneq
 keep the GPU evenly busy. The new key and value take part from registers, so no program reads a
 position another may still be writing.
 
-``decode_attention_reference`` is the same computation in plain PyTorch (any device); the tests
-run the kernel in Triton's interpreter (``TRITON_INTERPRET=1``) against it.
+The fused step (:class:`FusedDecodeStep`) runs the rest of a small model's decode step around
+that kernel, and :func:`draw_tokens` the plain draw: a step of the sampler in ~24 kernels.
+
+``decode_attention_reference`` is the attention in plain PyTorch (any device), and the model's
+own ``decode_step`` is the fused step's reference; the tests run the kernels in Triton's
+interpreter (``TRITON_INTERPRET=1``) against them.
 """
 
 from __future__ import annotations
@@ -59,13 +64,6 @@ def triton_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _kernels():
-    """The two attention kernels (importing this module needs no Triton)."""
-    from wavar.model import triton_kernels
-
-    return triton_kernels.attend, triton_kernels.merge
-
-
 def default_chunk(batch_kv: int, length: int, device: torch.device, block_n: int = 64) -> int:
     """Positions of a prefix per program: enough programs for about eight per multiprocessor
     when every row's prefix is full (a single sequence: chunks of one block), at most 512
@@ -86,43 +84,6 @@ def _precision(dtype: torch.dtype, precision: str | None) -> str:
     return precision
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor,
-            positions: Tensor, chunk: int | None = None, block_n: int | None = None,
-            dot: bool = True, precision: str | None = None, warps: int | None = None,
-            stages: int | None = None) -> tuple[Tensor, list[Tensor], dict[str, int]]:
-    """Launch ``attend``: (output, chunk partials, their layout). With one chunk the output is
-    final; with more, each row's chunks wait in the partials to be merged."""
-    B, H, hd = q.shape
-    n_kv, length = k_cache.size(1), k_cache.size(2)
-    group = H // n_kv
-    if hd & (hd - 1) or hd < 16 or any(x.stride(-1) != 1 for x in (q, k, v, k_cache, v_cache)):
-        raise ValueError("decode attention needs a power-of-two head size of at least 16 and "
-                         "a contiguous last dimension")
-    gp = max(16 if dot else 2, 1 << math.ceil(math.log2(group)))
-    # without tensor cores the (GP, BN, HD) products live in registers: keep them near 8k
-    block_n = block_n or (64 if dot else max(16, min(64, 8192 // (gp * hd))))
-    chunk = chunk or default_chunk(B * n_kv, length, q.device, block_n)
-    block_n = min(block_n, chunk)
-    if block_n < 16 or block_n & (block_n - 1) or chunk % block_n:
-        raise ValueError(f"chunk={chunk} must be a multiple of a power-of-two block of at "
-                         f"least 16 positions (block_n={block_n})")
-    chunks = -(-length // chunk)
-    attend, _ = _kernels()
-    out = torch.empty(B, H, hd, dtype=q.dtype, device=q.device)
-    parts = [torch.empty(B * n_kv * chunks * gp * w, dtype=torch.float32, device=q.device)
-             for w in (1, 1, hd)] if chunks > 1 else [out, out, out]
-    layout = dict(HKV=n_kv, G=group, GP=gp, HD=hd, CHUNK=chunk, CHUNKS=chunks)
-    warps = warps or (4 if dot or gp * hd * block_n <= 8192 else 8)
-    tuning = {} if stages is None else {"num_stages": stages}
-    attend[(B * n_kv, chunks)](
-        q, k, v, k_cache, v_cache, positions, out, *parts,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), out.stride(0), out.stride(1),
-        hd**-0.5, BLOCK_N=block_n, DOT=dot, PRECISION=_precision(k_cache.dtype, precision),
-        num_warps=warps, **layout, **tuning)
-    return out, parts, layout
-
-
 def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor,
                             positions: Tensor, chunk: int | None = None,
                             block_n: int | None = None, dot: bool = True,
@@ -139,12 +100,38 @@ def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_
     matrix products use TF32, else ``"tf32x3"``). ``block_n``, ``warps`` and ``stages`` are
     the kernel's tiling, for tuning.
     """
-    out, parts, layout = _attend(q, k, v, k_cache, v_cache, positions, chunk, block_n, dot,
-                                 precision, warps, stages)
-    if layout["CHUNKS"] > 1:
-        _, merge = _kernels()
-        merge[(len(q) * layout["HKV"],)](positions, out, *parts, out.stride(0), out.stride(1),
-                                        num_warps=4, **layout)
+    from wavar.model import triton_kernels as tk
+
+    B, H, hd = q.shape
+    n_kv, length = k_cache.size(1), k_cache.size(2)
+    group = H // n_kv
+    if hd & (hd - 1) or hd < 16 or any(x.stride(-1) != 1 for x in (q, k, v, k_cache, v_cache)):
+        raise ValueError("decode attention needs a power-of-two head size of at least 16 and "
+                         "a contiguous last dimension")
+    gp = max(16 if dot else 2, 1 << math.ceil(math.log2(group)))
+    # without tensor cores the (GP, BN, HD) products live in registers: keep them near 8k
+    block_n = block_n or (64 if dot else max(16, min(64, 8192 // (gp * hd))))
+    chunk = chunk or default_chunk(B * n_kv, length, q.device, block_n)
+    block_n = min(block_n, chunk)
+    if block_n < 16 or block_n & (block_n - 1) or chunk % block_n:
+        raise ValueError(f"chunk={chunk} must be a multiple of a power-of-two block of at "
+                         f"least 16 positions (block_n={block_n})")
+    chunks = -(-length // chunk)
+    out = torch.empty(B, H, hd, dtype=q.dtype, device=q.device)
+    parts = [torch.empty(B * n_kv * chunks * gp * w, dtype=torch.float32, device=q.device)
+             for w in (1, 1, hd)] if chunks > 1 else [out, out, out]
+    layout = dict(HKV=n_kv, G=group, GP=gp, HD=hd, CHUNK=chunk, CHUNKS=chunks)
+    warps = warps or (4 if dot or gp * hd * block_n <= 8192 else 8)
+    tuning = {} if stages is None else {"num_stages": stages}
+    tk.attend[(B * n_kv, chunks)](
+        q, k, v, k_cache, v_cache, positions, out, *parts,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), out.stride(0), out.stride(1),
+        hd**-0.5, BLOCK_N=block_n, DOT=dot, PRECISION=_precision(k_cache.dtype, precision),
+        num_warps=warps, **layout, **tuning)
+    if chunks > 1:
+        tk.merge[(B * n_kv,)](positions, out, *parts, out.stride(0), out.stride(1), num_warps=4,
+                              **layout)
     return out
 
 
