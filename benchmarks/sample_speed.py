@@ -87,6 +87,10 @@ def main() -> None:
     ap.add_argument("--step-check", action="store_true",
                     help="GPU: check the fused decode step against the model's and time one "
                     "step of each alone")
+    ap.add_argument("--fused-tilings", nargs="+", default=[], metavar="K=V,...",
+                    help="GPU: also time the fused step with these FusedDecodeStep options, "
+                    "e.g. warps=4,stages=2 (whole generations; the library's defaults "
+                    "otherwise)")
     ap.add_argument("--tf32", action="store_true",
                     help="GPU: let fp32 matrix products use TF32 tensor cores")
     ap.add_argument("--profile", type=int, default=0, metavar="B",
@@ -133,12 +137,16 @@ def main() -> None:
                          for g in args.graphs]
         if args.compare:
             variants.append(("cpu-grammar", False, {"cuda_graphs": "model"}))
+        variants += [(f"fused/{g}/{spec}", True,
+                      {"cuda_graphs": g, "attention": "fused", "tiling": spec})
+                     for spec in args.fused_tilings for g in args.graphs]
 
     print(f"{args.model} on {env['device']} ({env['dtype']}, {env['params']} parameters)")
     print(f"{'variant':>20} {'batch':>6} {'seconds':>8} {'img/s':>9} {'tok/s':>11} "
           f"{'steps':>6} {'bound s':>8} {'of bound':>8}")
     for label, path, options in variants:
         graphs = options.pop("cuda_graphs", "model")
+        tiling = fused_tiling(options.pop("tiling", None))
         try:
             # warm-up: numba and cuBLAS initialisation
             generate(model, [0] * 8, seed=0, max_tokens=600, gpu_grammar=path,
@@ -161,6 +169,23 @@ def main() -> None:
             rows.append({"variant": label, "error": f"{type(e).__name__}: {e}"[:2000]})
             print(rows[-1], flush=True)
             save()
+        finally:
+            tiling.stop()
+
+
+def fused_tiling(spec: str | None):
+    """Started patch of FusedDecodeStep's defaults from "key=value,..." (integers)."""
+    from functools import partialmethod
+    from unittest import mock
+
+    from wavar.model.kernels import FusedDecodeStep
+
+    options = dict((k, int(x)) for k, x in (kv.split("=") for kv in spec.split(","))) \
+        if spec else {}
+    patch = mock.patch.object(FusedDecodeStep, "__init__",
+                              partialmethod(FusedDecodeStep.__init__, **options))
+    patch.start()
+    return patch
 
 
 def kernel_check(model, batch: int, bandwidth: float, sweep: bool = False) -> dict:
