@@ -326,13 +326,12 @@ def step_check(model, batch: int, compiled: bool) -> dict:
                                             (cache.v - ref.v).abs().max()))})
         print("step check", out["checks"][-1], flush=True)
         steps = {"rows": model.decode_step, "fused": fused}
-        if b == batch:  # tilings of the fused step
+        if b == batch:  # tilings of the fused step, each beside the defaults
             steps.update({"fused/" + ", ".join(f"{k} {x}" for k, x in o.items()):
                           FusedDecodeStep(model, **o)
-                          for o in ({"tile": 32}, {"warps": 4}, {"mlp_split": 2},
+                          for o in ({"tile": 32}, {"warps": 8}, {"mlp_split": 4},
                                     {"mlp_split": 8}, {"block_rows": 32}, {"stages": 2},
-                                    {"mlp_split": 2, "block_rows": 32}, {"chunk": 256},
-                                    {"chunk": 1024})})
+                                    {"chunk": 256}, {"chunk": 1024})})
         if compiled and b == batch:  # (a compile per batch size: the largest only)
             steps["rows/compiled"] = _compiled_decode_step(model)
         for fill in ("random", "900"):

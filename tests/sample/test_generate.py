@@ -179,3 +179,8 @@ def test_model_generate_refuses_unknown_classes_and_empty_requests():
         model.generate(3)
     with pytest.raises(ValueError, match="n must be"):
         model.generate("a", n=0)
+
+
+def test_generate_refuses_a_temperature_that_is_not_positive():
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        generate(tiny_model(), [0], temperature=0.0)

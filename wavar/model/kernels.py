@@ -196,6 +196,8 @@ class FusedDecodeStep:
             s.fourier.weight.t())]
         self.embedding_ranges = (c.m_tilde_min, c.m_tilde_max, s.e_min,
                                  s.exponent.num_embeddings)
+        f = c.fourier_features
+        self.fourier_sizes = dict(F=f, FP=max(16, 1 << math.ceil(math.log2(f))))
         self.head = [norm(model.norm), packed(model.head.weight)]
         device = model.head.weight.device
         if c.rope:
@@ -236,16 +238,14 @@ class FusedDecodeStep:
         qkv = (*self.rope, q, k, v)
         tk.step_head[(blocks, 3)](prev_token, slots, pos, m_tilde, t, position, x,
                                   *self.embeddings, *self.layers[0]["qkv"], *qkv, B, self.eps,
-                                  *self.embedding_ranges, F=self.config.fourier_features,
-                                  FP=max(16, 1 << math.ceil(math.log2(
-                                      self.config.fourier_features))),
-                                  **common, **self.sizes)
+                                  *self.embedding_ranges, **self.fourier_sizes, **common,
+                                  **self.sizes)
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
             att = decode_attention_triton(q, k, v, cache.k[i], cache.v[i], position,
                                           chunk=self.chunk, precision=self.precision)
-            tk.step_mlp[(blocks, self.split)](x, position, att, *layer["rest"], x_mid, y_part,
-                                              B, self.eps, **self.mlp_sizes, **common)
+            tk.step_mlp[(blocks, self.split)](x, att, *layer["rest"], x_mid, y_part, B,
+                                              self.eps, **self.mlp_sizes, **common)
             nxt = layer if last else self.layers[i + 1]  # (the last layer's is never read)
             tk.step_next[(blocks, 1 if last else 3)](
                 x, position, x_mid, y_part, *nxt["qkv"], *qkv, *self.head, logits, B, self.eps,

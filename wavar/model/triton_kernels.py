@@ -252,23 +252,22 @@ def step_head(TOK, SLOTS, XY, MT, T, POS, X,
 
 
 @triton.jit
-def step_mlp(X, POS, ATT, W_O, G2, W_FC, W_PR, X_MID, Y_PART, B, eps,
+def step_mlp(X, ATT, W_O, G2, W_FC, W_PR, X_MID, Y_PART, B, eps,
              C: tl.constexpr, CP: tl.constexpr, HID: tl.constexpr, HS: tl.constexpr,
              HT: tl.constexpr, KT: tl.constexpr, BM: tl.constexpr, PRECISION: tl.constexpr):
     """x = X + ATT @ W_O (the attention's residual; into X_MID (B, C)), then the MLP on
     norm2(x) restricted to hidden units s HS .. (s + 1) HS (s: grid axis 1), whose output
-    goes to Y_PART[s] (S, B, C). Skipped rows' attention is zero."""
+    goes to Y_PART[s] (S, B, C). (Skipped rows' attention is zero: ``attend`` writes it.)"""
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
     s = tl.program_id(1)
     rmask = rows < B
     cols = tl.arange(0, CP)
     xmask = rmask[:, None] & (cols < C)[None, :]
-    live = rmask & (tl.load(POS + rows, mask=rmask, other=-1) >= 0)
     x = tl.load(X + rows[:, None] * C + cols[None, :], mask=xmask, other=0.0)
     for c0 in range(0, C, KT):
         k = c0 + tl.arange(0, KT)
         o = tl.load(ATT + rows[:, None] * C + k[None, :],
-                    mask=live[:, None] & (k < C)[None, :], other=0.0)
+                    mask=rmask[:, None] & (k < C)[None, :], other=0.0)
         x += _matmul(o, W_O + c0 * C, C, C - c0, C, KT, CP, PRECISION)
     if s == 0:
         tl.store(X_MID + rows[:, None] * C + cols[None, :], x, mask=xmask)

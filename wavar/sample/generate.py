@@ -206,10 +206,11 @@ def generate(
     attention : with the GPU grammar: ``"rows"`` gives every row its own cache position, so
         each reads exactly its own prefix and finished rows read nothing (one Triton kernel
         per layer on a GPU; one CUDA graph for the whole generation); ``"fused"`` is the same
-        with the rest of the model step fused too (``2 n_layer + 1`` Triton kernels a step,
-        :class:`wavar.model.kernels.FusedDecodeStep`); ``"span"`` attends all rows over the
-        shared filled span (PyTorch matmuls; a graph per ``cache_block``). ``"auto"``: fused
-        where Triton is available and the model's shapes suit it, else rows, else span.
+        with the rest of the model step and the plain draw in Triton kernels too
+        (:class:`wavar.model.kernels.FusedDecodeStep`; models up to 128 wide); ``"span"``
+        attends all rows over the shared filled span (PyTorch matmuls; a graph per
+        ``cache_block``). ``"auto"``: fused where Triton is available and the model's shapes
+        suit it, else rows, else span.
     compile_step : with the GPU grammar: run the model step through ``torch.compile``, which
         fuses its small element-wise kernels (compiles once per batch size: tens of seconds;
         with ``attention="fused"`` there is nothing left to compile).
@@ -228,6 +229,8 @@ def generate(
     if labels.min() < 0 or labels.max() > model.config.num_classes:
         raise ValueError(f"labels must lie in 0..{model.config.num_classes - 1} "
                          f"({model.config.num_classes} = unconditional)")
+    if temperature <= 0:  # before any work (every draw path divides by it)
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=device)
     gen.manual_seed(int(rng.integers(2**62)))
@@ -536,8 +539,6 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
     # plain sampling (the filters' defaults) with the fused step: one kernel draws, forces,
     # and records the tokens
     fused_draw = attention == "fused" and not guided and not top_k and (top_p or 1.0) >= 1.0
-    if fused_draw and temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
 
     def finish_step(logits: torch.Tensor) -> None:
         # draw (or force) every row's token, record it, step the grammar: all in place
@@ -547,15 +548,14 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
             noise = torch.empty_like(logits).exponential_(generator=gen)  # as filters.sample
             draw_tokens(logits, legal, noise, live, t_dev, tok, out, temperature, forced_t,
                         forced_len)
-            grammar_step()
-            t_dev.add_(1)
-            return
-        drawn = filters.sample(_filtered(logits, legal, cfg, temperature, top_k, top_p), gen)
-        if forced_t is not None:
-            col = forced_t.gather(1, t_dev.clamp(max=forced_t.size(1) - 1).expand(len(tok), 1))
-            drawn = torch.where(t_dev < forced_len, col[:, 0], drawn)
-        tok.copy_(drawn.masked_fill(~live, -1))
-        out.index_put_((rows, t_dev.expand(len(tok))), tok.to(torch.int8))
+        else:
+            drawn = filters.sample(_filtered(logits, legal, cfg, temperature, top_k, top_p), gen)
+            if forced_t is not None:
+                col = forced_t.gather(1, t_dev.clamp(max=forced_t.size(1) - 1)
+                                      .expand(len(tok), 1))
+                drawn = torch.where(t_dev < forced_len, col[:, 0], drawn)
+            tok.copy_(drawn.masked_fill(~live, -1))
+            out.index_put_((rows, t_dev.expand(len(tok))), tok.to(torch.int8))
         grammar_step()
         t_dev.add_(1)
 
