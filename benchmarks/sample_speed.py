@@ -17,7 +17,6 @@ the model's shapes and times it alone: the bandwidth it reaches reading the cach
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -52,8 +51,6 @@ def run(model, batch: int, seed: int, bandwidth: float, dtype_bytes: int,
     sync()
     dt = time.perf_counter() - t
     lengths = np.array([len(s) for s in seqs])
-    # the tokens' fingerprint: equal across variants that must draw the same tokens (lanes)
-    digest = hashlib.sha1(b"".join(s.tokens.tobytes() for s in seqs)).hexdigest()[:16]
     steps = int(lengths.max())
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bound_s = (steps * param_bytes + kv_bytes_read(model, lengths, dtype_bytes)) / bandwidth
@@ -61,7 +58,7 @@ def run(model, batch: int, seed: int, bandwidth: float, dtype_bytes: int,
             "graphs": graphs if gpu_grammar else "model", **options, "seconds": dt,
             "images_per_s": batch / dt,
             "tokens_per_s": float(lengths.sum()) / dt, "steps": steps,
-            "mean_tokens": float(lengths.mean()), "tokens_sha1": digest, "bound_s": bound_s,
+            "mean_tokens": float(lengths.mean()), "bound_s": bound_s,
             "fraction_of_bound": bound_s / dt}
 
 
@@ -94,9 +91,6 @@ def main() -> None:
                     help="GPU: also time the fused step with these FusedDecodeStep options, "
                     "e.g. warps=4,stages=2 (whole generations; the library's defaults "
                     "otherwise)")
-    ap.add_argument("--lanes", nargs="+", type=int, default=[0],
-                    help="GPU grammar: lanes of rows stepped side by side on their own streams "
-                    "(0: generate's default; several: compared)")
     ap.add_argument("--tf32", action="store_true",
                     help="GPU: let fp32 matrix products use TF32 tensor cores")
     ap.add_argument("--profile", type=int, default=0, metavar="B",
@@ -146,10 +140,6 @@ def main() -> None:
         variants += [(f"fused/{g}/{spec}", True,
                       {"cuda_graphs": g, "attention": "fused", "tiling": spec})
                      for spec in args.fused_tilings for g in args.graphs]
-        if args.lanes != [0]:
-            variants = [(f"{label}/lanes={k or 'auto'}", path,
-                         {**options, "lanes": k or None})
-                        for label, path, options in variants for k in args.lanes]
 
     print(f"{args.model} on {env['device']} ({env['dtype']}, {env['params']} parameters)")
     print(f"{'variant':>20} {'batch':>6} {'seconds':>8} {'img/s':>9} {'tok/s':>11} "
@@ -357,7 +347,7 @@ def step_check(model, batch: int, compiled: bool) -> dict:
 def show(r: dict) -> None:
     print(f"{r['variant']:>20} {r['batch']:>6} {r['seconds']:>8.2f} "
           f"{r['images_per_s']:>9.1f} {r['tokens_per_s']:>11.0f} {r['steps']:>6} "
-          f"{r['bound_s']:>8.3f} {r['fraction_of_bound']:>8.1%} {r['tokens_sha1']}", flush=True)
+          f"{r['bound_s']:>8.3f} {r['fraction_of_bound']:>8.1%}", flush=True)
 
 
 def profile(model, batch: int, graphs: str, options: dict, path: Path) -> None:

@@ -75,17 +75,6 @@ def loops_agree() -> None:
             assert codec.slots(s).kind[-1] == 4  # replays the grammar: raises if illegal
             assert (s.tokens[:30] == real.tokens[:30]).all()
             assert codec.decode(s).shape == (8, 8)
-    # lanes (rows split over their own caches and streams) draw the very tokens of one lane,
-    # through whole generations (rows finishing at different steps), forced and guided too
-    many = [i % 3 for i in range(20)]  # lanes of rows 0..15 and 16..19
-    # (the fused step, interpreted, only for a while)
-    for attention, cfg, prefix, budget in (
-            ("rows", 1.0, None, None), ("rows", 2.0, [real.tokens[:30]] * 20, None),
-            *((a, 1.0, [real.tokens[:30]] * 20, 40) for a in fused)):
-        one, two = (generate(model, many, seed=7, cfg=cfg, prefix=prefix, max_tokens=budget,
-                             gpu_grammar=True, attention=attention, lanes=k) for k in (1, 2))
-        assert [s.tokens.tolist() for s in one] == [s.tokens.tolist() for s in two]
-        assert budget or len({len(s) for s in one}) > 1
     budget = generate(model, labels, seed=5, max_plane=1, gpu_grammar=True)
     assert all((codec.slots(s).plane[:-1] < 1).all() for s in budget)
     # rows finishing at different steps: with per-row positions they are skipped, not

@@ -58,15 +58,13 @@ def top_p(logits: Tensor, p: float | None) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def sample(logits: Tensor, generator: torch.Generator | None = None,
-           noise: Tensor | None = None) -> Tensor:
+def sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """One token per row from softmax(logits).
 
     argmax(p / q) with q ~ Exp(1) draws from p: the very draws ``torch.multinomial(p, 1)``
     makes from the same generator (its one-sample path), without the validity check that
-    reads the GPU back, so a CUDA graph can capture it. ``noise``: q drawn already (the
-    shape of ``logits``), e.g. for a whole batch at once.
+    reads the GPU back, so a CUDA graph can capture it.
     """
     probs = torch.softmax(logits.float(), -1)
-    q = torch.empty_like(probs).exponential_(generator=generator) if noise is None else noise
+    q = torch.empty_like(probs).exponential_(generator=generator)
     return (probs / q).argmax(-1)

@@ -179,7 +179,6 @@ def generate(
     cuda_graphs: str = "step",
     attention: str = "auto",
     compile_step: bool = False,
-    lanes: int | None = None,
 ) -> list[CodedImage]:
     """Sample one token sequence per label.
 
@@ -215,9 +214,6 @@ def generate(
     compile_step : with the GPU grammar: run the model step through ``torch.compile``, which
         fuses its small element-wise kernels (compiles once per batch size: tens of seconds;
         with ``attention="fused"`` there is nothing left to compile).
-    lanes : with the GPU grammar and per-row attention: split the batch into this many lanes
-        of rows whose steps run side by side on their own CUDA streams (same tokens whatever
-        the number). Default :func:`default_lanes`: one per 256 rows, at most 4, on CUDA.
 
     Returns
     -------
@@ -287,11 +283,9 @@ def generate(
             triton = triton_available() and device.type == "cuda"
             attention = ("fused" if triton and fused_step_supported(model) else
                          "rows" if triton else "span")
-        if lanes is None:
-            lanes = default_lanes(n, device, attention)
         out, length = _generate_on_gpu(model, states, labels, m_tilde, limit, max_plane, forced,
                                        cfg, temperature, top_k, top_p, gen, cache_block,
-                                       cuda_graphs, attention, compile_step, lanes)
+                                       cuda_graphs, attention, compile_step)
         return [CodedImage(out[i, : length[i]].astype(np.uint8),
                            codec.header(h, w, c, int(m_tilde[i]))) for i in range(n)]
 
@@ -422,7 +416,7 @@ def _compiled_decode_step(model):
 class _StepGraphs:
     """Steps of the sampling loop captured as CUDA graphs, one per attended span.
 
-    ``run(span)`` works in place on the loop's buffers (and may return tensors, e.g. logits,
+    ``run(span)`` works in place on the loop's buffers (and may return a tensor, e.g. logits,
     which a replay rewrites); after a warm-up of the model step (the library initialisation
     a capture must not see) it is captured once per span and replayed, so a step costs the
     host one launch. Graphs share one memory pool, and the registered generator advances at
@@ -431,10 +425,10 @@ class _StepGraphs:
 
     def __init__(self, run, warm_up, gen: torch.Generator, enabled: bool) -> None:
         self.run, self.warm_up, self.gen, self.enabled = run, warm_up, gen, enabled
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, object]] = {}
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor | None]] = {}
         self.pool = torch.cuda.graph_pool_handle() if enabled else None
 
-    def __call__(self, span: int) -> object:
+    def __call__(self, span: int) -> torch.Tensor | None:
         if not self.enabled:
             return self.run(span)
         if span not in self.graphs:
@@ -453,41 +447,11 @@ class _StepGraphs:
         return result
 
 
-def lane_bounds(n: int, lanes: int, multiple: int = 16) -> list[tuple[int, int]]:
-    """Rows lo..hi of each of ``lanes`` near-equal lanes of a batch of n (lanes start at
-    multiples of ``multiple``, the fused kernels' blocks of rows; fewer lanes if n is small)."""
-    size = multiple * -(-n // (multiple * max(1, lanes)))
-    return [(lo, min(n, lo + size)) for lo in range(0, n, size)]
-
-
-def default_lanes(n: int, device: torch.device, attention: str) -> int:
-    """Lanes of a GPU generation: one per 256 rows, at most 4, with per-row attention on CUDA
-    (each lane's step is a chain of small latency-bound kernels; side by side, one lane's
-    chain runs while another's attention streams its cache)."""
-    if device.type != "cuda" or attention == "span":
-        return 1
-    return max(1, min(4, n // 256))
-
-
-@dataclass
-class _Lane:
-    """Rows lo..hi of a GPU generation: its own KV cache (with the null twins of its rows when
-    guided), labels, m~ and stream; its other buffers are row slices of the batch's."""
-
-    lo: int
-    hi: int
-    cache: object
-    labels: torch.Tensor
-    m_tilde: torch.Tensor
-    stream: torch.cuda.Stream | None
-    views: list  # the grammar kernel's numba views of its buffers (rebuilt on compaction)
-
-
 def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde: np.ndarray,
                      limit: int, max_plane: int | None, forced, cfg: float, temperature: float,
                      top_k: int | None, top_p: float | None, gen: torch.Generator,
                      cache_block: int, cuda_graphs: str = "step", attention: str = "rows",
-                     compile_step: bool = False, lanes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                     compile_step: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The sampling loop with the grammar on the GPU: (tokens (n, limit) int8, lengths (n,)).
 
     Every step stays on the device: the model step, masking/guidance/filters and the draw
@@ -497,11 +461,6 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
     looks every ``check`` steps to see whether rows finished. With ``attention="rows"`` or
     ``"fused"`` a finished row costs no attention (its position is -1) and the batch keeps its
     shape; with ``"span"`` the batch is compacted when half of the rows have finished.
-
-    ``lanes`` splits the rows into lanes (:func:`lane_bounds`) whose steps run side by side on
-    their own CUDA streams (branches of one graph). Every computation is per row and a step's
-    random draws are made for the whole batch before it splits, so the tokens do not depend on
-    the number of lanes.
     """
     from numba import cuda
 
@@ -510,9 +469,6 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
     if attention not in ("rows", "fused", "span"):
         raise ValueError(f"attention must be 'rows', 'fused' or 'span', got {attention!r}")
     rowwise = attention != "span"
-    if lanes < 1 or (lanes > 1 and not rowwise):
-        raise ValueError(f"lanes must be 1 with span attention (it compacts) and >= 1 "
-                         f"otherwise, got {lanes}")
     decode = model.decode_step
     if attention == "fused":  # nothing left for torch.compile to fuse
         from wavar.model.kernels import FusedDecodeStep
@@ -548,107 +504,66 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
             forced_np[i, : len(f)] = f
         forced_t = torch.as_tensor(forced_np, device=device)
         forced_len = torch.as_tensor([len(f) for f in forced], device=device)
+
+    views: list = []  # the kernel's numba views of the current buffers (rebuilt on compaction)
+
+    def grammar_step() -> None:
+        if not views:
+            bufs = (mems, tok, *tables, plane_cap, limit, legal, slots, pos, live, status)
+            views[:] = [cuda.as_cuda_array(x, sync=False) if on_cuda and torch.is_tensor(x)
+                        else x.numpy() if torch.is_tensor(x) else x for x in bufs]
+        threads = min(128, len(mems))
+        # PyTorch's current stream: the sampling stream, or a graph's capture stream
+        stream = cuda.external_stream(torch.cuda.current_stream().cuda_stream) if on_cuda else 0
+        kernel[-(-len(mems) // threads), threads, stream](*views)
+
     guided = cfg != 1.0
-    vocab = model.config.vocab_size
+    lab_t = torch.as_tensor(labels, device=device)
+    mt_t = torch.as_tensor(m_tilde, device=device)
+    if guided:
+        lab_t, mt_t = torch.cat([lab_t, torch.full_like(lab_t, model.config.num_classes)]), \
+            torch.cat([mt_t, mt_t])
+    cache = model.new_cache(len(lab_t), limit, device=device)
 
     def both(x: torch.Tensor) -> torch.Tensor:  # the conditional rows and their null twins
         return torch.cat([x, x]) if guided else x
 
-    lab_all = torch.as_tensor(labels, device=device)
-    mt_all = torch.as_tensor(m_tilde, device=device)
-    bounds = lane_bounds(n, lanes)
-    side_streams = on_cuda and len(bounds) > 1
-    lane_list = []
-    for lo, hi in bounds:
-        lab = lab_all[lo:hi]
-        if guided:
-            lab = torch.cat([lab, torch.full_like(lab, model.config.num_classes)])
-        lane_list.append(_Lane(lo, hi, model.new_cache(len(lab), limit, device=device), lab,
-                               both(mt_all[lo:hi]),
-                               torch.cuda.Stream(device) if side_streams else None, []))
-
-    def grammar_step(lane: _Lane) -> None:
-        if not lane.views:
-            part = slice(lane.lo, lane.hi)
-            bufs = (mems[part], tok[part], *tables, plane_cap, limit, legal[part], slots[part],
-                    pos[part], live[part], status)
-            lane.views[:] = [cuda.as_cuda_array(x, sync=False) if on_cuda and torch.is_tensor(x)
-                             else x.numpy() if torch.is_tensor(x) else x for x in bufs]
-        b = lane.hi - lane.lo
-        threads = min(128, b)
-        # PyTorch's current stream: the lane's, or a graph's capture stream
-        stream = cuda.external_stream(torch.cuda.current_stream().cuda_stream) if on_cuda else 0
-        kernel[-(-b // threads), threads, stream](*lane.views)
-
-    def on_lanes(work) -> list:
-        """work(lane) for every lane, each on its own stream, forked from the current stream
-        and joined back to it (in a capture: branches of the graph)."""
-        if not side_streams:
-            return [work(lane) for lane in lane_list]
-        main = torch.cuda.current_stream()
-        results = []
-        for lane in lane_list:
-            lane.stream.wait_stream(main)
-            with torch.cuda.stream(lane.stream):
-                results.append(work(lane))
-        for lane in lane_list:
-            main.wait_stream(lane.stream)
-        return results
-
-    def lane_logits(lane: _Lane, span: int) -> torch.Tensor:
-        part = slice(lane.lo, lane.hi)
+    def model_step(span: int) -> torch.Tensor:
         if rowwise:  # every live row at step t, finished ones skipped: the whole cache, always
-            prev = tok[part] if attention == "fused" else tok[part].clamp(min=0)  # (fused:
-            # reads -1 as 0)
-            return decode(lane.cache, both(prev), both(slots[part]), both(pos[part]),
-                          lane.m_tilde, both(torch.where(live[part], t_dev, -1)))
-        return decode(_cache_view(lane.cache, span), both(tok[part].clamp(min=0)),
-                      both(slots[part]), both(pos[part]), lane.m_tilde, t_dev)
-
-    def model_step(span: int) -> list[torch.Tensor]:
-        return on_lanes(lambda lane: lane_logits(lane, span))
+            prev = tok if attention == "fused" else tok.clamp(min=0)  # (fused: reads -1 as 0)
+            return decode(cache, both(prev), both(slots), both(pos), mt_t,
+                          both(torch.where(live, t_dev, -1)))
+        return decode(_cache_view(cache, span), both(tok.clamp(min=0)), both(slots), both(pos),
+                      mt_t, t_dev)
 
     # plain sampling (the filters' defaults) with the fused step: one kernel draws, forces,
     # and records the tokens
     fused_draw = attention == "fused" and not guided and not top_k and (top_p or 1.0) >= 1.0
 
-    def lane_finish(lane: _Lane, logits: torch.Tensor, noise: torch.Tensor) -> None:
-        # draw (or force) the lane's tokens, record them, step its grammar: all in place
-        part = slice(lane.lo, lane.hi)
-        forced_part = None if forced_t is None else forced_t[part]
-        forced_len_part = None if forced_t is None else forced_len[part]
+    def finish_step(logits: torch.Tensor) -> None:
+        # draw (or force) every row's token, record it, step the grammar: all in place
         if fused_draw:
             from wavar.model.kernels import draw_tokens
 
-            draw_tokens(logits, legal[part], noise, live[part], t_dev, tok[part], out[part],
-                        temperature, forced_part, forced_len_part)
+            noise = torch.empty_like(logits).exponential_(generator=gen)  # as filters.sample
+            draw_tokens(logits, legal, noise, live, t_dev, tok, out, temperature, forced_t,
+                        forced_len)
         else:
-            drawn = filters.sample(_filtered(logits, legal[part], cfg, temperature, top_k,
-                                             top_p), gen, noise=noise)
-            if forced_part is not None:
-                col = forced_part.gather(1, t_dev.clamp(max=forced_t.size(1) - 1)
-                                         .expand(len(drawn), 1))
-                drawn = torch.where(t_dev < forced_len_part, col[:, 0], drawn)
-            tok[part] = drawn.masked_fill(~live[part], -1)
-            out.index_put_((rows[part], t_dev.expand(len(drawn))), tok[part].to(torch.int8))
-        grammar_step(lane)
-
-    def finish_step(logits: list[torch.Tensor]) -> None:
-        # one draw of Exp(1) noise for the whole batch (the random stream of filters.sample),
-        # whatever the lanes
-        noise = torch.empty(len(tok), vocab, device=device).exponential_(generator=gen)
-        it = iter(logits)
-        on_lanes(lambda lane: lane_finish(lane, next(it), noise[lane.lo:lane.hi]))
+            drawn = filters.sample(_filtered(logits, legal, cfg, temperature, top_k, top_p), gen)
+            if forced_t is not None:
+                col = forced_t.gather(1, t_dev.clamp(max=forced_t.size(1) - 1)
+                                      .expand(len(tok), 1))
+                drawn = torch.where(t_dev < forced_len, col[:, 0], drawn)
+            tok.copy_(drawn.masked_fill(~live, -1))
+            out.index_put_((rows, t_dev.expand(len(tok))), tok.to(torch.int8))
+        grammar_step()
         t_dev.add_(1)
 
     def whole_step(span: int) -> None:
         finish_step(model_step(span))
 
-    for lane in lane_list:  # masks and slots of the fresh states
-        grammar_step(lane)
-    finish_step([model.prefill(lane.cache, lane.labels, lane.m_tilde,
-                               both(slots[lane.lo:lane.hi]), both(pos[lane.lo:lane.hi]))
-                 for lane in lane_list])
+    grammar_step()  # masks and slots of the fresh states
+    finish_step(model.prefill(cache, lab_t, mt_t, both(slots), both(pos)))
     graphs = None
     check = 16
     for t in range(1, limit):
@@ -659,18 +574,15 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
             if n_live <= len(live) // 2 and not rowwise:  # compact: finished rows stop costing
                 keep = torch.nonzero(live)[:, 0]
                 pair = torch.cat([keep, keep + len(live)]) if guided else keep
-                (lane,) = lane_list  # span attention: one lane
-                lane.cache.k, lane.cache.v = lane.cache.k[:, pair], lane.cache.v[:, pair]
-                lane.m_tilde = lane.m_tilde[pair]
+                cache.k, cache.v = cache.k[:, pair], cache.v[:, pair]
+                mt_t = mt_t[pair]
                 mems, legal, slots, pos = mems[keep], legal[keep], slots[keep], pos[keep]
                 live, tok, rows = live[keep], tok[keep], rows[keep]
                 if forced_t is not None:
                     forced_t, forced_len = forced_t[keep], forced_len[keep]
-                lane.hi = len(keep)
-                lane.views.clear()
                 graphs = None
-        span = lane_list[0].cache.k.size(3) if rowwise else _attended_span(
-            lane_list[0].cache, t, cache_block)
+                views.clear()
+        span = cache.k.size(3) if rowwise else _attended_span(cache, t, cache_block)
         if graphs is None:
             graphs = _StepGraphs(whole_step if cuda_graphs == "step" else model_step, model_step,
                                  gen, enabled=on_cuda and cuda_graphs != "off")
@@ -678,7 +590,6 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
         if cuda_graphs != "step":  # the graph (or eager call) was the model step alone
             finish_step(logits)
     if int(status.item()):
-        raise RuntimeError(f"GPU grammar: row {int(status.item()) - 1} (of its lane) got an "
-                           "illegal token")
+        raise RuntimeError(f"GPU grammar: row {int(status.item()) - 1} got an illegal token")
     out_np = out.cpu().numpy()
     return out_np, (out_np >= 0).sum(1)
