@@ -17,6 +17,7 @@ the model's shapes and times it alone: the bandwidth it reaches reading the cach
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -51,6 +52,8 @@ def run(model, batch: int, seed: int, bandwidth: float, dtype_bytes: int,
     sync()
     dt = time.perf_counter() - t
     lengths = np.array([len(s) for s in seqs])
+    # the tokens' fingerprint: equal across variants that must draw the same tokens
+    digest = hashlib.sha1(b"".join(s.tokens.tobytes() for s in seqs)).hexdigest()[:16]
     steps = int(lengths.max())
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bound_s = (steps * param_bytes + kv_bytes_read(model, lengths, dtype_bytes)) / bandwidth
@@ -58,7 +61,7 @@ def run(model, batch: int, seed: int, bandwidth: float, dtype_bytes: int,
             "graphs": graphs if gpu_grammar else "model", **options, "seconds": dt,
             "images_per_s": batch / dt,
             "tokens_per_s": float(lengths.sum()) / dt, "steps": steps,
-            "mean_tokens": float(lengths.mean()), "bound_s": bound_s,
+            "mean_tokens": float(lengths.mean()), "tokens_sha1": digest, "bound_s": bound_s,
             "fraction_of_bound": bound_s / dt}
 
 
@@ -347,7 +350,7 @@ def step_check(model, batch: int, compiled: bool) -> dict:
 def show(r: dict) -> None:
     print(f"{r['variant']:>20} {r['batch']:>6} {r['seconds']:>8.2f} "
           f"{r['images_per_s']:>9.1f} {r['tokens_per_s']:>11.0f} {r['steps']:>6} "
-          f"{r['bound_s']:>8.3f} {r['fraction_of_bound']:>8.1%}", flush=True)
+          f"{r['bound_s']:>8.3f} {r['fraction_of_bound']:>8.1%} {r['tokens_sha1']}", flush=True)
 
 
 def profile(model, batch: int, graphs: str, options: dict, path: Path) -> None:
