@@ -332,8 +332,8 @@ def step_check(model, batch: int, compiled: bool) -> dict:
         if b == batch:  # tilings of the fused step, each beside the defaults
             steps.update({"fused/" + ", ".join(f"{k} {x}" for k, x in o.items()):
                           FusedDecodeStep(model, **o)
-                          for o in ({"pdl": False}, {"tile": 32}, {"warps": 8},
-                                    {"mlp_split": 4}, {"block_rows": 32}, {"stages": 2},
+                          for o in ({"tile": 32}, {"warps": 8}, {"mlp_split": 4},
+                                    {"mlp_split": 8}, {"block_rows": 32}, {"stages": 2},
                                     {"chunk": 256}, {"chunk": 1024})})
         if compiled and b == batch:  # (a compile per batch size: the largest only)
             steps["rows/compiled"] = _compiled_decode_step(model)

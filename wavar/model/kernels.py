@@ -64,26 +64,6 @@ def triton_available() -> bool:
     return torch.cuda.is_available()
 
 
-@functools.cache
-def _pdl_supported(index: int) -> bool:
-    # programmatic dependent launch: Hopper or newer, and a Triton that launches with it
-    try:
-        from triton.backends.nvidia.compiler import CUDAOptions
-    except ImportError:
-        return False
-    return ("launch_pdl" in CUDAOptions.__dataclass_fields__
-            and torch.cuda.get_device_capability(index)[0] >= 9)
-
-
-def chained(device: torch.device, pdl: bool | None = None) -> dict:
-    """Launch options of the step's kernels: with programmatic dependent launch where the GPU
-    and Triton have it (``pdl=None``) or where asked, each kernel launches while the one
-    before it finishes (see ``triton_kernels._chain``)."""
-    if pdl is None:
-        pdl = device.type == "cuda" and _pdl_supported(device.index or 0)
-    return {"PDL": True, "launch_pdl": True} if pdl else {"PDL": False}
-
-
 def default_chunk(batch_kv: int, length: int, device: torch.device, block_n: int = 64) -> int:
     """Positions of a prefix per program: enough programs for about eight per multiprocessor
     when every row's prefix is full (a single sequence: chunks of one block), at most 512
@@ -108,7 +88,7 @@ def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_
                             positions: Tensor, chunk: int | None = None,
                             block_n: int | None = None, dot: bool = True,
                             precision: str | None = None, warps: int | None = None,
-                            stages: int | None = None, pdl: bool | None = None) -> Tensor:
+                            stages: int | None = None) -> Tensor:
     """:func:`decode_attention_reference` as one Triton kernel (two when prefixes are chunked).
 
     ``chunk`` (default :func:`default_chunk`; a multiple of the block) is how many cached
@@ -118,8 +98,7 @@ def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_
     ``"ieee"`` is exact fp32 without tensor cores, ``"tf32"`` the fastest and coarsest; by
     default ``"tf32"`` where ``torch.backends.cuda.matmul.allow_tf32`` lets PyTorch's own fp32
     matrix products use TF32, else ``"tf32x3"``). ``block_n``, ``warps`` and ``stages`` are
-    the kernel's tiling, for tuning; ``pdl`` launches with programmatic dependent launch
-    (default: where supported, :func:`chained`).
+    the kernel's tiling, for tuning.
     """
     from wavar.model import triton_kernels as tk
 
@@ -144,16 +123,15 @@ def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_
     layout = dict(HKV=n_kv, G=group, GP=gp, HD=hd, CHUNK=chunk, CHUNKS=chunks)
     warps = warps or (4 if dot or gp * hd * block_n <= 8192 else 8)
     tuning = {} if stages is None else {"num_stages": stages}
-    chain = chained(q.device, pdl)
     tk.attend[(B * n_kv, chunks)](
         q, k, v, k_cache, v_cache, positions, out, *parts,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), out.stride(0), out.stride(1),
         hd**-0.5, BLOCK_N=block_n, DOT=dot, PRECISION=_precision(k_cache.dtype, precision),
-        num_warps=warps, **layout, **tuning, **chain)
+        num_warps=warps, **layout, **tuning)
     if chunks > 1:
         tk.merge[(B * n_kv,)](positions, out, *parts, out.stride(0), out.stride(1), num_warps=4,
-                              **layout, **chain)
+                              **layout)
     return out
 
 
@@ -178,21 +156,20 @@ class FusedDecodeStep:
     Products run on tensor cores at ``precision`` as in :func:`decode_attention_triton`.
     ``block_rows`` rows share a program; ``chunk`` is the attention's (default: its own);
     ``mlp_split`` programs share a block's MLP (default: 256 hidden units each); ``tile``
-    (weight tiles of ``tile`` columns or rows), ``warps`` and ``stages`` tune the kernels;
-    ``pdl``: programmatic dependent launch (default: where supported, :func:`chained`).
+    (weight tiles of ``tile`` columns or rows), ``warps`` and ``stages`` tune the kernels.
     """
 
     def __init__(self, model, block_rows: int = 16, chunk: int | None = None,
                  precision: str | None = None, tile: int | None = None,
                  mlp_split: int | None = None, warps: int = 4,
-                 stages: int | None = None, pdl: bool | None = None) -> None:
+                 stages: int | None = None) -> None:
         if not fused_step_supported(model):
             raise ValueError("the fused decode step needs a power-of-two head size >= 16 and "
                              "n_embd <= 128")
         c = self.config = model.config
         C, H, n_kv = c.n_embd, c.n_head, c.n_kv_head
         hd = C // H
-        self.block_rows, self.chunk, self.precision, self.pdl = block_rows, chunk, precision, pdl
+        self.block_rows, self.chunk, self.precision = block_rows, chunk, precision
 
         def packed(w: Tensor) -> Tensor:  # (out, in) -> (in, out), fp32, row-major
             return w.detach().float().t().contiguous()
@@ -257,8 +234,7 @@ class FusedDecodeStep:
         logits = torch.empty(B, self.config.vocab_size, device=dev)
         blocks = -(-B // self.block_rows)
         precision = _precision(torch.float32, self.precision)
-        common = dict(BM=self.block_rows, PRECISION=precision, **self.tuning,
-                      **chained(dev, self.pdl))
+        common = dict(BM=self.block_rows, PRECISION=precision, **self.tuning)
         qkv = (*self.rope, q, k, v)
         tk.step_head[(blocks, 3)](prev_token, slots, pos, m_tilde, t, position, x,
                                   *self.embeddings, *self.layers[0]["qkv"], *qkv, B, self.eps,
@@ -267,8 +243,7 @@ class FusedDecodeStep:
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
             att = decode_attention_triton(q, k, v, cache.k[i], cache.v[i], position,
-                                          chunk=self.chunk, precision=self.precision,
-                                          pdl=self.pdl)
+                                          chunk=self.chunk, precision=self.precision)
             tk.step_mlp[(blocks, self.split)](x, att, *layer["rest"], x_mid, y_part, B,
                                               self.eps, **self.mlp_sizes, **common)
             nxt = layer if last else self.layers[i + 1]  # (the last layer's is never read)
@@ -280,8 +255,7 @@ class FusedDecodeStep:
 
 def draw_tokens(logits: Tensor, legal: Tensor, noise: Tensor, live: Tensor, t: Tensor,
                 tok: Tensor, out: Tensor, temperature: float = 1.0,
-                forced: Tensor | None = None, forced_len: Tensor | None = None,
-                pdl: bool | None = None) -> None:
+                forced: Tensor | None = None, forced_len: Tensor | None = None) -> None:
     """Plain sampling in one Triton kernel: ``tok`` (B,) and ``out[:, t]`` get, per row, the
     argmax over its legal tokens (bitmask ``legal``) of softmax(logits / temperature) / noise,
     ``noise`` (B, V) ~ Exp(1) (the draw of :func:`wavar.sample.filters.sample`), or
@@ -296,5 +270,4 @@ def draw_tokens(logits: Tensor, legal: Tensor, noise: Tensor, live: Tensor, t: T
     tk.draw[(-(-B // block),)](logits, legal, noise, live, forced, forced_len, t, tok, out, B,
                                1.0 / temperature, forced.stride(0) if force else 1,
                                out.stride(0), V=V, VP=max(16, 1 << math.ceil(math.log2(V))),
-                               FORCE=force, BLOCK=block, num_warps=4,
-                               **chained(logits.device, pdl))
+                               FORCE=force, BLOCK=block, num_warps=4)

@@ -25,23 +25,11 @@ import triton.language as tl
 
 
 @triton.jit
-def _chain(PDL: tl.constexpr):
-    """With programmatic dependent launch (PDL): wait until the previous kernel of the stream
-    has finished (its writes visible), and let the next one launch now. Called first by every
-    program, so each kernel also finishes after all kernels before it. A step is a chain of
-    ~24 small kernels: PDL overlaps each one's launch with the end of the one before."""
-    if PDL:
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
-
-
-@triton.jit
 def attend(Q, K, V, KC, VC, POS, OUT, M_PART, L_PART, A_PART,
            s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_cb, s_ch, s_cl, s_ob, s_oh, scale,
            HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HD: tl.constexpr,
            BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, CHUNKS: tl.constexpr,
-           DOT: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr):
-    _chain(PDL)
+           DOT: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)  # row * HKV + key/value head
     chunk = tl.program_id(1)
     row = pid // HKV
@@ -107,8 +95,7 @@ def attend(Q, K, V, KC, VC, POS, OUT, M_PART, L_PART, A_PART,
 @triton.jit
 def merge(POS, OUT, M_PART, L_PART, A_PART, s_ob, s_oh,
           HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HD: tl.constexpr,
-          CHUNK: tl.constexpr, CHUNKS: tl.constexpr, PDL: tl.constexpr):
-    _chain(PDL)
+          CHUNK: tl.constexpr, CHUNKS: tl.constexpr):
     pid = tl.program_id(0)
     row = pid // HKV
     kvh = pid % HKV
@@ -222,8 +209,7 @@ def step_head(TOK, SLOTS, XY, MT, T, POS, X,
               mt_min, mt_max, e_min, n_exp,
               C: tl.constexpr, CP: tl.constexpr, F: tl.constexpr, FP: tl.constexpr,
               H: tl.constexpr, HKV: tl.constexpr, HD: tl.constexpr, NT: tl.constexpr,
-              BM: tl.constexpr, ROPE: tl.constexpr, PRECISION: tl.constexpr,
-              PDL: tl.constexpr):
+              BM: tl.constexpr, ROPE: tl.constexpr, PRECISION: tl.constexpr):
     """Embed rows' step inputs (WaveletGPT._steps) into X (B, C), then layer 0's queries,
     keys or values (grid axis 1: 0, 1, 2; each program embeds its rows itself).
 
@@ -231,7 +217,6 @@ def step_head(TOK, SLOTS, XY, MT, T, POS, X,
     orientation, kind], XY (B, 2) the slot's (y, x) centre, MT (B,) m~, T (B,) steps; writes the
     cache positions t + 1 to POS (B,) for the kernels after it, -1 where t < 0 (a skipped row,
     computed all the same; its results are never used)."""
-    _chain(PDL)
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
     which = tl.program_id(1)
     rmask = rows < B
@@ -269,12 +254,10 @@ def step_head(TOK, SLOTS, XY, MT, T, POS, X,
 @triton.jit
 def step_mlp(X, ATT, W_O, G2, W_FC, W_PR, X_MID, Y_PART, B, eps,
              C: tl.constexpr, CP: tl.constexpr, HID: tl.constexpr, HS: tl.constexpr,
-             HT: tl.constexpr, KT: tl.constexpr, BM: tl.constexpr, PRECISION: tl.constexpr,
-             PDL: tl.constexpr):
+             HT: tl.constexpr, KT: tl.constexpr, BM: tl.constexpr, PRECISION: tl.constexpr):
     """x = X + ATT @ W_O (the attention's residual; into X_MID (B, C)), then the MLP on
     norm2(x) restricted to hidden units s HS .. (s + 1) HS (s: grid axis 1), whose output
     goes to Y_PART[s] (S, B, C). (Skipped rows' attention is zero: ``attend`` writes it.)"""
-    _chain(PDL)
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
     s = tl.program_id(1)
     rmask = rows < B
@@ -303,11 +286,10 @@ def step_next(X, POS, X_MID, Y_PART, G1, W_QA, W_QB, W_KA, W_KB, W_V, COS, SIN, 
               C: tl.constexpr, CP: tl.constexpr, S: tl.constexpr, H: tl.constexpr,
               HKV: tl.constexpr, HD: tl.constexpr, VOCAB: tl.constexpr, NT: tl.constexpr,
               BM: tl.constexpr, LAST: tl.constexpr, ROPE: tl.constexpr,
-              PRECISION: tl.constexpr, PDL: tl.constexpr):
+              PRECISION: tl.constexpr):
     """x = X_MID + the MLP's S partial outputs, summed in order (the residual stream after the
     layer, into X); then the next layer's queries, keys or values (grid axis 1: 0, 1, 2) or,
     after the last layer, the logits head(norm(x)) into LOGITS (B, VOCAB)."""
-    _chain(PDL)
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
     which = tl.program_id(1)
     rmask = rows < B
@@ -335,12 +317,11 @@ def step_next(X, POS, X_MID, Y_PART, G1, W_QA, W_QB, W_KA, W_KB, W_V, COS, SIN, 
 @triton.jit
 def draw(LOGITS, LEGAL, NOISE, LIVE, FORCED, FORCED_LEN, T, TOK, OUT, B, inv_temperature,
          s_forced, s_out, V: tl.constexpr, VP: tl.constexpr, FORCE: tl.constexpr,
-         BLOCK: tl.constexpr, PDL: tl.constexpr):
+         BLOCK: tl.constexpr):
     """Plain sampling of one token per row, as ``filters.sample`` after the grammar mask and
     the temperature: argmax over legal tokens of softmax(logits / T) / NOISE (NOISE ~ Exp(1),
     drawn by PyTorch), or the forced token while t < FORCED_LEN; -1 for finished rows. Writes
     TOK (B,) and column t of OUT (B, max_len) int8."""
-    _chain(PDL)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     rmask = rows < B
     v = tl.arange(0, VP)
