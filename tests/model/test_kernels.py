@@ -129,6 +129,44 @@ def interpreted_fused() -> None:
         torch.testing.assert_close(cache.k, want_cache.k, atol=1e-4, rtol=1e-4, msg=name)
         torch.testing.assert_close(cache.v, want_cache.v, atol=1e-4, rtol=1e-4, msg=name)
         assert torch.equal(cache.k[:, 0], want_cache.k[:, 0]), name  # the skipped row
+        drawing_step_matches_logits_then_draw(model, chunk, cache, prev, slots, pos, m_tilde,
+                                              t, got, g, name)
+
+
+def drawing_step_matches_logits_then_draw(model, chunk, cache, prev, slots, pos, m_tilde, t,
+                                          logits, g, name) -> None:
+    """Rows skipped by ``live`` instead of a negative t give the same logits; a step that draws
+    in its last kernel draws what draw_tokens draws from its logits: legal or forced tokens,
+    -1 for finished rows, recorded at each row's step, which advances."""
+    from wavar.model.kernels import Draw, FusedDecodeStep, draw_tokens
+
+    B, V = len(t), model.config.vocab_size
+    step = FusedDecodeStep(model, chunk=chunk)
+    live, t_row = t >= 0, t.clamp(min=0)
+    legal = torch.randint(1, 2**V, (B,), generator=g)
+    noise = torch.empty(B, V).exponential_(generator=g)
+    forced = torch.randint(0, V, (B, 50), generator=g)
+    forced_len = torch.where(torch.arange(B) % 2 == 0, t_row + 1, 0)  # even rows forced
+
+    def fresh() -> Draw:
+        return Draw(legal, noise, live, t_row.clone(), torch.zeros(B, dtype=torch.long),
+                    torch.full((B, 50), -1, dtype=torch.int8), 0.7, forced, forced_len)
+
+    cached = [type(cache)(cache.k.clone(), cache.v.clone()) for _ in range(2)]
+    a, b = fresh(), fresh()
+    got = step(cached[0], prev, slots, pos, m_tilde, a.t, live=live)
+    torch.testing.assert_close(got[live], logits[live], atol=1e-4, rtol=1e-4, msg=name)
+    draw_tokens(got, a)
+    assert step(cached[1], prev, slots, pos, m_tilde, b.t, live=live, draw=b) is None, name
+    assert torch.equal(a.tok, b.tok) and torch.equal(a.out, b.out), name
+    assert torch.equal(a.t, t_row + 1) and torch.equal(b.t, t_row + 1), name
+    rows = torch.arange(B)
+    assert torch.equal(a.out[rows, t_row].long(), a.tok), name
+    assert (a.tok[~live] == -1).all(), name
+    free = live & (forced_len <= t_row)
+    assert (((legal >> a.tok.clamp(min=0)) & 1)[free] == 1).all(), name
+    pinned = live & ~free
+    assert torch.equal(a.tok[pinned], forced[rows, t_row][pinned]), name
 
 
 def test_fused_step_matches_the_model_in_the_interpreter():

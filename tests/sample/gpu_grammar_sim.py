@@ -56,9 +56,11 @@ def loops_agree() -> None:
         a = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=True)
         b = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=False)
         assert [s.tokens.tolist() for s in a] == [s.tokens.tolist() for s in b]
-        for mode in ("model", "off"):  # the other capture modes run the same step
+        # the other capture modes run the same step (fused: the model step apart from the
+        # draw kernel with "model")
+        for mode, attention in (("model", "auto"), ("off", "auto"), *(("model", f) for f in fused)):
             c = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=True,
-                         cuda_graphs=mode)
+                         cuda_graphs=mode, attention=attention)
             assert [s.tokens.tolist() for s in a] == [s.tokens.tolist() for s in c]
         # per-row cache positions (with the rest of the step fused, at cfg 1 the draw too), or
         # one shared span

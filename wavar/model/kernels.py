@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -217,11 +218,23 @@ class FusedDecodeStep:
         # 4 warps: 4.5% faster whole generations than 8 at batch 1024 (TF32; ..._tilings.json)
         self.tuning = {"num_warps": warps, **({} if stages is None else {"num_stages": stages})}
 
+    @property
+    def can_draw(self) -> bool:
+        """Whether a step can draw the tokens itself (a row's logits fit one weight tile)."""
+        return self.config.vocab_size <= self.sizes["NT"]
+
     def __call__(self, cache, prev_token: Tensor, slots: Tensor, pos: Tensor, m_tilde: Tensor,
-                 t: Tensor) -> Tensor:
+                 t: Tensor, live: Tensor | None = None,
+                 draw: Draw | None = None) -> Tensor | None:
         """Raw logits (B, V) as :meth:`WaveletGPT.decode_step` with a (B,) ``t`` (a negative
-        ``prev_token`` reads as 0: finished rows need no clamping)."""
+        ``prev_token`` reads as 0: finished rows need no clamping). ``live`` (B,) bool: rows
+        where it is False are skipped as if their ``t`` were negative. ``draw`` (needs
+        :attr:`can_draw`): the last kernel draws the tokens instead (as :func:`draw_tokens`,
+        ``draw.t`` being ``t``) and the step returns None."""
         from wavar.model import triton_kernels as tk
+
+        if draw is not None and (not self.can_draw or draw.t is not t):
+            raise ValueError("a drawing step needs a vocabulary within one tile and draw.t = t")
 
         B = len(prev_token)
         C, H, n_kv, hd = (self.sizes[k] for k in ("C", "H", "HKV", "HD"))
@@ -236,10 +249,14 @@ class FusedDecodeStep:
         precision = _precision(torch.float32, self.precision)
         common = dict(BM=self.block_rows, PRECISION=precision, **self.tuning)
         qkv = (*self.rope, q, k, v)
-        tk.step_head[(blocks, 3)](prev_token, slots, pos, m_tilde, t, position, x,
+        tk.step_head[(blocks, 3)](prev_token, slots, pos, m_tilde, t,
+                                  t if live is None else live, position, x,
                                   *self.embeddings, *self.layers[0]["qkv"], *qkv, B, self.eps,
                                   *self.embedding_ranges, **self.fourier_sizes, **common,
-                                  **self.sizes)
+                                  **self.sizes, USE_LIVE=live is not None)
+        # the draw's buffers (never read when the step does not draw)
+        drawing, force = draw.kernel_args() if draw is not None else ([x] * 8 + [1.0, 1, 1],
+                                                                      False)
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
             att = decode_attention_triton(q, k, v, cache.k[i], cache.v[i], position,
@@ -249,25 +266,48 @@ class FusedDecodeStep:
             nxt = layer if last else self.layers[i + 1]  # (the last layer's is never read)
             tk.step_next[(blocks, 1 if last else 3)](
                 x, position, x_mid, y_part, *nxt["qkv"], *qkv, *self.head, logits, B, self.eps,
-                S=self.split, VOCAB=self.config.vocab_size, LAST=last, **common, **self.sizes)
-        return logits
+                *drawing, S=self.split, VOCAB=self.config.vocab_size, LAST=last,
+                DRAW=last and draw is not None, FORCE=force, **common, **self.sizes)
+        return logits if draw is None else None
 
 
-def draw_tokens(logits: Tensor, legal: Tensor, noise: Tensor, live: Tensor, t: Tensor,
-                tok: Tensor, out: Tensor, temperature: float = 1.0,
-                forced: Tensor | None = None, forced_len: Tensor | None = None) -> None:
-    """Plain sampling in one Triton kernel: ``tok`` (B,) and ``out[:, t]`` get, per row, the
-    argmax over its legal tokens (bitmask ``legal``) of softmax(logits / temperature) / noise,
-    ``noise`` (B, V) ~ Exp(1) (the draw of :func:`wavar.sample.filters.sample`), or
-    ``forced[row, t]`` while ``t < forced_len[row]``; -1 where ``live`` is False."""
+@dataclass
+class Draw:
+    """The buffers of a plain draw (:func:`draw_tokens`): grammar bitmasks ``legal`` (B,),
+    ``noise`` (B, V) ~ Exp(1), ``live`` (B,) bool, each row's step ``t`` (B,), the drawn
+    tokens ``tok`` (B,) and the record ``out`` (B, max_len) int8; the forced prefix
+    ``forced`` (B, width) of ``forced_len`` (B,) tokens per row."""
+
+    legal: Tensor
+    noise: Tensor
+    live: Tensor
+    t: Tensor
+    tok: Tensor
+    out: Tensor
+    temperature: float = 1.0
+    forced: Tensor | None = None
+    forced_len: Tensor | None = None
+
+    def kernel_args(self) -> tuple[list, bool]:
+        """The draw kernels' arguments LEGAL .. s_out, and FORCE."""
+        force = self.forced is not None
+        forced, forced_len = (self.forced, self.forced_len) if force else (self.tok, self.tok)
+        return [self.legal, self.noise, self.live, forced, forced_len, self.t, self.tok,
+                self.out, 1.0 / self.temperature, forced.stride(0) if force else 1,
+                self.out.stride(0)], force
+
+
+def draw_tokens(logits: Tensor, draw: Draw) -> None:
+    """Plain sampling in one Triton kernel: ``draw.tok`` (B,) and ``draw.out[row, t[row]]``
+    get, per row, the argmax over its legal tokens (bitmask ``legal``) of softmax(logits /
+    temperature) / noise (the draw of :func:`wavar.sample.filters.sample`), or
+    ``forced[row, t]`` while ``t < forced_len[row]``; -1 where ``live`` is False; then each
+    row's step ``t`` advances by one."""
     from wavar.model import triton_kernels as tk
 
     B, V = logits.shape
-    force = forced is not None
-    if not force:
-        forced = forced_len = tok  # never read
+    args, force = draw.kernel_args()
     block = 128
-    tk.draw[(-(-B // block),)](logits, legal, noise, live, forced, forced_len, t, tok, out, B,
-                               1.0 / temperature, forced.stride(0) if force else 1,
-                               out.stride(0), V=V, VP=max(16, 1 << math.ceil(math.log2(V))),
-                               FORCE=force, BLOCK=block, num_warps=4)
+    tk.draw[(-(-B // block),)](logits, *args, B, V=V,
+                               VP=max(16, 1 << math.ceil(math.log2(V))), FORCE=force,
+                               BLOCK=block, num_warps=4)

@@ -203,20 +203,22 @@ def _project(xn, which, rows, rmask, position, W_QA, W_QB, W_KA, W_KB, W_V, COS,
 
 
 @triton.jit
-def step_head(TOK, SLOTS, XY, MT, T, POS, X,
+def step_head(TOK, SLOTS, XY, MT, T, LIVE, POS, X,
               E_TOK, E_PLANE, E_CHANNEL, E_LEVEL, E_ORIENT, E_KIND, E_EXP, E_MT, FREQS, W_F,
               G1, W_QA, W_QB, W_KA, W_KB, W_V, COS, SIN, Q, K, V, B, eps,
               mt_min, mt_max, e_min, n_exp,
               C: tl.constexpr, CP: tl.constexpr, F: tl.constexpr, FP: tl.constexpr,
               H: tl.constexpr, HKV: tl.constexpr, HD: tl.constexpr, NT: tl.constexpr,
-              BM: tl.constexpr, ROPE: tl.constexpr, PRECISION: tl.constexpr):
+              BM: tl.constexpr, ROPE: tl.constexpr, PRECISION: tl.constexpr,
+              USE_LIVE: tl.constexpr):
     """Embed rows' step inputs (WaveletGPT._steps) into X (B, C), then layer 0's queries,
     keys or values (grid axis 1: 0, 1, 2; each program embeds its rows itself).
 
     TOK (B,) previous tokens (negative read as 0), SLOTS (B, 5) [plane, channel, level,
-    orientation, kind], XY (B, 2) the slot's (y, x) centre, MT (B,) m~, T (B,) steps; writes the
-    cache positions t + 1 to POS (B,) for the kernels after it, -1 where t < 0 (a skipped row,
-    computed all the same; its results are never used)."""
+    orientation, kind], XY (B, 2) the slot's (y, x) centre, MT (B,) m~, T (B,) steps, read as
+    -1 where LIVE (B,) is False if USE_LIVE; writes the cache positions t + 1 to POS (B,) for
+    the kernels after it, -1 where t < 0 (a skipped row, computed all the same; its results
+    are never used)."""
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
     which = tl.program_id(1)
     rmask = rows < B
@@ -243,6 +245,8 @@ def step_head(TOK, SLOTS, XY, MT, T, POS, X,
     x += _matmul(tl.sin(angle), W_F, C, F, C, FP, CP, PRECISION)
     x += _matmul(tl.cos(angle), W_F + F * C, C, F, C, FP, CP, PRECISION)
     t = tl.load(T + rows, mask=rmask, other=-1)
+    if USE_LIVE:
+        t = tl.where(tl.load(LIVE + rows, mask=rmask, other=0) != 0, t, -1)
     if which == 0:
         tl.store(X + rows[:, None] * C + cols[None, :], x,
                  mask=rmask[:, None] & (cols < C)[None, :])
@@ -283,13 +287,17 @@ def step_mlp(X, ATT, W_O, G2, W_FC, W_PR, X_MID, Y_PART, B, eps,
 @triton.jit
 def step_next(X, POS, X_MID, Y_PART, G1, W_QA, W_QB, W_KA, W_KB, W_V, COS, SIN, Q, K, V,
               GF, W_HEAD, LOGITS, B, eps,
+              LEGAL, NOISE, LIVE, FORCED, FORCED_LEN, T, TOK, OUT, inv_temperature, s_forced,
+              s_out,
               C: tl.constexpr, CP: tl.constexpr, S: tl.constexpr, H: tl.constexpr,
               HKV: tl.constexpr, HD: tl.constexpr, VOCAB: tl.constexpr, NT: tl.constexpr,
               BM: tl.constexpr, LAST: tl.constexpr, ROPE: tl.constexpr,
-              PRECISION: tl.constexpr):
+              PRECISION: tl.constexpr, DRAW: tl.constexpr, FORCE: tl.constexpr):
     """x = X_MID + the MLP's S partial outputs, summed in order (the residual stream after the
     layer, into X); then the next layer's queries, keys or values (grid axis 1: 0, 1, 2) or,
-    after the last layer, the logits head(norm(x)) into LOGITS (B, VOCAB)."""
+    after the last layer, the logits head(norm(x)) into LOGITS (B, VOCAB), or with DRAW
+    (VOCAB <= NT) each row's token drawn from them (:func:`_draw_rows`; LEGAL .. s_out as
+    ``draw``'s)."""
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
     which = tl.program_id(1)
     rmask = rows < B
@@ -304,8 +312,12 @@ def step_next(X, POS, X_MID, Y_PART, G1, W_QA, W_QB, W_KA, W_KB, W_V, COS, SIN, 
         for n0 in range(0, VOCAB, NT):
             j = n0 + tl.arange(0, NT)
             logits = _matmul(xf, W_HEAD + n0, VOCAB, C, VOCAB - n0, CP, NT, PRECISION)
-            tl.store(LOGITS + rows[:, None] * VOCAB + j[None, :], logits,
-                     mask=rmask[:, None] & (j < VOCAB)[None, :])
+            if DRAW:  # one tile holds a row's logits
+                _draw_rows(logits, rows, rmask, j, LEGAL, NOISE, LIVE, FORCED, FORCED_LEN, T,
+                           TOK, OUT, inv_temperature, s_forced, s_out, VOCAB, FORCE)
+            else:
+                tl.store(LOGITS + rows[:, None] * VOCAB + j[None, :], logits,
+                         mask=rmask[:, None] & (j < VOCAB)[None, :])
     else:
         if which == 0:
             tl.store(X + at, x, mask=xmask)
@@ -315,27 +327,24 @@ def step_next(X, POS, X_MID, Y_PART, G1, W_QA, W_QB, W_KA, W_KB, W_V, COS, SIN, 
 
 
 @triton.jit
-def draw(LOGITS, LEGAL, NOISE, LIVE, FORCED, FORCED_LEN, T, TOK, OUT, B, inv_temperature,
-         s_forced, s_out, V: tl.constexpr, VP: tl.constexpr, FORCE: tl.constexpr,
-         BLOCK: tl.constexpr):
-    """Plain sampling of one token per row, as ``filters.sample`` after the grammar mask and
-    the temperature: argmax over legal tokens of softmax(logits / T) / NOISE (NOISE ~ Exp(1),
-    drawn by PyTorch), or the forced token while t < FORCED_LEN; -1 for finished rows. Writes
-    TOK (B,) and column t of OUT (B, max_len) int8."""
-    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    rmask = rows < B
-    v = tl.arange(0, VP)
+def _draw_rows(logits, rows, rmask, v, LEGAL, NOISE, LIVE, FORCED, FORCED_LEN, T, TOK, OUT,
+               inv_temperature, s_forced, s_out, V: tl.constexpr, FORCE: tl.constexpr):
+    """Plain sampling of one token per row from its logits (BM, VP) over tokens v, as
+    ``filters.sample`` after the grammar mask and the temperature: argmax over legal tokens
+    (bitmask LEGAL (B,)) of softmax(logits / T) / NOISE (NOISE (B, V) ~ Exp(1), drawn by
+    PyTorch), or FORCED[row, t] while t < FORCED_LEN[row]; -1 where LIVE (B,) is False. t is
+    the row's step T[row]: the token goes to TOK (B,) and OUT[row, t] (int8), and T[row] to
+    t + 1."""
     inside = rmask[:, None] & (v < V)[None, :]
     legal = tl.load(LEGAL + rows, mask=rmask, other=1)
     # bits past 63 read as the sign bit: -1 keeps every token of any vocabulary
     ok = inside & (((legal[:, None] >> tl.minimum(v, 63)[None, :]) & 1) != 0)
-    z = tl.where(ok, tl.load(LOGITS + rows[:, None] * V + v[None, :], mask=inside, other=0.0)
-                 * inv_temperature, float("-inf"))
+    z = tl.where(ok, logits * inv_temperature, float("-inf"))
     e = tl.exp(z - tl.max(z, axis=1)[:, None])
     prob = e / tl.sum(e, axis=1)[:, None]
     noise = tl.load(NOISE + rows[:, None] * V + v[None, :], mask=inside, other=1.0)
     tok = tl.argmax(tl.where(ok, prob / noise, -1.0), axis=1).to(tl.int64)
-    t = tl.load(T)
+    t = tl.load(T + rows, mask=rmask, other=0)
     if FORCE:
         n = tl.load(FORCED_LEN + rows, mask=rmask, other=0)
         col = tl.minimum(t, s_forced - 1)
@@ -343,3 +352,18 @@ def draw(LOGITS, LEGAL, NOISE, LIVE, FORCED, FORCED_LEN, T, TOK, OUT, B, inv_tem
     tok = tl.where(tl.load(LIVE + rows, mask=rmask, other=0) != 0, tok, -1)
     tl.store(TOK + rows, tok, mask=rmask)
     tl.store(OUT + rows * s_out + t, tok.to(tl.int8), mask=rmask)
+    tl.store(T + rows, t + 1, mask=rmask)
+
+
+@triton.jit
+def draw(LOGITS, LEGAL, NOISE, LIVE, FORCED, FORCED_LEN, T, TOK, OUT, inv_temperature,
+         s_forced, s_out, B, V: tl.constexpr, VP: tl.constexpr, FORCE: tl.constexpr,
+         BLOCK: tl.constexpr):
+    """:func:`_draw_rows` for logits LOGITS (B, V) made elsewhere."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    rmask = rows < B
+    v = tl.arange(0, VP)
+    logits = tl.load(LOGITS + rows[:, None] * V + v[None, :],
+                     mask=rmask[:, None] & (v < V)[None, :], other=0.0)
+    _draw_rows(logits, rows, rmask, v, LEGAL, NOISE, LIVE, FORCED, FORCED_LEN, T, TOK, OUT,
+               inv_temperature, s_forced, s_out, V, FORCE)

@@ -528,7 +528,22 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
     def both(x: torch.Tensor) -> torch.Tensor:  # the conditional rows and their null twins
         return torch.cat([x, x]) if guided else x
 
-    def model_step(span: int) -> torch.Tensor:
+    # plain sampling (the filters' defaults) with the fused step: Triton kernels draw, force
+    # and record the tokens, each row counting its own steps (t_row); the model step's last
+    # kernel draws them where the vocabulary allows (decode.can_draw)
+    fused_draw = attention == "fused" and not guided and not top_k and (top_p or 1.0) >= 1.0
+    t_row = torch.zeros(n, dtype=torch.long, device=device)
+
+    def plain_draw():
+        from wavar.model.kernels import Draw
+
+        noise = torch.empty(len(tok), model.config.vocab_size, device=device)
+        return Draw(legal, noise.exponential_(generator=gen), live, t_row, tok, out,
+                    temperature, forced_t, forced_len)  # (the noise of filters.sample)
+
+    def model_step(span: int, draw=None) -> torch.Tensor | None:
+        if fused_draw:  # finished rows skipped (live); with draw, the step draws too
+            return decode(cache, tok, slots, pos, mt_t, t_row, live=live, draw=draw)
         if rowwise:  # every live row at step t, finished ones skipped: the whole cache, always
             prev = tok if attention == "fused" else tok.clamp(min=0)  # (fused: reads -1 as 0)
             return decode(cache, both(prev), both(slots), both(pos), mt_t,
@@ -536,18 +551,14 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
         return decode(_cache_view(cache, span), both(tok.clamp(min=0)), both(slots), both(pos),
                       mt_t, t_dev)
 
-    # plain sampling (the filters' defaults) with the fused step: one kernel draws, forces,
-    # and records the tokens
-    fused_draw = attention == "fused" and not guided and not top_k and (top_p or 1.0) >= 1.0
-
-    def finish_step(logits: torch.Tensor) -> None:
-        # draw (or force) every row's token, record it, step the grammar: all in place
+    def finish_step(logits: torch.Tensor | None) -> None:
+        # draw (or force) every row's token, record it (None: the model step did), step the
+        # grammar: all in place
         if fused_draw:
-            from wavar.model.kernels import draw_tokens
+            if logits is not None:
+                from wavar.model.kernels import draw_tokens
 
-            noise = torch.empty_like(logits).exponential_(generator=gen)  # as filters.sample
-            draw_tokens(logits, legal, noise, live, t_dev, tok, out, temperature, forced_t,
-                        forced_len)
+                draw_tokens(logits, plain_draw())
         else:
             drawn = filters.sample(_filtered(logits, legal, cfg, temperature, top_k, top_p), gen)
             if forced_t is not None:
@@ -556,11 +567,12 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
                 drawn = torch.where(t_dev < forced_len, col[:, 0], drawn)
             tok.copy_(drawn.masked_fill(~live, -1))
             out.index_put_((rows, t_dev.expand(len(tok))), tok.to(torch.int8))
+            t_dev.add_(1)
         grammar_step()
-        t_dev.add_(1)
 
     def whole_step(span: int) -> None:
-        finish_step(model_step(span))
+        drawing = fused_draw and decode.can_draw
+        finish_step(model_step(span, plain_draw() if drawing else None))
 
     grammar_step()  # masks and slots of the fresh states
     finish_step(model.prefill(cache, lab_t, mt_t, both(slots), both(pos)))
