@@ -103,29 +103,6 @@ def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_
     """
     from wavar.model import triton_kernels as tk
 
-    att = _attend(q, k, v, k_cache, v_cache, positions, chunk, block_n, dot, precision, warps,
-                  stages)
-    if att.layout["CHUNKS"] > 1:
-        tk.merge[(len(q) * att.layout["HKV"],)](positions, att.out, *att.parts,
-                                                att.out.stride(0), att.out.stride(1),
-                                                num_warps=4, **att.layout)
-    return att.out
-
-
-@dataclass
-class _Attended:
-    out: Tensor  # (B, H, hd): the output where a row has one chunk (zeros for skipped rows)
-    parts: list[Tensor]  # the chunks' maxima, sums and weighted values, for the merge
-    layout: dict  # HKV, G, GP, HD, CHUNK, CHUNKS
-
-
-def _attend(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor,
-            positions: Tensor, chunk: int | None = None, block_n: int | None = None,
-            dot: bool = True, precision: str | None = None, warps: int | None = None,
-            stages: int | None = None) -> _Attended:
-    # the attend kernel of decode_attention_triton (same arguments), unmerged
-    from wavar.model import triton_kernels as tk
-
     B, H, hd = q.shape
     n_kv, length = k_cache.size(1), k_cache.size(2)
     group = H // n_kv
@@ -153,7 +130,10 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor,
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), out.stride(0), out.stride(1),
         hd**-0.5, BLOCK_N=block_n, DOT=dot, PRECISION=_precision(k_cache.dtype, precision),
         num_warps=warps, **layout, **tuning)
-    return _Attended(out, parts, layout)
+    if chunks > 1:
+        tk.merge[(B * n_kv,)](positions, out, *parts, out.stride(0), out.stride(1), num_warps=4,
+                              **layout)
+    return out
 
 
 def fused_step_supported(model) -> bool:
@@ -279,12 +259,10 @@ class FusedDecodeStep:
                                                                       False)
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
-            # the chunks of a row's prefix are merged by step_mlp as it reads them
-            att = _attend(q, k, v, cache.k[i], cache.v[i], position, chunk=self.chunk,
-                          precision=self.precision)
-            tk.step_mlp[(blocks, self.split)](x, att.out, position, *att.parts,
-                                              *layer["rest"], x_mid, y_part, B, self.eps,
-                                              **self.mlp_sizes, **common, **att.layout)
+            att = decode_attention_triton(q, k, v, cache.k[i], cache.v[i], position,
+                                          chunk=self.chunk, precision=self.precision)
+            tk.step_mlp[(blocks, self.split)](x, att, *layer["rest"], x_mid, y_part, B,
+                                              self.eps, **self.mlp_sizes, **common)
             nxt = layer if last else self.layers[i + 1]  # (the last layer's is never read)
             tk.step_next[(blocks, 1 if last else 3)](
                 x, position, x_mid, y_part, *nxt["qkv"], *qkv, *self.head, logits, B, self.eps,

@@ -256,43 +256,12 @@ def step_head(TOK, SLOTS, XY, MT, T, LIVE, POS, X,
 
 
 @triton.jit
-def _merged_attention(rows, rmask, k, POS, M_PART, L_PART, A_PART, C: tl.constexpr,
-                      HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HD: tl.constexpr,
-                      CHUNK: tl.constexpr, CHUNKS: tl.constexpr):
-    """Columns k (KT,) of the attention output of rows (BM,) (head k // HD, dimension k % HD),
-    merged from ``attend``'s chunks as ``merge`` does; zero for skipped rows."""
-    head = k // HD
-    p = tl.load(POS + rows, mask=rmask, other=-1)
-    live = rmask & (p >= 0)
-    n_chunks = tl.cdiv(tl.maximum(p, 1), CHUNK)  # chunk 0 always holds the new position
-    mask = live[:, None] & (k < C)[None, :]
-    at_m = ((rows[:, None] * HKV + head[None, :] // G) * CHUNKS) * GP + (head % G)[None, :]
-    at_a = at_m * HD + (k % HD)[None, :]
-    m = tl.load(M_PART + at_m, mask=mask, other=0.0)
-    lsum = tl.load(L_PART + at_m, mask=mask, other=1.0)
-    acc = tl.load(A_PART + at_a, mask=mask, other=0.0)
-    for c in range(1, tl.max(tl.where(live, n_chunks, 1), axis=0)):
-        more = mask & (c < n_chunks)[:, None]  # elsewhere -inf: a weight of 0
-        m_c = tl.load(M_PART + at_m + c * GP, mask=more, other=float("-inf"))
-        m_new = tl.maximum(m, m_c)
-        a, b = tl.exp2(m - m_new), tl.exp2(m_c - m_new)
-        lsum = lsum * a + tl.load(L_PART + at_m + c * GP, mask=more, other=0.0) * b
-        acc = acc * a + tl.load(A_PART + at_a + c * (GP * HD), mask=more, other=0.0) * b
-        m = m_new
-    return acc / lsum
-
-
-@triton.jit
-def step_mlp(X, ATT, POS, M_PART, L_PART, A_PART, W_O, G2, W_FC, W_PR, X_MID, Y_PART, B, eps,
+def step_mlp(X, ATT, W_O, G2, W_FC, W_PR, X_MID, Y_PART, B, eps,
              C: tl.constexpr, CP: tl.constexpr, HID: tl.constexpr, HS: tl.constexpr,
-             HT: tl.constexpr, KT: tl.constexpr, BM: tl.constexpr, PRECISION: tl.constexpr,
-             HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HD: tl.constexpr,
-             CHUNK: tl.constexpr, CHUNKS: tl.constexpr):
-    """x = X + att @ W_O (the attention's residual; into X_MID (B, C)), then the MLP on
+             HT: tl.constexpr, KT: tl.constexpr, BM: tl.constexpr, PRECISION: tl.constexpr):
+    """x = X + ATT @ W_O (the attention's residual; into X_MID (B, C)), then the MLP on
     norm2(x) restricted to hidden units s HS .. (s + 1) HS (s: grid axis 1), whose output
-    goes to Y_PART[s] (S, B, C). att: ATT (B, C) when prefixes are in one chunk (``attend``
-    writes it, zero for skipped rows), else merged here from ``attend``'s chunks (POS,
-    M_PART .. A_PART and the layout HKV .. CHUNKS: :func:`_merged_attention`)."""
+    goes to Y_PART[s] (S, B, C). (Skipped rows' attention is zero: ``attend`` writes it.)"""
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
     s = tl.program_id(1)
     rmask = rows < B
@@ -301,12 +270,8 @@ def step_mlp(X, ATT, POS, M_PART, L_PART, A_PART, W_O, G2, W_FC, W_PR, X_MID, Y_
     x = tl.load(X + rows[:, None] * C + cols[None, :], mask=xmask, other=0.0)
     for c0 in range(0, C, KT):
         k = c0 + tl.arange(0, KT)
-        if CHUNKS > 1:
-            o = _merged_attention(rows, rmask, k, POS, M_PART, L_PART, A_PART, C, HKV, G, GP,
-                                  HD, CHUNK, CHUNKS)
-        else:
-            o = tl.load(ATT + rows[:, None] * C + k[None, :],
-                        mask=rmask[:, None] & (k < C)[None, :], other=0.0)
+        o = tl.load(ATT + rows[:, None] * C + k[None, :],
+                    mask=rmask[:, None] & (k < C)[None, :], other=0.0)
         x += _matmul(o, W_O + c0 * C, C, C - c0, C, KT, CP, PRECISION)
     if s == 0:
         tl.store(X_MID + rows[:, None] * C + cols[None, :], x, mask=xmask)
