@@ -17,7 +17,8 @@ keep the GPU evenly busy. The new key and value take part from registers, so no 
 position another may still be writing.
 
 The fused step (:class:`FusedDecodeStep`) runs the rest of a small model's decode step around
-that kernel, and :func:`draw_tokens` the plain draw: a step of the sampler in ~24 kernels.
+that kernel and can draw the tokens in its last kernel (:func:`draw_tokens` draws from logits
+made elsewhere): a step of the sampler in ~20 kernels.
 
 ``decode_attention_reference`` is the attention in plain PyTorch (any device), and the model's
 own ``decode_step`` is the fused step's reference; the tests run the kernels in Triton's
@@ -150,7 +151,8 @@ class FusedDecodeStep:
     """``model.decode_step`` with per-row steps (``t`` of shape (B,)) in Triton kernels:
     ``step_head`` (embedding, layer 0's q, k, v), then per layer the attention (``attend``, and
     ``merge`` when prefixes are chunked), ``step_mlp`` and ``step_next``
-    (:mod:`wavar.model.triton_kernels`).
+    (:mod:`wavar.model.triton_kernels`); the last ``step_next`` can draw the tokens too
+    (see ``__call__``).
 
     The weights are copied at construction, transposed and in fp32 (activations stay fp32
     whatever the model's dtype; the cache keeps its own): build a new one after they change.
