@@ -149,17 +149,18 @@ def drawing_step_matches_logits_then_draw(model, chunk, cache, prev, slots, pos,
     forced_len = torch.where(torch.arange(B) % 2 == 0, t_row + 1, 0)  # even rows forced
 
     def fresh() -> Draw:
-        return Draw(legal, noise, live, t_row.clone(), torch.zeros(B, dtype=torch.long),
+        return Draw(legal, noise, live, torch.zeros(B, dtype=torch.long),
                     torch.full((B, 50), -1, dtype=torch.int8), 0.7, forced, forced_len)
 
     cached = [type(cache)(cache.k.clone(), cache.v.clone()) for _ in range(2)]
     a, b = fresh(), fresh()
-    got = step(cached[0], prev, slots, pos, m_tilde, a.t, live=live)
+    t_a, t_b = t_row.clone(), t_row.clone()
+    got = step(cached[0], prev, slots, pos, m_tilde, t_a, live=live)
     torch.testing.assert_close(got[live], logits[live], atol=1e-4, rtol=1e-4, msg=name)
-    draw_tokens(got, a)
-    assert step(cached[1], prev, slots, pos, m_tilde, b.t, live=live, draw=b) is None, name
+    draw_tokens(got, t_a, a)
+    assert step(cached[1], prev, slots, pos, m_tilde, t_b, live=live, draw=b) is None, name
     assert torch.equal(a.tok, b.tok) and torch.equal(a.out, b.out), name
-    assert torch.equal(a.t, t_row + 1) and torch.equal(b.t, t_row + 1), name
+    assert torch.equal(t_a, t_row + 1) and torch.equal(t_b, t_row + 1), name
     rows = torch.arange(B)
     assert torch.equal(a.out[rows, t_row].long(), a.tok), name
     assert (a.tok[~live] == -1).all(), name

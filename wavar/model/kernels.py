@@ -232,11 +232,11 @@ class FusedDecodeStep:
         ``prev_token`` reads as 0: finished rows need no clamping). ``live`` (B,) bool: rows
         where it is False are skipped as if their ``t`` were negative. ``draw`` (needs
         :attr:`can_draw`): the last kernel draws the tokens instead (as :func:`draw_tokens`,
-        ``draw.t`` being ``t``) and the step returns None."""
+        each row's step being ``t``, which it advances) and the step returns None."""
         from wavar.model import triton_kernels as tk
 
-        if draw is not None and (not self.can_draw or draw.t is not t):
-            raise ValueError("a drawing step needs a vocabulary within one tile and draw.t = t")
+        if draw is not None and not self.can_draw:
+            raise ValueError("a drawing step needs a vocabulary within one weight tile")
 
         B = len(prev_token)
         C, H, n_kv, hd = (self.sizes[k] for k in ("C", "H", "HKV", "HD"))
@@ -257,7 +257,7 @@ class FusedDecodeStep:
                                   *self.embedding_ranges, **self.fourier_sizes, **common,
                                   **self.sizes, USE_LIVE=live is not None)
         # the draw's buffers (never read when the step does not draw)
-        drawing, force = draw.kernel_args() if draw is not None else ([x] * 8 + [1.0, 1, 1],
+        drawing, force = draw.kernel_args(t) if draw is not None else ([x] * 8 + [1.0, 1, 1],
                                                                       False)
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
@@ -276,39 +276,39 @@ class FusedDecodeStep:
 @dataclass
 class Draw:
     """The buffers of a plain draw (:func:`draw_tokens`): grammar bitmasks ``legal`` (B,),
-    ``noise`` (B, V) ~ Exp(1), ``live`` (B,) bool, each row's step ``t`` (B,), the drawn
-    tokens ``tok`` (B,) and the record ``out`` (B, max_len) int8; the forced prefix
-    ``forced`` (B, width) of ``forced_len`` (B,) tokens per row."""
+    ``noise`` (B, V) ~ Exp(1), ``live`` (B,) bool, the drawn tokens ``tok`` (B,) and the
+    record ``out`` (B, max_len) int8; the forced prefix ``forced`` (B, width) of
+    ``forced_len`` (B,) tokens per row."""
 
     legal: Tensor
     noise: Tensor
     live: Tensor
-    t: Tensor
     tok: Tensor
     out: Tensor
     temperature: float = 1.0
     forced: Tensor | None = None
     forced_len: Tensor | None = None
 
-    def kernel_args(self) -> tuple[list, bool]:
-        """The draw kernels' arguments LEGAL .. s_out, and FORCE."""
+    def kernel_args(self, t: Tensor) -> tuple[list, bool]:
+        """The draw kernels' arguments LEGAL .. s_out (T: each row's step t (B,)), and
+        FORCE."""
         force = self.forced is not None
         forced, forced_len = (self.forced, self.forced_len) if force else (self.tok, self.tok)
-        return [self.legal, self.noise, self.live, forced, forced_len, self.t, self.tok,
+        return [self.legal, self.noise, self.live, forced, forced_len, t, self.tok,
                 self.out, 1.0 / self.temperature, forced.stride(0) if force else 1,
                 self.out.stride(0)], force
 
 
-def draw_tokens(logits: Tensor, draw: Draw) -> None:
+def draw_tokens(logits: Tensor, t: Tensor, draw: Draw) -> None:
     """Plain sampling in one Triton kernel: ``draw.tok`` (B,) and ``draw.out[row, t[row]]``
     get, per row, the argmax over its legal tokens (bitmask ``legal``) of softmax(logits /
     temperature) / noise (the draw of :func:`wavar.sample.filters.sample`), or
     ``forced[row, t]`` while ``t < forced_len[row]``; -1 where ``live`` is False; then each
-    row's step ``t`` advances by one."""
+    row's step ``t`` (B,) advances by one."""
     from wavar.model import triton_kernels as tk
 
     B, V = logits.shape
-    args, force = draw.kernel_args()
+    args, force = draw.kernel_args(t)
     block = 128
     tk.draw[(-(-B // block),)](logits, *args, B, V=V,
                                VP=max(16, 1 << math.ceil(math.log2(V))), FORCE=force,

@@ -538,8 +538,8 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
         from wavar.model.kernels import Draw
 
         noise = torch.empty(len(tok), model.config.vocab_size, device=device)
-        return Draw(legal, noise.exponential_(generator=gen), live, t_row, tok, out,
-                    temperature, forced_t, forced_len)  # (the noise of filters.sample)
+        return Draw(legal, noise.exponential_(generator=gen), live, tok, out, temperature,
+                    forced_t, forced_len)  # (the noise of filters.sample)
 
     def model_step(span: int, draw=None) -> torch.Tensor | None:
         if fused_draw:  # finished rows skipped (live); with draw, the step draws too
@@ -558,7 +558,7 @@ def _generate_on_gpu(model, states: BatchScanState, labels: np.ndarray, m_tilde:
             if logits is not None:
                 from wavar.model.kernels import draw_tokens
 
-                draw_tokens(logits, plain_draw())
+                draw_tokens(logits, t_row, plain_draw())
         else:
             drawn = filters.sample(_filtered(logits, legal, cfg, temperature, top_k, top_p), gen)
             if forced_t is not None:
