@@ -177,14 +177,14 @@ def main() -> None:
 
 
 def fused_tiling(spec: str | None):
-    """Started patch of FusedDecodeStep's defaults from "key=value,..." (integers)."""
+    """Started patch of FusedDecodeStep's defaults from "key=value,..." (integers or words)."""
     from functools import partialmethod
     from unittest import mock
 
     from wavar.model.kernels import FusedDecodeStep
 
-    options = dict((k, int(x)) for k, x in (kv.split("=") for kv in spec.split(","))) \
-        if spec else {}
+    options = dict((k, int(x) if x.lstrip("-").isdigit() else x)
+                   for k, x in (kv.split("=") for kv in spec.split(","))) if spec else {}
     patch = mock.patch.object(FusedDecodeStep, "__init__",
                               partialmethod(FusedDecodeStep.__init__, **options))
     patch.start()
@@ -303,6 +303,11 @@ def step_check(model, batch: int, compiled: bool) -> dict:
     gen = torch.Generator(device="cuda").manual_seed(0)
     out: dict = {"batch": batch, "checks": [], "timings": []}
     fused = FusedDecodeStep(model)
+    fused16 = FusedDecodeStep(model, weights="fp16")
+    # the accuracy of each product precision, against the model's own step
+    accuracy = {"default": fused, "tf32": FusedDecodeStep(model, precision="tf32",
+                                                          weights="fp32"),
+                "fp16 weights": fused16}
 
     def inputs(b: int):
         cache = model.new_cache(b)
@@ -320,15 +325,19 @@ def step_check(model, batch: int, compiled: bool) -> dict:
         cache, prev, slots, pos, mt, t = inputs(b)
         ref = type(cache)(cache.k.clone(), cache.v.clone())
         want = model.decode_step(ref, prev, slots, pos, mt, t)
-        got = fused(cache, prev, slots, pos, mt, t)
         live = t >= 0
-        out["checks"].append({
-            "batch": b, "max_abs_diff_logits": float((got - want)[live].abs().max()),
-            "max_abs_logit": float(want[live].abs().max()),
-            "max_abs_diff_cache": float(max((cache.k - ref.k).abs().max(),
-                                            (cache.v - ref.v).abs().max()))})
-        print("step check", out["checks"][-1], flush=True)
-        steps = {"rows": model.decode_step, "fused": fused}
+        for products, step in accuracy.items():
+            mine = type(cache)(cache.k.clone(), cache.v.clone())
+            got = step(mine, prev, slots, pos, mt, t)
+            out["checks"].append({
+                "batch": b, "products": products, "weights": step.weights,
+                "max_abs_diff_logits": float((got - want)[live].abs().max()),
+                "max_abs_logit": float(want[live].abs().max()),
+                "max_abs_diff_cache": float(max((mine.k - ref.k).abs().max(),
+                                                (mine.v - ref.v).abs().max()))})
+            print("step check", out["checks"][-1], flush=True)
+        steps = {"rows": model.decode_step, "fused": fused,
+                 "fused/weights " + fused16.weights: fused16}
         if b == batch:  # tilings of the fused step, each beside the defaults
             steps.update({"fused/" + ", ".join(f"{k} {x}" for k, x in o.items()):
                           FusedDecodeStep(model, **o)

@@ -129,6 +129,14 @@ def interpreted_fused() -> None:
         torch.testing.assert_close(cache.k, want_cache.k, atol=1e-4, rtol=1e-4, msg=name)
         torch.testing.assert_close(cache.v, want_cache.v, atol=1e-4, rtol=1e-4, msg=name)
         assert torch.equal(cache.k[:, 0], want_cache.k[:, 0]), name  # the skipped row
+        # fp16 weights: products at fp16 (TF32's) significands, so within a few 1e-3 of the
+        # logits' scale; a misplaced or mis-rounded weight tile is off by O(1)
+        half = type(cache)(want_cache.k.clone(), want_cache.v.clone())
+        got16 = FusedDecodeStep(model, chunk=chunk, weights="fp16")(half, prev, slots, pos,
+                                                                    m_tilde, t)
+        scale = float(want[live].abs().max())
+        err16 = float((got16 - want)[live].abs().max())
+        assert 1e-6 < err16 < 5e-3 * scale, (name, err16, scale)
         drawing_step_matches_logits_then_draw(model, chunk, cache, prev, slots, pos, m_tilde,
                                               t, got, g, name)
 

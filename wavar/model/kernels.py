@@ -154,9 +154,13 @@ class FusedDecodeStep:
     (:mod:`wavar.model.triton_kernels`); the last ``step_next`` can draw the tokens too
     (see ``__call__``).
 
-    The weights are copied at construction, transposed and in fp32 (activations stay fp32
-    whatever the model's dtype; the cache keeps its own): build a new one after they change.
-    Products run on tensor cores at ``precision`` as in :func:`decode_attention_triton`.
+    The weights are copied at construction, transposed, in ``weights`` precision (activations
+    stay fp32 whatever the model's dtype; the cache keeps its own): build a new one after they
+    change. Products run on tensor cores at ``precision`` as in
+    :func:`decode_attention_triton` with fp32 weights; with fp16 weights (``weights="fp16"``,
+    the default where that precision is ``"tf32"``) a product rounds its activations to fp16
+    too and sums in fp32: the same 10-bit significands as TF32, half the bytes per weight
+    tile, and a narrower exponent range (a risk only for activations past 65504).
     ``block_rows`` rows share a program; ``chunk`` is the attention's (default: its own);
     ``mlp_split`` programs share a block's MLP (default: 256 hidden units each); ``tile``
     (weight tiles of ``tile`` columns or rows), ``warps`` and ``stages`` tune the kernels.
@@ -165,17 +169,25 @@ class FusedDecodeStep:
     def __init__(self, model, block_rows: int = 16, chunk: int | None = None,
                  precision: str | None = None, tile: int | None = None,
                  mlp_split: int | None = None, warps: int = 4,
-                 stages: int | None = None) -> None:
+                 stages: int | None = None, weights: str | None = None) -> None:
         if not fused_step_supported(model):
             raise ValueError("the fused decode step needs a power-of-two head size >= 16 and "
                              "n_embd <= 128")
+        # fp16 keeps the 10 bits of significand TF32 products keep: where those are allowed,
+        # half the bytes per weight tile and half the product instructions cost no accuracy
+        weights = weights or ("fp16" if _precision(torch.float32, precision) == "tf32"
+                              else "fp32")
+        if weights not in ("fp32", "fp16"):
+            raise ValueError(f"weights must be 'fp32' or 'fp16', got {weights!r}")
+        self.weights = weights
+        weight_dtype = torch.float16 if weights == "fp16" else torch.float32
         c = self.config = model.config
         C, H, n_kv = c.n_embd, c.n_head, c.n_kv_head
         hd = C // H
         self.block_rows, self.chunk, self.precision = block_rows, chunk, precision
 
-        def packed(w: Tensor) -> Tensor:  # (out, in) -> (in, out), fp32, row-major
-            return w.detach().float().t().contiguous()
+        def packed(w: Tensor) -> Tensor:  # (out, in) -> (in, out), row-major
+            return w.detach().float().t().contiguous().to(weight_dtype)
 
         def halves(w: Tensor, heads: int) -> list[Tensor]:  # each head's first / second half
             w = w.detach().view(heads, 2, hd // 2, C)
@@ -208,9 +220,11 @@ class FusedDecodeStep:
         else:  # never read
             self.rope = [torch.zeros(1, device=device)] * 2
         cp = 1 << math.ceil(math.log2(C))
-        # weight tiles of ~8k fp32 values (fewer, larger tiles make shorter chains of dependent
-        # products)
-        tile = tile or max(16, min(64, 8192 // cp))
+        # weight tiles of ~32 KB, 8k fp32 or 16k fp16 values (fewer, larger tiles make shorter
+        # chains of dependent products; fp16 tiles of 128 columns: step_mlp 7.2 us a layer
+        # instead of 8.6 at 64, benchmarks/results/..._fp16default_tf32_profile*.txt)
+        per_tile = 8192 if weights == "fp32" else 16384
+        tile = tile or max(16, min(per_tile // 128, per_tile // cp))
         self.sizes = dict(C=C, CP=cp, H=H, HKV=n_kv, HD=hd, NT=tile, ROPE=c.rope)
         # 256 hidden units a program: at batch 1024 on an H200, 2 programs a block of rows beat
         # 4 by 4.6% and 8 by 11-15% (benchmarks/results/..._fused_tf32_sweep.json)

@@ -128,12 +128,17 @@ def merge(POS, OUT, M_PART, L_PART, A_PART, s_ob, s_oh,
 def _matmul(a, WT, ld, k_lim, n_lim, KP: tl.constexpr, NP: tl.constexpr,
             PRECISION: tl.constexpr):
     """a (BM, KP), zero past column k_lim, times the (k_lim, n_lim) block of a row-major matrix
-    at WT with row stride ld  ->  (BM, NP), zero past column n_lim."""
+    at WT with row stride ld  ->  (BM, NP), zero past column n_lim. An fp16 matrix multiplies
+    a rounded to fp16 (accumulating in fp32), an fp32 one at PRECISION."""
     k = tl.arange(0, KP)
     n = tl.arange(0, NP)
     w = tl.load(WT + k[:, None] * ld + n[None, :],
                 mask=(k[:, None] < k_lim) & (n[None, :] < n_lim), other=0.0)
-    return tl.dot(a, w, input_precision=PRECISION)
+    if w.dtype == tl.float16:  # fp16 weights: fp16 products, fp32 sums
+        out = tl.dot(a.to(tl.float16), w)
+    else:
+        out = tl.dot(a, w, input_precision=PRECISION)
+    return out
 
 
 @triton.jit
