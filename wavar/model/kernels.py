@@ -27,7 +27,6 @@ interpreter (``TRITON_INTERPRET=1``) against them.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -91,7 +90,7 @@ def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_
                             positions: Tensor, chunk: int | None = None,
                             block_n: int | None = None, dot: bool = True,
                             precision: str | None = None, warps: int | None = None,
-                            stages: int | None = None, programs: int | None = None) -> Tensor:
+                            stages: int | None = None) -> Tensor:
     """:func:`decode_attention_reference` as one Triton kernel (two when prefixes are chunked).
 
     ``chunk`` (default :func:`default_chunk`; a multiple of the block) is how many cached
@@ -101,8 +100,7 @@ def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_
     ``"ieee"`` is exact fp32 without tensor cores, ``"tf32"`` the fastest and coarsest; by
     default ``"tf32"`` where ``torch.backends.cuda.matmul.allow_tf32`` lets PyTorch's own fp32
     matrix products use TF32, else ``"tf32x3"``). ``block_n``, ``warps`` and ``stages`` are
-    the kernel's tiling, for tuning. ``programs``: at most this many programs, each looping
-    over (row, chunk) pairs, so that kernels launched beside it find room on the GPU.
+    the kernel's tiling, for tuning.
     """
     from wavar.model import triton_kernels as tk
 
@@ -127,14 +125,11 @@ def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_
     layout = dict(HKV=n_kv, G=group, GP=gp, HD=hd, CHUNK=chunk, CHUNKS=chunks)
     warps = warps or (4 if dot or gp * hd * block_n <= 8192 else 8)
     tuning = {} if stages is None else {"num_stages": stages}
-    items = B * n_kv * chunks
-    persistent = programs is not None and programs < items
-    tk.attend[(programs, 1) if persistent else (B * n_kv, chunks)](
+    tk.attend[(B * n_kv, chunks)](
         q, k, v, k_cache, v_cache, positions, out, *parts,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), out.stride(0), out.stride(1),
-        hd**-0.5, items, BLOCK_N=block_n, DOT=dot,
-        PRECISION=_precision(k_cache.dtype, precision), PERSISTENT=persistent,
+        hd**-0.5, BLOCK_N=block_n, DOT=dot, PRECISION=_precision(k_cache.dtype, precision),
         num_warps=warps, **layout, **tuning)
     if chunks > 1:
         tk.merge[(B * n_kv,)](positions, out, *parts, out.stride(0), out.stride(1), num_warps=4,
@@ -174,8 +169,7 @@ class FusedDecodeStep:
     def __init__(self, model, block_rows: int = 16, chunk: int | None = None,
                  precision: str | None = None, tile: int | None = None,
                  mlp_split: int | None = None, warps: int = 4,
-                 stages: int | None = None, weights: str | None = None, lanes: int = 1,
-                 attention_programs: int | None = None) -> None:
+                 stages: int | None = None, weights: str | None = None) -> None:
         if not fused_step_supported(model):
             raise ValueError("the fused decode step needs a power-of-two head size >= 16 and "
                              "n_embd <= 128")
@@ -191,10 +185,6 @@ class FusedDecodeStep:
         C, H, n_kv = c.n_embd, c.n_head, c.n_kv_head
         hd = C // H
         self.block_rows, self.chunk, self.precision = block_rows, chunk, precision
-        if lanes < 1:
-            raise ValueError(f"lanes must be >= 1, got {lanes}")
-        self.lanes, self.attention_programs = lanes, attention_programs
-        self._streams: list = []
 
         def packed(w: Tensor) -> Tensor:  # (out, in) -> (in, out), row-major
             return w.detach().float().t().contiguous().to(weight_dtype)
@@ -257,44 +247,10 @@ class FusedDecodeStep:
         where it is False are skipped as if their ``t`` were negative. ``draw`` (needs
         :attr:`can_draw`): the last kernel draws the tokens instead (as :func:`draw_tokens`,
         each row's step being ``t``, which it advances) and the step returns None."""
+        from wavar.model import triton_kernels as tk
+
         if draw is not None and not self.can_draw:
             raise ValueError("a drawing step needs a vocabulary within one weight tile")
-        B = len(prev_token)
-        # the whole batch's prefix chunks, whatever the lanes: the same sums, the same tokens
-        chunk = self.chunk or default_chunk(B * self.sizes["HKV"], cache.k.size(3),
-                                            prev_token.device)
-        size = self.block_rows * -(-B // (self.block_rows * self.lanes))
-        if self.lanes == 1 or size >= B:
-            return self._step(cache, prev_token, slots, pos, m_tilde, t, live, draw, chunk)
-        # lanes of rows, each on its own CUDA stream (in a capture: branches of the graph), so
-        # that one lane's chains of small kernels run while another's attention streams its
-        # cache; one after the other off CUDA
-        cuda = prev_token.is_cuda
-        main = torch.cuda.current_stream() if cuda else None
-        while cuda and len(self._streams) < self.lanes:
-            self._streams.append(torch.cuda.Stream(prev_token.device))
-        results = []
-        for lane, lo in enumerate(range(0, B, size)):
-            rows = slice(lo, lo + size)
-            if cuda:
-                self._streams[lane].wait_stream(main)
-            with torch.cuda.stream(self._streams[lane]) if cuda else contextlib.nullcontext():
-                results.append(self._step(
-                    type(cache)(cache.k[:, rows], cache.v[:, rows]), prev_token[rows],
-                    slots[rows], pos[rows], m_tilde[rows], t[rows],
-                    None if live is None else live[rows],
-                    None if draw is None else draw.rows(rows), chunk))
-        for stream in self._streams[: len(results)] if cuda else ():
-            main.wait_stream(stream)
-        if draw is not None:
-            return None
-        for part in results if cuda else ():  # made on the lanes' streams, read on this one
-            part.record_stream(main)
-        return torch.cat(results)
-
-    def _step(self, cache, prev_token: Tensor, slots: Tensor, pos: Tensor, m_tilde: Tensor,
-              t: Tensor, live: Tensor | None, draw: Draw | None, chunk: int) -> Tensor | None:
-        from wavar.model import triton_kernels as tk
 
         B = len(prev_token)
         C, H, n_kv, hd = (self.sizes[k] for k in ("C", "H", "HKV", "HD"))
@@ -320,8 +276,7 @@ class FusedDecodeStep:
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
             att = decode_attention_triton(q, k, v, cache.k[i], cache.v[i], position,
-                                          chunk=chunk, precision=self.precision,
-                                          programs=self.attention_programs)
+                                          chunk=self.chunk, precision=self.precision)
             tk.step_mlp[(blocks, self.split)](x, att, *layer["rest"], x_mid, y_part, B,
                                               self.eps, **self.mlp_sizes, **common)
             nxt = layer if last else self.layers[i + 1]  # (the last layer's is never read)
@@ -347,14 +302,6 @@ class Draw:
     temperature: float = 1.0
     forced: Tensor | None = None
     forced_len: Tensor | None = None
-
-    def rows(self, rows: slice) -> Draw:
-        """The draw of rows ``rows`` only (views: draws write through to these buffers)."""
-        def part(x: Tensor | None) -> Tensor | None:
-            return None if x is None else x[rows]
-
-        return Draw(self.legal[rows], self.noise[rows], self.live[rows], self.tok[rows],
-                    self.out[rows], self.temperature, part(self.forced), part(self.forced_len))
 
     def kernel_args(self, t: Tensor) -> tuple[list, bool]:
         """The draw kernels' arguments LEGAL .. s_out (T: each row's step t (B,)), and

@@ -14,8 +14,8 @@ launches them and holds their PyTorch references).
   partial outputs summed in a fixed order, so results do not depend on scheduling) and the
   query, key and value projections run side by side.
 
-Matrices are stored transposed, (in, out) row-major, in fp32 or fp16, and read in tiles of
-~32 KB (registers); activations stay fp32 in registers, a block of ``BM`` rows per program.
+Matrices are stored transposed, (in, out) row-major, and read in tiles of ~8k elements
+(registers); activations stay fp32 in registers, a block of ``BM`` rows per program.
 """
 
 from __future__ import annotations
@@ -26,32 +26,12 @@ import triton.language as tl
 
 @triton.jit
 def attend(Q, K, V, KC, VC, POS, OUT, M_PART, L_PART, A_PART,
-           s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_cb, s_ch, s_cl, s_ob, s_oh, scale, n_items,
+           s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_cb, s_ch, s_cl, s_ob, s_oh, scale,
            HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HD: tl.constexpr,
            BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, CHUNKS: tl.constexpr,
-           DOT: tl.constexpr, PRECISION: tl.constexpr, PERSISTENT: tl.constexpr):
-    """One program per (row * HKV + key/value head, chunk) (grid axes 0, 1), or, PERSISTENT,
-    a fixed number of programs looping over those n_items pairs (so that the attention leaves
-    room on the GPU for kernels running beside it)."""
-    if PERSISTENT:
-        for item in range(tl.program_id(0), n_items, tl.num_programs(0)):
-            _attend_chunk(item // CHUNKS, item % CHUNKS, Q, K, V, KC, VC, POS, OUT, M_PART,
-                          L_PART, A_PART, s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_cb, s_ch,
-                          s_cl, s_ob, s_oh, scale, HKV, G, GP, HD, BLOCK_N, CHUNK, CHUNKS, DOT,
-                          PRECISION)
-    else:
-        _attend_chunk(tl.program_id(0), tl.program_id(1), Q, K, V, KC, VC, POS, OUT, M_PART,
-                      L_PART, A_PART, s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_cb, s_ch, s_cl,
-                      s_ob, s_oh, scale, HKV, G, GP, HD, BLOCK_N, CHUNK, CHUNKS, DOT, PRECISION)
-
-
-@triton.jit
-def _attend_chunk(pid, chunk, Q, K, V, KC, VC, POS, OUT, M_PART, L_PART, A_PART,
-                  s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_cb, s_ch, s_cl, s_ob, s_oh, scale,
-                  HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HD: tl.constexpr,
-                  BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, CHUNKS: tl.constexpr,
-                  DOT: tl.constexpr, PRECISION: tl.constexpr):
-    # pid: row * HKV + key/value head
+           DOT: tl.constexpr, PRECISION: tl.constexpr):
+    pid = tl.program_id(0)  # row * HKV + key/value head
+    chunk = tl.program_id(1)
     row = pid // HKV
     kvh = pid % HKV
     p = tl.load(POS + row).to(tl.int32)
