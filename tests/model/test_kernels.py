@@ -137,6 +137,8 @@ def interpreted_fused() -> None:
         scale = float(want[live].abs().max())
         err16 = float((got16 - want)[live].abs().max())
         assert 1e-6 < err16 < 5e-3 * scale, (name, err16, scale)
+        assert FusedDecodeStep(model, precision="tf32").weights == "fp16", name  # the default
+        assert FusedDecodeStep(model).weights == "fp32", name  # (fp32 products off CUDA)
         drawing_step_matches_logits_then_draw(model, chunk, cache, prev, slots, pos, m_tilde,
                                               t, got, g, name)
 
@@ -180,3 +182,19 @@ def drawing_step_matches_logits_then_draw(model, chunk, cache, prev, slots, pos,
 
 def test_fused_step_matches_the_model_in_the_interpreter():
     run_interpreted("interpreted_fused")
+
+
+def test_fp16_weights_refuse_a_model_beyond_their_range():
+    pytest.importorskip("triton")
+    from wavar.model.kernels import FusedDecodeStep
+    from wavar.model.transformer import WaveletGPT, config_from_preset
+
+    model = WaveletGPT(config_from_preset("tiny", n_layer=1, n_head=2, n_embd=32,
+                                          fourier_features=8))
+    with torch.no_grad():
+        model.blocks[0].mlp.fc.weight[0, 0] = 1e5
+    assert FusedDecodeStep(model, precision="tf32").weights == "fp32"  # the default falls back
+    with pytest.raises(ValueError, match="fp16's range"):
+        FusedDecodeStep(model, weights="fp16")
+    with pytest.raises(ValueError, match="'fp32' or 'fp16'"):
+        FusedDecodeStep(model, weights="bf16")

@@ -158,9 +158,10 @@ class FusedDecodeStep:
     stay fp32 whatever the model's dtype; the cache keeps its own): build a new one after they
     change. Products run on tensor cores at ``precision`` as in
     :func:`decode_attention_triton` with fp32 weights; with fp16 weights (``weights="fp16"``,
-    the default where that precision is ``"tf32"``) a product rounds its activations to fp16
-    too and sums in fp32: the same 10-bit significands as TF32, half the bytes per weight
-    tile, and a narrower exponent range (a risk only for activations past 65504).
+    the default where that precision is ``"tf32"`` and every weight fits fp16) a product
+    rounds its activations to fp16 too and sums in fp32: the same 10-bit significands as
+    TF32, half the bytes per weight tile, and a narrower exponent range (a risk only for
+    activations past 65504).
     ``block_rows`` rows share a program; ``chunk`` is the attention's (default: its own);
     ``mlp_split`` programs share a block's MLP (default: 256 hidden units each); ``tile``
     (weight tiles of ``tile`` columns or rows), ``warps`` and ``stages`` tune the kernels.
@@ -175,10 +176,17 @@ class FusedDecodeStep:
                              "n_embd <= 128")
         # fp16 keeps the 10 bits of significand TF32 products keep: where those are allowed,
         # half the bytes per weight tile and half the product instructions cost no accuracy
-        weights = weights or ("fp16" if _precision(torch.float32, precision) == "tf32"
-                              else "fp32")
+        # (measured on the H200: logits 7.4e-3 from fp32 against TF32 products' 2.2e-2,
+        # benchmarks/results/..._fp16default_stepcheck_fp32.json), unless a weight overflows it
+        fits = max(float(p.detach().abs().max()) for p in model.parameters()) <= 65504.0
+        if weights is None:
+            tf32 = _precision(torch.float32, precision) == "tf32"
+            weights = "fp16" if tf32 and fits else "fp32"
         if weights not in ("fp32", "fp16"):
             raise ValueError(f"weights must be 'fp32' or 'fp16', got {weights!r}")
+        if weights == "fp16" and not fits:
+            raise ValueError("this model has weights beyond fp16's range (65504): "
+                             "use weights='fp32'")
         self.weights = weights
         weight_dtype = torch.float16 if weights == "fp16" else torch.float32
         c = self.config = model.config
