@@ -18,9 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/wavar sample --model fashion-mnist --classes all --n 2 -o samples.png --gif samples.gif
 
 test: $(STAMP)
-	# two workers: one takes the numba-simulator sampling loops (the longest test, ~2-4
-	# minutes on a 2-CPU machine), the other everything else beside it
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check wavar tests benchmarks
