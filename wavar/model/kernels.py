@@ -178,13 +178,16 @@ class FusedDecodeStep:
         # half the bytes per weight tile and half the product instructions cost no accuracy
         # (measured on the H200: logits 7.4e-3 from fp32 against TF32 products' 2.2e-2,
         # benchmarks/results/..._fp16default_stepcheck_fp32.json), unless a weight overflows it
-        fits = max(float(p.detach().abs().max()) for p in model.parameters()) <= 65504.0
+        def fits() -> bool:  # (one device read, and only where fp16 is in question)
+            largest = torch.stack([p.detach().abs().max().float() for p in model.parameters()])
+            return float(largest.max()) <= 65504.0
+
         if weights is None:
             tf32 = _precision(torch.float32, precision) == "tf32"
-            weights = "fp16" if tf32 and fits else "fp32"
-        if weights not in ("fp32", "fp16"):
+            weights = "fp16" if tf32 and fits() else "fp32"
+        elif weights not in ("fp32", "fp16"):
             raise ValueError(f"weights must be 'fp32' or 'fp16', got {weights!r}")
-        if weights == "fp16" and not fits:
+        elif weights == "fp16" and not fits():
             raise ValueError("this model has weights beyond fp16's range (65504): "
                              "use weights='fp32'")
         self.weights = weights
