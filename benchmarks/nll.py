@@ -31,7 +31,8 @@ def main() -> None:
     for name in args.models:
         model = WaveletGPT.from_pretrained(name)
         dataset = MODELS[name].dataset if name in MODELS else name
-        data = TokenDataset.load(dataset, codec_of(model), "test")
+        data = TokenDataset.load(dataset, codec_of(model), "test",
+                                 context=bool(model.config.decoder_state))
         t = time.perf_counter()
         r = nll(model, data, limit=args.limit)
         r.update(model=name, params=model.num_params(), seconds=time.perf_counter() - t)

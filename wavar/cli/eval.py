@@ -387,7 +387,8 @@ def _eval(args: argparse.Namespace) -> int:
         from wavar.sample.generate import codec_of
 
         t = time.perf_counter()
-        data = TokenDataset.load(args.dataset, codec_of(model), "test")
+        data = TokenDataset.load(args.dataset, codec_of(model), "test",
+                                 context=bool(model.config.decoder_state))
         report["nll"] = nll(model, data, limit=args.nll_limit)
         report["seconds"]["nll"] = time.perf_counter() - t
     if args.rd:

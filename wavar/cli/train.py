@@ -100,8 +100,10 @@ def _train_in_group(cfg, args: argparse.Namespace, info) -> int:
             tokenize(cfg.dataset, codec, split)
     if info.enabled:
         dist.barrier()
+    # decoder-state features are replayed only for a model that reads them
+    context = bool(cfg.model_args.get("decoder_state", 0))
     data_train = TokenDataset.load(cfg.dataset, codec, "train", tokenize_missing=False,
-                                   limit=args.limit)
+                                   limit=args.limit, context=context)
     images = load(cfg.dataset, "train")
     if cfg.val_holdout:
         data_train, data_val = data_train.holdout(cfg.val_holdout)
@@ -109,7 +111,8 @@ def _train_in_group(cfg, args: argparse.Namespace, info) -> int:
             print(f"validation: the last {len(data_val)} of {len(data_val) + len(data_train)} "
                   f"training images (val_holdout), left out of training")
     else:
-        data_val = TokenDataset.load(cfg.dataset, codec, "test", tokenize_missing=False)
+        data_val = TokenDataset.load(cfg.dataset, codec, "test", tokenize_missing=False,
+                                     context=context)
     n_train = len(data_train)
     cfg.codec = data_codec_info(codec, data_train, _first(images, n_train))
     channels = data_train.image_shape[2] if len(data_train.image_shape) == 3 else 1

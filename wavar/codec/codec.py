@@ -476,11 +476,33 @@ class WaveletCodec:
         err = coder.replay_slots(syms, h.n_planes, self.lang.code,
                                  int(self.refinement == "immediate"), h.channels,
                                  geo.n_coef, *self._grammar_args(geo), geo.block_slot,
-                                 geo.quad_slot, geo.coef_slot, out_int, out_pos, out_legal)
+                                 geo.quad_slot, geo.coef_slot, out_int, out_pos, out_legal,
+                                 geo.context_tables, np.zeros((0, g.N_CONTEXT), np.int8))
         if err >= 0:
             self._raise_stream_error(syms, int(err), h, geo)
         legal = self.lang.mask_from_symbols(out_legal)
         return Slots(*(out_int[:, i] for i in range(5)), out_pos[:, 0], out_pos[:, 1], legal)
+
+    def context(self, seq: CodedImage) -> np.ndarray:
+        """int8 (len(seq) + 1, N_CONTEXT): the decoder-state features
+        (:func:`wavar.codec.grammar.context_of`) before every token of ``seq``, plus one past
+        its end: what a decoder that has read the tokens so far knows about the unit each token
+        decides."""
+        self._check_header(seq.header)
+        h = seq.header
+        geo = self.geometry(h.height, h.width)
+        syms = self._symbols(seq)
+        n = len(syms)
+        out = np.empty((n + 1, g.N_CONTEXT), np.int8)
+        err = coder.replay_slots(syms, h.n_planes, self.lang.code,
+                                 int(self.refinement == "immediate"), h.channels,
+                                 geo.n_coef, *self._grammar_args(geo), geo.block_slot,
+                                 geo.quad_slot, geo.coef_slot, np.empty((n + 1, 5), np.int64),
+                                 np.empty((n + 1, 2)), np.empty(n + 1, np.int64),
+                                 geo.context_tables, out)
+        if err >= 0:
+            self._raise_stream_error(syms, int(err), h, geo)
+        return out
 
     def state(self, header: Header) -> ScanState:
         """A fresh scan state for a sequence with this header."""
@@ -620,6 +642,14 @@ class BatchScanState:
         g.batch_slots(self.mems, geo.scan_index, geo.block_slot, geo.quad_slot, geo.coef_slot,
                       si, sp)
         return si, sp
+
+    def context(self) -> np.ndarray:
+        """int64 (B, N_CONTEXT): every row's decoder-state features at its cursor (zeros for
+        finished rows); see :func:`wavar.codec.grammar.context_of`."""
+        out = np.empty((len(self.mems), g.N_CONTEXT), np.int64)
+        geo = self.geo
+        g.batch_context(self.mems, geo.scan_index, geo.parent, *geo.context_tables, out)
+        return out
 
     def push(self, tokens: np.ndarray) -> None:
         """Push one token per row; raises TokenStreamError naming the first bad row."""

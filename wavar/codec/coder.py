@@ -16,8 +16,7 @@ from wavar.codec import grammar as g
 
 @njit(cache=True, nogil=True)
 def _state(lang, immediate, channels, n_coef, n_planes):
-    nb = n_coef // 16
-    mem = np.empty(g.HEADER + channels * (n_coef + nb + 4 * nb + 4 * n_coef), np.int32)
+    mem = np.empty(g.state_size(channels, n_coef), np.int32)
     g.init_state(mem, lang, immediate, channels, n_coef, n_planes)
     return mem
 
@@ -162,14 +161,22 @@ def decode_many(syms, offsets, m_tildes, n_planes, lang, immediate, channels, n_
 @njit(cache=True, nogil=True)
 def replay_slots(syms, n_planes, lang, immediate, channels, n_coef, scan_index, parent,
                  children, n_desc, is_ll, block_slot, quad_slot, coef_slot,
-                 out_int, out_pos, out_legal):
-    """Record (slot, legal symbol mask) before each symbol, then push it.
+                 out_int, out_pos, out_legal, context_tables, out_context):
+    """Record (slot, legal symbol mask, decoder-state context) before each symbol, then push it.
 
     Row ``len(syms)`` of the outputs (they have one extra row) holds the slot after the last
-    symbol (kind DONE when the sequence is complete). Returns -1, or the refused position.
+    symbol (kind DONE when the sequence is complete). ``out_context`` (rows, N_CONTEXT) gets
+    :func:`grammar.context_of` at each position, given ``context_tables`` = (neighbours,
+    siblings, block_ring, quad_ring) of the geometry; with 0 rows it is skipped. Returns -1, or
+    the refused position.
     """
     mem = _state(lang, immediate, channels, n_coef, n_planes)
+    neighbours, siblings, block_ring, quad_ring = context_tables
+    with_context = out_context.shape[0] > 0
     for t in range(syms.shape[0] + 1):
+        if with_context:
+            g.context_of(mem, scan_index, parent, neighbours, siblings, block_ring, quad_ring,
+                         out_context[t])
         if mem[g.H_KIND] == g.DONE:
             out_int[t, :] = 0
             out_int[t, 0] = mem[g.H_PLANE]  # = n_planes: after the last plane

@@ -49,11 +49,12 @@ F_BLKNEW, F_QUADNEW, F_PENDING, F_PLANENEED = 1, 2, 4, 8
 ERR_ILLEGAL, ERR_DONE, NO_COEF = -2, -3, -1
 
 
+@njit(cache=True, nogil=True)
 def state_size(channels: int, n_coef: int) -> int:
     """Length of the int32 array holding one state."""
     nb = n_coef // 16
-    # sig | block broken | quad broken | zero-tree: sigdesc, need, cand, pruned
-    return HEADER + channels * (n_coef + nb + 4 * nb + 4 * n_coef)
+    # sig | block broken | quad broken | zero-tree: sigdesc, need, cand, pruned | magnitude
+    return HEADER + channels * (n_coef + nb + 4 * nb + 4 * n_coef + n_coef)
 
 
 @njit(cache=True, nogil=True, inline='always')
@@ -67,6 +68,16 @@ def _offsets(mem):
     o_cand = o_need + c * n
     o_pr = o_cand + c * n
     return o_sig, o_bb, o_qb, o_sd, o_need, o_cand, o_pr
+
+
+@njit(cache=True, nogil=True, inline='always')
+def _mag_offset(mem):
+    """Start of the decoder's magnitudes: per coefficient, what a decoder that has read the
+    tokens so far knows of it, signed (the coefficient's sign), 0 while insignificant, else the
+    lower end of its uncertainty interval in units of half the final threshold (exact integers
+    for either refinement variant)."""
+    c, n, nb = mem[H_C], mem[H_N], mem[H_NB]
+    return HEADER + c * (5 * n + 5 * nb)
 
 
 @njit(cache=True, nogil=True)
@@ -213,6 +224,14 @@ def legal_symbols(mem, scan_index, parent, n_desc, is_ll):
     return m
 
 
+@njit(cache=True, nogil=True, inline='always')
+def _set_significant(mem, idx, sym):
+    """A coefficient found at plane k lies in [T_k, 2 T_k): T_k = 2^(planes - k) half final
+    thresholds."""
+    top = 1 << (mem[H_NPLANES] - mem[H_PLANE])
+    mem[_mag_offset(mem) + idx] = top if sym == S_POS else -top
+
+
 @njit(cache=True, nogil=True)
 def push(mem, sym, scan_index, parent, children, n_desc, is_ll, check=True):
     """Consume one symbol.
@@ -232,6 +251,10 @@ def push(mem, sym, scan_index, parent, children, n_desc, is_ll, check=True):
         mem[H_NTOK] += 1
         mem[H_FLAGS] &= ~F_PENDING
         idx = ch * n + scan_index[b * 16 + q * 4 + c]
+        if sym == S_ACC1:  # the upper half: the interval's lower end moves up by half its width
+            step = 1 << (mem[H_NPLANES] - mem[H_PLANE] - mem[H_IMMEDIATE])
+            o = _mag_offset(mem) + idx
+            mem[o] += step if mem[o] > 0 else -step
         _advance(mem, 2, scan_index)
         return idx
     if kind == DONE:
@@ -260,6 +283,7 @@ def push(mem, sym, scan_index, parent, children, n_desc, is_ll, check=True):
             _advance(mem, 2, scan_index)
             return NO_COEF
         mem[o_sig + idx] = 1
+        _set_significant(mem, idx, sym)
         mem[H_FLAGS] &= ~(F_QUADNEW | F_PLANENEED)
         if mem[H_IMMEDIATE]:
             mem[H_FLAGS] |= F_PENDING
@@ -281,6 +305,7 @@ def push(mem, sym, scan_index, parent, children, n_desc, is_ll, check=True):
         mem[H_PCAND] -= removed
     if sym == S_POS or sym == S_NEG:
         mem[o_sig + base + d] = 1
+        _set_significant(mem, base + d, sym)
         a = parent[d]
         while a >= 0:
             mem[o_sd + base + a] += 1
@@ -344,6 +369,184 @@ def slot_of(mem, scan_index, block_slot, quad_slot, coef_slot, out_int, out_pos)
 
 
 # ---------------------------------------------------------------------------------------------
+# the decoder's state at the cursor (DESIGN.md §2, "the decoder's state")
+#
+# What a decoder that has read the tokens so far knows about the unit the next token decides,
+# as small integers the model embeds: EBCOT's context formation (JPEG 2000 codes each decision
+# in a context of its 8 neighbours' significance and signs) and spihtter's embedding of the
+# coefficient's current value, computed from the state (one code path for the encoder's
+# training data, the CPU sampler and the GPU kernel). "rel" buckets a decoded magnitude L
+# against the current threshold T: 0 insignificant, 1 + floor(log2(L / T)) capped at 6.
+
+# features of context_of, in order, and the number of values each takes
+CONTEXT_NAMES = ("sig_h", "sig_v", "sig_d", "parent", "orientations", "channels",
+                 "neighbourhood", "planes_since", "refined_bits", "sign_context", "sign")
+CONTEXT_SIZES = (4, 4, 5, 8, 4, 3, 7, 8, 7, 10, 3)
+N_CONTEXT = len(CONTEXT_SIZES)
+# the version of the feature set above: models record it (ModelConfig.decoder_state)
+CONTEXT_VERSION = 1
+
+
+@njit(cache=True, nogil=True, inline='always')
+def _floor_log2(x):
+    r = 0
+    while x > 1:
+        x >>= 1
+        r += 1
+    return r
+
+
+@njit(cache=True, nogil=True, inline='always')
+def _rel(v, e):
+    """Bucket of the decoded value v against the threshold 2^e (see above)."""
+    if v == 0:
+        return 0
+    return min(max(_floor_log2(abs(v)) - e + 1, 1), 6)
+
+
+@njit(cache=True, nogil=True, inline='always')
+def _mean_bucket(total, count, e):
+    """0 for no decoded magnitude around, else the mean's bucket: < T/4, < T/2, < T, < 2T,
+    < 4T, more (1..6)."""
+    if total == 0:
+        return 0
+    t = count << e
+    if 4 * total < t:
+        return 1
+    if 2 * total < t:
+        return 2
+    if total < t:
+        return 3
+    if total < 2 * t:
+        return 4
+    if total < 4 * t:
+        return 5
+    return 6
+
+
+@njit(cache=True, nogil=True)
+def context_of(mem, scan_index, parent, neighbours, siblings, block_ring, quad_ring, out):
+    """Write the decoder-state features of the unit at the cursor into ``out`` (N_CONTEXT,):
+
+    * sig_h, sig_v, sig_d: significant neighbours in the same subband, horizontal (W, E),
+      vertical (N, S) and diagonal; for a block or quad those in the ring around it (sides
+      capped at 3);
+    * parent: the largest ``rel`` of the members' zero-tree parents (7: none, the LL band);
+    * orientations: of the level's two other orientations, how many hold a significant
+      coefficient at the members' positions (3: the LL band);
+    * channels: other colour channels significant at the members' positions (0 in grey);
+    * neighbourhood: the mean decoded magnitude around the unit against the threshold
+      (:func:`_mean_bucket`);
+    * for a refinement: planes_since (1 + planes since it became significant, capped at 7),
+      refined_bits (its first one or two refinement bits once known: 1 + b1, or
+      3 + 2 b1 + b2), sign (1 positive, 2 negative); sign_context (a coefficient or a
+      refinement): 1 + 3 (h + 1) + (v + 1) from the signs of its significant horizontal and
+      vertical neighbours (EBCOT's sign contexts), each summed and clipped to -1..1.
+
+    All zeros when the sequence is done.
+    """
+    for j in range(N_CONTEXT):
+        out[j] = 0
+    kind = mem[H_KIND]
+    if kind == DONE:
+        return
+    n, channels = mem[H_N], mem[H_C]
+    b, ch, q, c = mem[H_BLOCK], mem[H_CH], mem[H_QUAD], mem[H_COEF]
+    om = _mag_offset(mem)
+    base = om + ch * n
+    e = mem[H_NPLANES] - mem[H_PLANE]  # the threshold is 2^e half final thresholds
+    if kind == BLOCK:
+        first, count, size = b * 16, 16, 4
+    elif kind == QUAD:
+        first, count, size = b * 16 + q * 4, 4, 2
+    else:
+        first, count, size = b * 16 + q * 4 + c, 1, 0
+    nh = 0
+    nv = 0
+    nd = 0
+    sh = 0
+    sv = 0
+    total = 0
+    seen = 0
+    if size == 0:
+        d = scan_index[first]
+        for j in range(8):
+            x = neighbours[d, j]
+            if x >= 0:
+                seen += 1
+                v = mem[base + x]
+                if v != 0:
+                    total += abs(v)
+                    sign = 1 if v > 0 else -1
+                    if j < 2:
+                        nh += 1
+                        sh += sign
+                    elif j < 4:
+                        nv += 1
+                        sv += sign
+                    else:
+                        nd += 1
+    else:
+        for j in range(4 * size + 4):
+            x = block_ring[b, j] if size == 4 else quad_ring[b * 4 + q, j]
+            if x >= 0:
+                seen += 1
+                v = mem[base + x]
+                if v != 0:
+                    total += abs(v)
+                    if j < 2 * size:
+                        nh += 1
+                    elif j < 4 * size:
+                        nv += 1
+                    else:
+                        nd += 1
+    out[0] = min(nh, 3)
+    out[1] = min(nv, 3)
+    out[2] = nd
+    best = -1
+    orient = 0
+    orient_ll = True
+    other = 0
+    for ch2 in range(channels):
+        if ch2 == ch:
+            continue
+        for p in range(first, first + count):
+            if mem[om + ch2 * n + scan_index[p]] != 0:
+                other += 1
+                break
+    for o in range(2):
+        hit = 0
+        for p in range(first, first + count):
+            s = siblings[scan_index[p], o]
+            if s >= 0:
+                orient_ll = False
+                if mem[base + s] != 0:
+                    hit = 1
+        orient += hit
+    for p in range(first, first + count):
+        a = parent[scan_index[p]]
+        if a >= 0:
+            best = max(best, _rel(mem[base + a], e))
+    out[3] = 7 if best < 0 else best
+    out[4] = 3 if orient_ll else orient
+    out[5] = other
+    out[6] = _mean_bucket(total, max(seen, 1), e)
+    if size == 0:
+        out[9] = 1 + 3 * (min(max(sh, -1), 1) + 1) + min(max(sv, -1), 1) + 1
+    if kind == REFINE:
+        v = mem[base + scan_index[first]]
+        top = _floor_log2(abs(v))
+        since = top - e  # planes since it became significant
+        known = since - 1 + mem[H_IMMEDIATE]  # refinement bits decided so far
+        out[7] = 1 + min(since, 6)
+        if known == 1:
+            out[8] = 1 + ((abs(v) >> (top - 1)) & 1)
+        elif known >= 2:
+            out[8] = 3 + 2 * ((abs(v) >> (top - 1)) & 1) + ((abs(v) >> (top - 2)) & 1)
+        out[10] = 1 if v > 0 else 2
+
+
+# ---------------------------------------------------------------------------------------------
 # batched stepping: one row of `mems` per sequence
 
 
@@ -373,3 +576,10 @@ def batch_slots(mems, scan_index, block_slot, quad_slot, coef_slot, out_int, out
             out_pos[i, :] = 0.0
         else:
             slot_of(mems[i], scan_index, block_slot, quad_slot, coef_slot, out_int[i], out_pos[i])
+
+
+@njit(cache=True, nogil=True)
+def batch_context(mems, scan_index, parent, neighbours, siblings, block_ring, quad_ring, out):
+    for i in range(mems.shape[0]):
+        context_of(mems[i], scan_index, parent, neighbours, siblings, block_ring, quad_ring,
+                   out[i])

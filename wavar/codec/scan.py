@@ -48,6 +48,18 @@ class Geometry:
     is_ll : uint8 (n_coef,)
     bottom_up : int32 (n_coef,)
         Flat indices ordered finest level first, so children come before their parents.
+    neighbours : int32 (n_coef, 8)
+        The 8 neighbours of each coefficient in its own subband, in the order W, E, N, S, NW,
+        NE, SW, SE (flat indices; -1 past the subband's edge).
+    siblings : int32 (n_coef, 2)
+        The same (row, col) in the level's two other orientations; -1 for the LL band.
+    block_ring, quad_ring : int32 (n_blocks, 20), (n_blocks * 4, 12)
+        The coefficients around each 4 x 4 block / 2 x 2 quad in its subband: W side, E side,
+        N side, S side (4 / 2 each, top to bottom or left to right), then the corners NW, NE,
+        SW, SE; -1 past the subband's edge (and all -1 for a block that spans several subbands).
+        The decoder-state context (:func:`wavar.codec.grammar.context_of`) counts significant
+        coefficients in these, as EBCOT's context formation does in a coefficient's 8
+        neighbours.
     """
 
     side: int
@@ -64,6 +76,15 @@ class Geometry:
     n_desc: np.ndarray
     is_ll: np.ndarray
     bottom_up: np.ndarray
+    neighbours: np.ndarray
+    siblings: np.ndarray
+    block_ring: np.ndarray
+    quad_ring: np.ndarray
+
+    @property
+    def context_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The tables :func:`wavar.codec.grammar.context_of` reads, after scan_index, parent."""
+        return self.neighbours, self.siblings, self.block_ring, self.quad_ring
 
 
 def _coef_info(r: int, c: int, ll_side: int) -> tuple[int, int, int, int, int]:
@@ -152,9 +173,51 @@ def geometry(side: int, levels: int) -> Geometry:
         if parent[i] >= 0:
             n_desc[parent[i]] += 1 + n_desc[i]
     is_ll = (parent < 0).astype(np.uint8)
+    neighbours, siblings = _neighbour_tables(side, ll_side)
+    block_ring = np.stack([_ring(r0, c0, 4, side, ll_side) for r0, c0 in origins])
+    quad_ring = np.stack([_ring(r0 + 2 * (q // 2), c0 + 2 * (q % 2), 2, side, ll_side)
+                          for r0, c0 in origins for q in range(4)])
     return Geometry(
         side=side, levels=levels, ll_side=ll_side, n_coef=n, n_blocks=n // 16,
         scan_index=scan_index, block_slot=block_slot, quad_slot=quad_slot,
         coef_slot=coef_slot, parent=parent, children=children, n_desc=n_desc, is_ll=is_ll,
-        bottom_up=np.array(order, np.int32),
+        bottom_up=np.array(order, np.int32), neighbours=neighbours, siblings=siblings,
+        block_ring=block_ring, quad_ring=quad_ring,
     )
+
+
+def _subband_index(r: int, c: int, r0: int, c0: int, side: int, ll_side: int) -> int:
+    """Flat index of Mallat position (r, c) if it lies in the same subband as (r0, c0), else -1."""
+    if not (0 <= r < side and 0 <= c < side):
+        return -1
+    a, b = _coef_info(r0, c0, ll_side), _coef_info(r, c, ll_side)
+    return r * side + c if a[:2] == b[:2] else -1
+
+
+def _neighbour_tables(side: int, ll_side: int) -> tuple[np.ndarray, np.ndarray]:
+    steps = ((0, -1), (0, 1), (-1, 0), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))
+    n = side * side
+    neighbours = np.full((n, 8), -1, np.int32)
+    siblings = np.full((n, 2), -1, np.int32)
+    for r in range(side):
+        for c in range(side):
+            i = r * side + c
+            for j, (dr, dc) in enumerate(steps):
+                neighbours[i, j] = _subband_index(r + dr, c + dc, r, c, side, ll_side)
+            lv, o, row, col, s = _coef_info(r, c, ll_side)
+            if lv > 0:
+                others = [(0, s), (s, 0), (s, s)]  # HL, LH, HH origins
+                del others[o - 1]
+                siblings[i] = [(r0 + row) * side + c0 + col for r0, c0 in others]
+    return neighbours, siblings
+
+
+def _ring(r0: int, c0: int, size: int, side: int, ll_side: int) -> np.ndarray:
+    """The ring around the size x size unit at Mallat origin (r0, c0) (see Geometry)."""
+    last = size - 1
+    if _coef_info(r0, c0, ll_side)[:2] != _coef_info(r0 + last, c0 + last, ll_side)[:2]:
+        return np.full(4 * size + 4, -1, np.int32)  # a unit across subbands: no ring
+    cells = ([(r0 + i, c0 - 1) for i in range(size)] + [(r0 + i, c0 + size) for i in range(size)]
+             + [(r0 - 1, c0 + j) for j in range(size)] + [(r0 + size, c0 + j) for j in range(size)]
+             + [(r0 - 1, c0 - 1), (r0 - 1, c0 + size), (r0 + size, c0 - 1), (r0 + size, c0 + size)])
+    return np.array([_subband_index(r, c, r0, c0, side, ll_side) for r, c in cells], np.int32)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
-from wavar.codec import Codec, RasterCodec, coder
+from wavar.codec import Codec, RasterCodec, coder, grammar
 from wavar.codec.raster import ALL_LEGAL, raster_slots
 from wavar.data.datasets import ImageDataset, cache_dir, load
 from wavar.errors import DatasetError
@@ -116,22 +116,27 @@ def _write_json(path: Path, obj: dict) -> None:
 @njit(cache=True, parallel=True)
 def _replay_all(syms, offsets, n_planes, lang, immediate, channels, n_coef, scan_index, parent,
                 children, n_desc, is_ll, block_slot, quad_slot, coef_slot, slot_out, pos_out,
-                legal_out, errors):
+                legal_out, context_tables, context_out, errors):
+    with_context = context_out.shape[0] > 0
     for i in prange(offsets.shape[0] - 1):
         a, b = offsets[i], offsets[i + 1]
         n = b - a
         si = np.empty((n + 1, 5), np.int64)
         sp = np.empty((n + 1, 2))
         sl = np.empty(n + 1, np.int64)
+        sc = np.empty((n + 1 if with_context else 0, context_out.shape[1]), np.int8)
         errors[i] = coder.replay_slots(syms[a:b], n_planes[i], lang, immediate, channels, n_coef,
                                        scan_index, parent, children, n_desc, is_ll, block_slot,
-                                       quad_slot, coef_slot, si, sp, sl)
+                                       quad_slot, coef_slot, si, sp, sl, context_tables, sc)
         for t in range(n):
             for j in range(5):
                 slot_out[a + t, j] = si[t, j]
             pos_out[a + t, 0] = sp[t, 0]
             pos_out[a + t, 1] = sp[t, 1]
             legal_out[a + t] = sl[t]
+            if with_context:
+                for j in range(context_out.shape[1]):
+                    context_out[a + t, j] = sc[t, j]
 
 
 @dataclass
@@ -153,6 +158,9 @@ class TokenDataset:
     # int8 (total,) bitmask over token ids, sign-extended when widened: -1 = every token legal
     legal: np.ndarray
     classes: tuple[str, ...] = ()
+    # int8 (total, N_CONTEXT) decoder-state features before each token (grammar.context_of),
+    # replayed only for models that read them (ModelConfig.decoder_state)
+    context: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.label)
@@ -163,17 +171,22 @@ class TokenDataset:
 
     @classmethod
     def from_sequences(cls, codec: Codec, image_shape, tokens, offsets, m_tilde, label,
-                       classes=()) -> TokenDataset:
-        """Build from concatenated sequences; replays the grammar for slots and masks."""
+                       classes=(), context: bool = False) -> TokenDataset:
+        """Build from concatenated sequences; replays the grammar for slots and masks (and,
+        with ``context``, the decoder-state features)."""
         h, w = image_shape[:2]
         channels = image_shape[2] if len(image_shape) == 3 else 1
         if isinstance(codec, RasterCodec):
+            if context:
+                raise DatasetError("the raster language has no decoder state to replay: "
+                                   "decoder-state features need a wavelet codec")
             return cls._from_raster(codec, image_shape, tokens, offsets, m_tilde, label, classes)
         geo = codec.geometry(h, w)
         total = len(tokens)
         slot_out = np.empty((total, 5), np.int8)
         pos_out = np.empty((total, 2), np.float32)
         legal_out = np.empty(total, np.int64)
+        context_out = np.empty((total if context else 0, grammar.N_CONTEXT), np.int8)
         errors = np.empty(len(offsets) - 1, np.int64)
         syms = codec.lang.to_symbols()[tokens.astype(np.int64)]
         n_planes = np.maximum(m_tilde.astype(np.int64) - codec.final_exponent, 0)
@@ -181,14 +194,15 @@ class TokenDataset:
                     int(codec.refinement == "immediate"), channels, geo.n_coef,
                     geo.scan_index, geo.parent, geo.children, geo.n_desc, geo.is_ll,
                     geo.block_slot, geo.quad_slot, geo.coef_slot, slot_out, pos_out, legal_out,
-                    errors)
+                    geo.context_tables, context_out, errors)
         bad = np.flatnonzero(errors >= 0)
         if bad.size:
             raise DatasetError(f"token shard is corrupt: sequence {int(bad[0])} breaks the "
                                f"grammar at position {int(errors[bad[0]])}; re-tokenize")
         legal = codec.lang.mask_from_symbols(legal_out).astype(np.int8)  # <= 7 bits
         return cls(codec, tuple(image_shape), tokens, offsets, m_tilde.astype(np.int64),
-                   label.astype(np.int64), slot_out, pos_out, legal, tuple(classes))
+                   label.astype(np.int64), slot_out, pos_out, legal, tuple(classes),
+                   context_out if context else None)
 
     @classmethod
     def _from_raster(cls, codec: RasterCodec, image_shape, tokens, offsets, m_tilde, label,
@@ -213,8 +227,9 @@ class TokenDataset:
 
     @classmethod
     def load(cls, dataset: str, codec: Codec, split: str = "train",
-             tokenize_missing: bool = True, limit: int | None = None) -> TokenDataset:
-        """Load a split's shards.
+             tokenize_missing: bool = True, limit: int | None = None,
+             context: bool = False) -> TokenDataset:
+        """Load a split's shards (``context``: replay the decoder-state features too).
 
         With ``tokenize_missing`` (the default) the shards are first brought up to date by
         :func:`tokenize` (a no-op, bar hashing the images, when they are), so they always
@@ -249,7 +264,7 @@ class TokenDataset:
             offsets = offsets[: limit + 1]
             tokens, m_tilde, label = tokens[: offsets[-1]], m_tilde[:limit], label[:limit]
         return cls.from_sequences(codec, tuple(meta["image_shape"]), tokens, offsets, m_tilde,
-                                  label, meta.get("classes", ()))
+                                  label, meta.get("classes", ()), context)
 
     def subset(self, index: np.ndarray) -> TokenDataset:
         """The sequences ``index`` (in that order), as a dataset of their own."""
@@ -261,7 +276,8 @@ class TokenDataset:
                 if len(index) else np.zeros(0, np.int64))
         return TokenDataset(self.codec, self.image_shape, self.tokens[take], offsets,
                             self.m_tilde[index], self.label[index], self.slots[take],
-                            self.pos[take], self.legal[take], self.classes)
+                            self.pos[take], self.legal[take], self.classes,
+                            None if self.context is None else self.context[take])
 
     def holdout(self, n: int) -> tuple[TokenDataset, TokenDataset]:
         """``(first len - n sequences, last n sequences)``: training and validation parts."""
@@ -282,6 +298,8 @@ class TokenDataset:
         pos = np.zeros((b, t_max, 2), np.float32)
         legal = np.zeros((b, t_max), np.int64)
         valid = np.zeros((b, t_max), bool)
+        context = (None if self.context is None else
+                   np.zeros((b, t_max, self.context.shape[1]), np.int64))
         for r, i in enumerate(index):
             a, e = self.offsets[i], self.offsets[i + 1]
             n = e - a
@@ -290,9 +308,14 @@ class TokenDataset:
             pos[r, :n] = self.pos[a:e]
             legal[r, :n] = self.legal[a:e]
             valid[r, :n] = True
+            if context is not None:
+                context[r, :n] = self.context[a:e]
         legal[~valid] = 1  # padding: a harmless non-empty mask (excluded from the loss)
-        return {"tokens": tokens, "slots": slots, "pos": pos, "legal": legal, "valid": valid,
-                "m_tilde": self.m_tilde[index], "label": self.label[index]}
+        out = {"tokens": tokens, "slots": slots, "pos": pos, "legal": legal, "valid": valid,
+               "m_tilde": self.m_tilde[index], "label": self.label[index]}
+        if context is not None:
+            out["context"] = context
+        return out
 
     def sample_batch(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return self.batch(rng.integers(0, len(self), batch_size))

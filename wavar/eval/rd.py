@@ -121,7 +121,8 @@ def model_rd(model, images: np.ndarray, labels: np.ndarray, jpeg2000: bool = Tru
     data = TokenDataset.from_sequences(
         codec, images.shape[1:], np.concatenate([s.tokens for s in seqs]),
         np.concatenate([[0], np.cumsum(lengths)]),
-        np.array([s.header.m_tilde for s in seqs], np.int64), labels)
+        np.array([s.header.m_tilde for s in seqs], np.int64), labels,
+        context=bool(model.config.decoder_state))
     cum = prefix_model_bits(model, data, batch_size)
     points = []
     for p, used in prefix_points(codec, seqs, images):

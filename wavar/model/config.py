@@ -40,6 +40,11 @@ class ModelConfig:
     rope : bool
         Rotary embeddings for the position in the sequence. Without them the model still knows
         where it is in the image from the slot embedding, only not how many tokens came before.
+    decoder_state : int
+        Version of the decoder-state features the model reads at every step (what a decoder
+        that has read the tokens so far knows about the slot: neighbours' significance, the
+        parent's magnitude, ...; :func:`wavar.codec.grammar.context_of`); 0 = none (the models
+        trained before they existed).
     codec : dict
         The codec parameters the sequences were made with. Opaque to the model; recorded so a
         saved model says which language it speaks.
@@ -62,6 +67,7 @@ class ModelConfig:
     m_tilde_max: int = 24
     fourier_features: int = 32
     rope: bool = True
+    decoder_state: int = 0
     codec: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

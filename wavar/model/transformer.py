@@ -44,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from wavar.codec.grammar import CONTEXT_SIZES, CONTEXT_VERSION
 from wavar.errors import CheckpointError
 from wavar.model.config import ModelConfig
 
@@ -224,6 +225,29 @@ class SlotEmbedding(nn.Module):
                 + self.orient(orient) + self.kind(kind) + self.exponent(e) + fourier)
 
 
+class ContextEmbedding(nn.Module):
+    """Embedding of the decoder-state features (:func:`wavar.codec.grammar.context_of`): what
+    a decoder that has read the tokens so far knows about the slot (neighbours' significance,
+    the parent's magnitude, the coefficient's own refined value, ...). Without them the model
+    must find those tokens among thousands by position alone (DESIGN.md §2). One table holds
+    every feature's values, each at its own offset; a step sums its features' rows."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.decoder_state != CONTEXT_VERSION:
+            raise ValueError(f"decoder_state={cfg.decoder_state}: this version of wavar "
+                             f"computes feature set {CONTEXT_VERSION} (0 = none)")
+        self.table = nn.Embedding(sum(CONTEXT_SIZES), cfg.n_embd)
+        offsets = torch.tensor((0, *CONTEXT_SIZES[:-1])).cumsum(0)
+        self.register_buffer("offsets", offsets, persistent=False)
+
+    def forward(self, context: Tensor) -> Tensor:
+        # context (B, T, N_CONTEXT) small ints  ->  (B, T, C), without a (B, T, F, C) gather
+        idx = (context + self.offsets).reshape(-1, len(CONTEXT_SIZES))
+        out = F.embedding_bag(idx, self.table.weight, mode="sum")
+        return out.view(*context.shape[:-1], -1)
+
+
 # ----------------------------------------------------------------------------- grammar & bits
 
 def mask_logits(logits: Tensor, legal: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -281,6 +305,7 @@ class WaveletGPT(nn.Module):
         self.config = c = config
         self.tok = nn.Embedding(c.vocab_size + 1, c.n_embd)  # row vocab_size = BOS
         self.slot = SlotEmbedding(c)
+        self.context = ContextEmbedding(c) if c.decoder_state else None
         self.m_tilde = nn.Embedding(c.m_tilde_max - c.m_tilde_min + 1, c.n_embd)
         self.cls = nn.Embedding(c.num_classes + 1, c.n_embd)  # row num_classes = null label
         self.drop = nn.Dropout(c.dropout)
@@ -314,11 +339,19 @@ class WaveletGPT(nn.Module):
         m = self.m_tilde(self._clamp(m_tilde) - self.config.m_tilde_min)
         return (self.cls(labels) + m)[:, None]  # (B, 1, C)
 
-    def _steps(self, prev: Tensor, slots: Tensor, pos: Tensor, m_tilde: Tensor) -> Tensor:
-        # prev (B, T) token t-1; slots (B, T, 5), pos (B, T, 2) of token t  ->  (B, T, C)
+    def _steps(self, prev: Tensor, slots: Tensor, pos: Tensor, m_tilde: Tensor,
+               context: Tensor | None = None) -> Tensor:
+        # prev (B, T) token t-1; slots (B, T, 5), pos (B, T, 2), context (B, T, N_CONTEXT) of
+        # token t  ->  (B, T, C)
         m_tilde = self._clamp(m_tilde)
         m = self.m_tilde(m_tilde - self.config.m_tilde_min)[:, None]
-        return self.tok(prev) + self.slot(slots, pos, m_tilde) + m
+        x = self.tok(prev) + self.slot(slots, pos, m_tilde) + m
+        if self.context is not None:
+            if context is None:
+                raise ValueError("this model reads decoder-state features (decoder_state="
+                                 f"{self.config.decoder_state}): pass the grammar's context")
+            x = x + self.context(context)
+        return x
 
     def _trunk(self, x: Tensor, positions: Tensor, cache: KVCache | None = None) -> Tensor:
         # x (B, T, C) at sequence `positions`: (T,) shared by all rows, or (B, 1) one per row
@@ -338,7 +371,8 @@ class WaveletGPT(nn.Module):
         """Logits (B, T, V) of every token given its past, masked by ``batch['legal']``.
 
         ``batch`` holds torch tensors of the data contract: tokens (B, T), slots (B, T, 5),
-        pos (B, T, 2), m_tilde (B,), label (B,), and legal, valid (B, T).
+        pos (B, T, 2), m_tilde (B,), label (B,), and legal, valid (B, T); with
+        ``config.decoder_state`` also context (B, T, N_CONTEXT).
         """
         tokens, labels, m_tilde = batch["tokens"], batch["label"], batch["m_tilde"]
         B, T = tokens.shape
@@ -351,7 +385,8 @@ class WaveletGPT(nn.Module):
         bos = tokens.new_full((B, 1), self.config.vocab_size)
         prev = torch.cat([bos, tokens[:, :-1]], dim=1)  # (B, T): the token before each slot
         x = torch.cat([self._prefix(labels, m_tilde),
-                       self._steps(prev, batch["slots"], batch["pos"], m_tilde)], dim=1)
+                       self._steps(prev, batch["slots"], batch["pos"], m_tilde,
+                                   batch.get("context"))], dim=1)
         h = self._trunk(x, torch.arange(T + 1, device=tokens.device))  # (B, T + 1, C)
         logits = self.head(h[:, 1:]).float()  # (B, T, V); the prefix predicts nothing
         if "legal" in batch:
@@ -381,7 +416,8 @@ class WaveletGPT(nn.Module):
 
     @torch.no_grad()
     def prefill(self, cache: KVCache, labels: Tensor, m_tilde: Tensor, slots: Tensor,
-                pos: Tensor, tokens: Tensor | None = None) -> Tensor:
+                pos: Tensor, tokens: Tensor | None = None,
+                context: Tensor | None = None) -> Tensor:
         """Run the class prefix and P known tokens; return raw logits (B, V) for token P.
 
         Parameters
@@ -395,9 +431,13 @@ class WaveletGPT(nn.Module):
             ones and the next. (B, 5) and (B, 2) are accepted for P = 0.
         tokens : Tensor, optional
             (B, P) forced prefix of known tokens.
+        context : Tensor, optional
+            (B, P + 1, N_CONTEXT) decoder-state features of tokens 0..P ((B, N_CONTEXT) for
+            P = 0); needed by a model with ``config.decoder_state``.
         """
         if slots.dim() == 2:
             slots, pos = slots[:, None], pos[:, None]
+            context = None if context is None else context[:, None]
         B, n = slots.shape[:2]
         n_known = 0 if tokens is None else tokens.size(1)
         if n != n_known + 1:
@@ -408,19 +448,22 @@ class WaveletGPT(nn.Module):
         prev = torch.full((B, 1), self.config.vocab_size, dtype=torch.long, device=slots.device)
         if tokens is not None:
             prev = torch.cat([prev, tokens], dim=1)  # (B, P + 1)
-        x = torch.cat([self._prefix(labels, m_tilde), self._steps(prev, slots, pos, m_tilde)], 1)
+        x = torch.cat([self._prefix(labels, m_tilde),
+                       self._steps(prev, slots, pos, m_tilde, context)], 1)
         h = self._trunk(x, torch.arange(n + 1, device=x.device), cache)  # (B, P + 2, C)
         return self.head(h[:, -1]).float()
 
     @torch.no_grad()
     def decode_step(self, cache: KVCache, prev_token: Tensor, slots: Tensor, pos: Tensor,
-                    m_tilde: Tensor, t: int | Tensor) -> Tensor:
+                    m_tilde: Tensor, t: int | Tensor, context: Tensor | None = None) -> Tensor:
         """Raw logits (B, V) for token ``t`` given token t-1 ``prev_token`` (B,).
 
         ``slots`` (B, 5) and ``pos`` (B, 2) describe the slot of token t. ``t`` may be a 0-d
         tensor, so a captured CUDA graph can be replayed at every step, or a (B,) tensor: each
         row at its own step, where a negative step skips the row (its cache is untouched, its
         logits are meaningless) and each row reads only its own prefix of the cache.
+        ``context`` (B, N_CONTEXT): the slot's decoder-state features (models with
+        ``config.decoder_state``).
         """
         if isinstance(t, int) and not 1 <= t < cache.max_len:
             raise ValueError(f"t={t} must lie in [1, {cache.max_len}) for this cache")
@@ -429,7 +472,8 @@ class WaveletGPT(nn.Module):
             position = torch.where(t >= 0, t + 1, -1)[:, None]
         else:
             position = (t + 1).reshape(1)
-        x = self._steps(prev_token[:, None], slots[:, None], pos[:, None], m_tilde)  # (B, 1, C)
+        x = self._steps(prev_token[:, None], slots[:, None], pos[:, None], m_tilde,
+                        None if context is None else context[:, None])  # (B, 1, C)
         return self.head(self._trunk(x, position, cache)[:, 0]).float()
 
     @torch.no_grad()

@@ -42,7 +42,7 @@ from wavar.train import distributed
 from wavar.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from wavar.train.config import TrainConfig
 
-PER_POSITION = ("tokens", "slots", "pos", "legal", "valid")  # batch arrays with a T axis
+PER_POSITION = ("tokens", "slots", "pos", "legal", "valid", "context")  # arrays with a T axis
 
 
 class DataSource(Protocol):
