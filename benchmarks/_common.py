@@ -1,8 +1,10 @@
 """Helpers shared by the benchmark scripts: printing tables, recording output, machine info.
 
-Every benchmark prints through a :class:`Report`, which keeps a copy of what was printed, and
-finishes with :meth:`Report.save`, which writes ``benchmarks/results/<name>.json`` (raw
-figures) and ``benchmarks/results/<name>.txt`` (the printed tables).
+Results go to ``benchmarks/results/<topic>/`` (``codec``, ``eval``, ``train``, ``sampling``;
+``benchmarks/results/README.md`` indexes every file). Every codec benchmark prints through a
+:class:`Report`, which keeps a copy of what was printed, and finishes with :meth:`Report.save`,
+which writes ``<folder>/<name>.json`` (raw figures) and ``<folder>/<name>.txt`` (the printed
+tables).
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# one folder per topic; the scripts that do not import this module name theirs the same way
+CODEC, EVAL, TRAIN, SAMPLING = (RESULTS / t for t in ("codec", "eval", "train", "sampling"))
 
 
 class Report:
     """Prints lines and keeps them, so the results folder gets a copy of the console output."""
 
-    def __init__(self, name: str, quick: bool) -> None:
+    def __init__(self, name: str, quick: bool, folder: Path) -> None:
         self.name = name + ("_quick" if quick else "")
+        self.folder = folder  # one of the topic folders above
         self.lines: list[str] = []
         self.started = time.time()
 
@@ -50,10 +55,10 @@ class Report:
             self.print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
 
     def save(self, data: dict) -> tuple[Path, Path]:
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
         data = {"benchmark": self.name, "command": " ".join(sys.argv),
                 "wall_seconds": round(time.time() - self.started, 1), **data}
-        js, txt = RESULTS / f"{self.name}.json", RESULTS / f"{self.name}.txt"
+        js, txt = self.folder / f"{self.name}.json", self.folder / f"{self.name}.txt"
         js.write_text(json.dumps(jsonable(data), indent=1) + "\n")
         txt.write_text("\n".join(self.lines) + "\n")
         print(f"\nwrote {js.relative_to(RESULTS.parent.parent)} and "

@@ -6,7 +6,7 @@ each, snapshots of the EMA weights every 270 s). GPU-minutes count wall time tim
 training loops (compile and validation included). Per point: the full-protocol FID/KID/CAS of
 the lossy model (10,000 samples, CFG 1) and the held-out validation bits of both models.
 
-    python benchmarks/cifar_curve.py   # reads results/, writes results/cifar_curve.{json,txt,png}
+    python benchmarks/cifar_curve.py   # reads results/{train,eval}/, writes results/eval/
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import json
 import re
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "eval"  # the reports read, and the curve written
+TRAIN = Path(__file__).parent / "results" / "train"
 
 #: (training log folder, GPUs, GPU-minutes before the chunk)
 LOSSY = [("cifar10", 2, 0.0), ("cifar10-continued", 2, 24.0)]
@@ -29,7 +30,7 @@ def val_curve(chunks: list[tuple[str, int, float]]) -> list[dict]:
     """Validation points of consecutive chunks: GPU-minutes, step within the chunk, bits."""
     out = []
     for folder, gpus, before in chunks:
-        for line in (RESULTS / "train" / folder / "metrics.jsonl").open():
+        for line in (TRAIN / folder / "metrics.jsonl").open():
             r = json.loads(line)
             if "val_bits_per_token" in r:
                 out.append({"chunk": folder, "gpu_minutes": before + gpus * r["elapsed_s"] / 60,

@@ -18,7 +18,7 @@ import argparse
 import time
 
 import numpy as np
-from _common import Report, machine_info
+from _common import CODEC, Report, machine_info
 
 from wavar import WaveletCodec
 from wavar.data.datasets import load
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500, help="first N test images (500)")
     args = ap.parse_args()
     n = 50 if args.quick else args.n
-    rep = Report("cifar_lengths", args.quick)
+    rep = Report("cifar_lengths", args.quick, CODEC)
     x = load("cifar10", "test").x[:n]
     rep.print(f"CIFAR-10 test, first {n} images {x.shape[1:]}: tokens per image and PSNR of the "
               f"full decode" + (" (QUICK)" if args.quick else ""))

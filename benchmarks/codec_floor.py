@@ -24,8 +24,8 @@ the 10,000 test images once per dataset while their statistics are not yet cache
 (CIFAR-10 comes through ``wavar.data.datasets.load``; the recorded run had
 ``WAVAR_CIFAR10=/work/shared/datasets/cifar10``.) The model defaults to the zoo model named
 like the dataset (``--model`` picks another). Results:
-``benchmarks/results/codec_floor_<dataset>.json`` and the reconstructions
-``benchmarks/results/codec_floor_<dataset>_samples.npz`` (``--quick``: 100 images, files with
+``benchmarks/results/codec/codec_floor_<dataset>.json`` and the reconstructions
+``benchmarks/results/codec/codec_floor_<dataset>_samples.npz`` (``--quick``: 100 images, files with
 a ``_quick`` suffix).
 """
 
@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import jsonable
+from benchmarks._common import CODEC, jsonable
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def reconstruct(codec, x: np.ndarray, batch: int = 500) -> np.ndarray:
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     r = reconstruct(codec, x, args.codec_batch)
     seconds["codec"] = time.perf_counter() - t
     quality = psnr_summary(x, r)
-    samples = RESULTS / f"{name}_samples.npz"
+    CODEC.mkdir(parents=True, exist_ok=True)
+    samples = CODEC / f"{name}_samples.npz"
     r, _ = save_samples(samples, r, y)
     print(f"  encode+decode {seconds['codec']:.1f} s; mean PSNR {quality['psnr_mean']:.2f} dB "
           f"({quality['n_exact']} exact); samples -> {samples}", flush=True)
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
               "images": f"{args.dataset} train[:{n}]",
               "class_counts": np.bincount(y, minlength=len(train.classes)).tolist(),
               "reconstruction": quality,
-              "samples_npz": str(samples.relative_to(RESULTS.parent.parent)),
+              "samples_npz": str(samples.relative_to(REPO)),
               "threads": args.threads}
     if not args.no_fid:
         # the standard network, named explicitly: $WAVAR_FID_NETWORK (fp16 parts) is not used
@@ -172,10 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(FID/KID against {report['codec_floor']['reference']}, "
               f"{report['codec_floor']['fid_network']} Inception; N < 10,000 biases FID up)")
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    out = CODEC / f"{name}.json"
     out.write_text(json.dumps(jsonable(report), indent=1) + "\n")
-    print(f"\nwrote {out.relative_to(RESULTS.parent.parent)}")
+    print(f"\nwrote {out.relative_to(REPO)}")
     return 0
 
 

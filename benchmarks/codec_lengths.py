@@ -21,7 +21,7 @@ import argparse
 import time
 
 import numpy as np
-from _common import Report, machine_info
+from _common import CODEC, Report, machine_info
 from numba import njit, prange
 
 from wavar import WaveletCodec
@@ -246,7 +246,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1000 images per split (smoke run)")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     args = ap.parse_args()
-    rep = Report("codec_lengths", args.quick)
+    rep = Report("codec_lengths", args.quick, CODEC)
     rep.print("Sequence lengths of the wavelet languages" + (" (QUICK)" if args.quick else ""))
     all_results = {ds: run_dataset(ds, 1000 if args.quick else None, rep)
                    for ds in args.datasets}

@@ -18,7 +18,7 @@ from wavar import WaveletCodec
 from wavar.data.datasets import load
 from wavar.eval.metrics import psnr
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "codec"
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
         r = rows[-1]
         print(f"{wavelet:8} {drops:6}/{total} tokens lower PSNR ({r['fraction']:.1%}), worst "
               f"{worst:.2f} dB; plane boundaries: {plane_drops}/{planes}")
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "codec_prefix_psnr.json").write_text(json.dumps(rows, indent=1))
 
 

@@ -16,7 +16,7 @@ ladder of payload targets; the x value is the achieved payload (codestream minus
 Neither side counts its header (wavar's m~ and shape; J2K's main and tile-part headers).
 
 Data: CIFAR-10 test (colour 32x32, final threshold 2^-8) and Fashion-MNIST test (grey 28x28,
-final threshold 2^-4). Writes a table, JSON, and a PNG per dataset to benchmarks/results/.
+final threshold 2^-4). Writes a table, JSON, and a PNG per dataset to benchmarks/results/codec/.
 
     cd /work/main && PYTHONPATH=. .venv/bin/python benchmarks/codec_rd.py [--quick]
 """
@@ -28,7 +28,7 @@ import math
 import time
 
 import numpy as np
-from _common import RESULTS, Report, machine_info, slot_kind_entropy
+from _common import CODEC, RESULTS, Report, machine_info, slot_kind_entropy
 
 from wavar import WaveletCodec
 from wavar.data.datasets import load
@@ -123,8 +123,8 @@ def plot(name: str, pixels: int, wav: dict, jp: dict, title: str) -> str:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = RESULTS / f"codec_rd_{name}.png"
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = CODEC / f"codec_rd_{name}.png"
+    CODEC.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
     return str(path.relative_to(RESULTS.parent.parent))
@@ -174,7 +174,7 @@ def main() -> None:
     ap.add_argument("--n-cifar", type=int, default=200)
     ap.add_argument("--n-fashion", type=int, default=1000)
     args = ap.parse_args()
-    rep = Report("codec_rd", args.quick)
+    rep = Report("codec_rd", args.quick, CODEC)
     rep.print("Rate-distortion: wavar prefixes vs JPEG 2000" + (" (QUICK)" if args.quick else ""))
     rep.print(f"PSNR: mean over images of per-image PSNR (exact reconstructions counted as "
               f"{PSNR_CAP:.0f} dB); bits are per image; headers not counted on either side.")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from _common import Report, machine_info, slot_kind_entropy
+from _common import CODEC, Report, machine_info, slot_kind_entropy
 
 from wavar import WaveletCodec
 from wavar.codec import coder
@@ -343,7 +343,7 @@ def main() -> None:
                     help="wait up to this many seconds for other processes to go quiet")
     args = ap.parse_args()
     n, repeats = (100, 1) if args.quick else (args.n, args.repeats)
-    rep = Report("codec_speed", args.quick)
+    rep = Report("codec_speed", args.quick, CODEC)
 
     x = load("cifar10", "test").x[:n]
     grey = np.clip(np.rint(x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])), 0,

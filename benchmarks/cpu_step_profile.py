@@ -1,7 +1,7 @@
 """CPU cost of one sampling step of a zoo model (2 images, 1 thread), with a torch profile.
 
     PYTHONPATH=. python benchmarks/cpu_step_profile.py --model cifar10 > \
-        benchmarks/results/cpu_step_profile_cifar10.txt
+        benchmarks/results/sampling/cpu_step_profile_cifar10.txt
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
 """Markdown tables of the evaluation results, one per dataset, for BENCHMARKS.md.
 
-Reads, under ``benchmarks/results/`` (or ``--results DIR``):
+Reads, in ``benchmarks/results/eval/`` (or ``--results DIR``):
 
 * ``eval_*.json``: ``wavar eval`` reports (one row each; dataset and model from the report);
 * ``train_summary.json`` (``benchmarks/train_summary.py``): parameters and training minutes;
 * ``sample_speed_<model>_h200.json`` (``benchmarks/sample_speed.py``): images/s at batch 1024;
 
-and writes ``eval_tables.md`` beside them (and prints it). Every row names the command that
-made its numbers and the raw file; a missing number prints as "—". FIDs from fewer than the
-protocol's 10,000 samples, or from the fp16-stored development network, are marked.
+the last two from DIR itself or, where it has none, from its sibling topic folders
+(``../train/``, ``../sampling/``); and writes ``eval_tables.md`` into DIR (and prints it).
+Every row names the command that made its numbers and the raw file; a missing number prints
+as "—". FIDs from fewer than the protocol's 10,000 samples, or from the fp16-stored
+development network, are marked.
 
     PYTHONPATH=. .venv/bin/python benchmarks/eval_tables.py [--results DIR] [--out FILE]
 """
@@ -20,7 +22,7 @@ import json
 import math
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "eval"
 TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 DASH = "—"
 COLUMNS = ["model", "params", "train GPU-min", "samples", "FID", "KID x1000", "CAS",
@@ -49,15 +51,22 @@ def _key(name) -> str:
     return p.parent.name if p.name in ("model", "model.safetensors") else p.name
 
 
+def _beside(results: Path, topic: str, pattern: str) -> Path:
+    """The folder holding another topic's files: ``results`` itself where it holds any (one flat
+    folder), else its sibling topic folder (``benchmarks/results/<topic>/``)."""
+    return results if any(results.glob(pattern)) else results.parent / topic
+
+
 def load_training(results: Path) -> dict[str, dict]:
-    rows = _read(results / "train_summary.json") or []
+    rows = _read(_beside(results, "train", "train_summary.json") / "train_summary.json") or []
     return {r["model"]: r for r in rows if isinstance(r, dict) and "model" in r}
 
 
 def load_speed(results: Path) -> dict[str, tuple[float, str]]:
     """model -> (images/s at the largest batch measured, up to 1024; file name)."""
     out = {}
-    for path in sorted(results.glob("sample_speed_*_h200.json")):
+    for path in sorted(_beside(results, "sampling", "sample_speed_*_h200.json").glob(
+            "sample_speed_*_h200.json")):
         data = _read(path)
         if not isinstance(data, dict):
             continue
@@ -135,7 +144,8 @@ def tables(results: Path) -> str:
             by_dataset.setdefault(r["dataset"], []).append((path, r))
     order = [d for d in TITLES if d in by_dataset] + sorted(set(by_dataset) - set(TITLES))
     lines = ["# Evaluation tables", "",
-             "Made by `benchmarks/eval_tables.py` from the files in `benchmarks/results/`. "
+             "Made by `benchmarks/eval_tables.py` from the files in `benchmarks/results/` "
+             "(`eval/`, `train/train_summary.json`, `sampling/`). "
              "FID/KID: 10,000 samples (1,000 per class) against the 10,000 test images "
              "(DESIGN.md §4); * marks fewer samples (biased upwards, not comparable); "
              "† marks the fp16-stored development Inception network. "

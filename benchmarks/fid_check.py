@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import torch
-from _common import RESULTS, jsonable, machine_info
+from _common import EVAL, jsonable, machine_info
 
 from wavar.data.datasets import load
 from wavar.eval.fid import (
@@ -105,8 +105,8 @@ def main() -> None:
         out["fid_fashion_vs_mnist_images_per_side"] = m
     out["machine"] = machine_info()
     out["wall_seconds"] = round(time.time() - started, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "fid_check.json"
+    EVAL.mkdir(parents=True, exist_ok=True)
+    path = EVAL / "fid_check.json"
     path.write_text(json.dumps(jsonable(out), indent=1) + "\n")
     for k, v in out.items():
         if k not in ("machine", "feature_stats"):

@@ -25,7 +25,7 @@ from wavar.eval import fid
 from wavar.eval.fid_parts import assemble_network, export_network_fp16
 from wavar.model.transformer import WaveletGPT
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "eval"
 FP32_COMMIT = "e7e5bb2"
 
 
@@ -52,6 +52,7 @@ def main() -> None:
     out["images"] = f"fashion-mnist test[:{args.images}]"
     out["torch"] = torch.__version__
     print(json.dumps(out, indent=1))
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "fp16_storage.json").write_text(json.dumps(out, indent=1))
 
 

@@ -18,7 +18,7 @@ from wavar.model.transformer import WaveletGPT
 from wavar.sample.generate import codec_of
 from wavar.zoo import MODELS
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "eval"
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
         r = nll(model, data, limit=args.limit)
         r.update(model=name, params=model.num_params(), seconds=time.perf_counter() - t)
         print(json.dumps(r))
-        RESULTS.mkdir(exist_ok=True)
+        RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"nll_{name}.json").write_text(json.dumps(r, indent=1))
 
 

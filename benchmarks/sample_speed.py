@@ -30,7 +30,7 @@ import torch
 from wavar.model.transformer import WaveletGPT
 from wavar.sample.generate import generate
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "sampling"
 
 
 def kv_bytes_read(model, lengths: np.ndarray, dtype_bytes: int) -> float:
@@ -115,7 +115,7 @@ def main() -> None:
            "tf32": args.tf32,
            "params": model.num_params()}
     name = args.out or f"sample_speed_{args.model}_{device}"
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     report: dict = {"env": env, "rows": []}
     rows = report["rows"]
 

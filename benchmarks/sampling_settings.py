@@ -24,7 +24,7 @@ from wavar.model.transformer import WaveletGPT
 from wavar.sample.generate import decode, generate
 from wavar.zoo import MODELS
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "eval"
 SETTINGS = [  # (cfg, temperature, top_p)
     (1.0, 1.0, None), (3.0, 1.0, None), (1.0, 0.8, None), (1.0, 1.0, 0.9), (3.0, 0.8, None)]
 
@@ -64,7 +64,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     out = {"model": args.model, "dataset": dataset, "refs": f"{dataset} test[:{args.refs}]",
            "network": "standard fp32", "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"sampling_settings_{args.model}.json").write_text(json.dumps(out, indent=1))
 
 

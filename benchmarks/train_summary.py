@@ -13,7 +13,7 @@ import numpy as np
 from wavar.model.transformer import WaveletGPT
 from wavar.zoo import MODELS
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "train"  # logs read, summary written
 GPUS = {"mnist": 1, "fashion-mnist": 1, "mnist-large": 1, "fashion-mnist-large": 2,
         "fashion-mnist-raster": 1, "cifar10": 2, "cifar10-lossless": 1,
         # session 3: the CIFAR-10 models continued from their published weights (init_from)
@@ -35,7 +35,7 @@ def main() -> None:
     print(f"{'model':20} {'params':>9} {'GPUs':>4} {'minutes':>7} {'steps':>6} "
           f"{'tok/s':>10} {'MFU':>6} {'val bits/tok':>12} {'bits/img':>9}")
     for name, gpus in GPUS.items():
-        log = [json.loads(x) for x in (RESULTS / "train" / name / "metrics.jsonl").open()]
+        log = [json.loads(x) for x in (RESULTS / name / "metrics.jsonl").open()]
         train = [r for r in log if "bits_per_token" in r]
         val = [r for r in log if "val_bits_per_token" in r][-1]
         late = train[len(train) // 2:]  # after compilation and warm-up

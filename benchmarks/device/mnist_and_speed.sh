@@ -24,6 +24,6 @@ done
 cp $RUNS/mnist/ckpt.pt "$OUT/mnist-ckpt.pt"
 CUDA_VISIBLE_DEVICES=0 python3 benchmarks/sample_speed.py --model .carry/models/fashion-mnist \
   --batch 1 64 1024 --bf16 --out sample_speed_fashion-mnist_h200 2>&1 | tee "$OUT/speed.txt"
-cp benchmarks/results/sample_speed_fashion-mnist_h200.json "$OUT/"
+cp benchmarks/results/sampling/sample_speed_fashion-mnist_h200.json "$OUT/"
 nvidia-smi --query-gpu=name --format=csv >> "$OUT/speed.txt"
 ls -la "$OUT"

@@ -24,8 +24,9 @@
 # after 30 s without a call, daemons and all: the first attempt was lost that way after 5
 # minutes, and everything was staged again on a fresh machine); collect. An extra FID run of
 # the zoo model at --cfg 2 --temperature 0.9 on GPU 3 ran out of memory in the prefill
-# (results/eval_cifar10_zoo_cfg2_t09_oom.log; fixed since: the prefill attends over the filled
-# cache only). The lossy model's test-set bits were taken from GPU 1 after collect.
+# (its log, benchmarks/results/eval_cifar10_zoo_cfg2_t09_oom.log, is in commit 47b220b; fixed
+# since: the prefill attends over the filled cache only). The lossy model's test-set bits were
+# taken from GPU 1 after collect.
 set -uo pipefail
 export PYTHONPATH=/tmp/site:/tmp/repo PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -90,7 +91,7 @@ bench)
     --graphs step --compile-step --out sample_speed_fashion-mnist_h200_compiled
   timeout 240 python3 benchmarks/sample_speed.py --model fashion-mnist --batch 1024 4096 \
     --graphs step --compile-step --bf16 --out sample_speed_fashion-mnist_h200_compiled_bf16
-  cp benchmarks/results/sample_speed_*_h200_{graphs,compiled}* $RES/bench/
+  cp benchmarks/results/sampling/sample_speed_*_h200_{graphs,compiled}* $RES/bench/
   ls $RES/bench
   ;;
 train)
