@@ -299,7 +299,7 @@ class TokenDataset:
         legal = np.zeros((b, t_max), np.int64)
         valid = np.zeros((b, t_max), bool)
         context = (None if self.context is None else
-                   np.zeros((b, t_max, self.context.shape[1]), np.int64))
+                   np.zeros((b, t_max, self.context.shape[1]), np.int8))  # int8: 1/8 the bytes
         for r, i in enumerate(index):
             a, e = self.offsets[i], self.offsets[i + 1]
             n = e - a

@@ -243,7 +243,7 @@ class ContextEmbedding(nn.Module):
 
     def forward(self, context: Tensor) -> Tensor:
         # context (B, T, N_CONTEXT) small ints  ->  (B, T, C), without a (B, T, F, C) gather
-        idx = (context + self.offsets).reshape(-1, len(CONTEXT_SIZES))
+        idx = (context.long() + self.offsets).reshape(-1, len(CONTEXT_SIZES))
         out = F.embedding_bag(idx, self.table.weight, mode="sum")
         return out.view(*context.shape[:-1], -1)
 
