@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from wavar.data.datasets import _atomic_write, cache_dir, load
+from wavar.data.cache import _atomic_write, cache_dir
+from wavar.data.datasets import load
 from wavar.errors import CheckpointError, WavarError
 
 __all__ = [

@@ -48,7 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wavar.data.datasets import _atomic_write, _write_npz, cache_dir, load
+from wavar.data.cache import _atomic_write, _write_npz, cache_dir
+from wavar.data.datasets import load
 from wavar.errors import WavarError
 
 __all__ = [
