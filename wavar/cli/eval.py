@@ -15,7 +15,7 @@ Examples
 Both modes go through the same code: a model's samples (``--n`` of them, an equal share per
 class, labels tiled over the classes) are first decoded to uint8 images, exactly what a
 ``--samples`` file holds (``x`` uint8 ``(N, H, W)`` or ``(N, H, W, 3)``, ``y`` integer
-labels). The protocol (DESIGN.md §4) is 10,000 samples against the 10,000 test images; FID at
+labels). The protocol (docs/design.md §4) is 10,000 samples against the 10,000 test images; FID at
 fewer samples is biased upwards and is not comparable. ``--fid`` also reports the real-data
 floor, FID of 10,000 training images against the test set (``--floor`` computes it alone).
 Reference statistics and the CAS classifier are computed once and cached under

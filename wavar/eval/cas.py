@@ -1,5 +1,5 @@
 """Classification Accuracy Score (Ravuri & Vinyals 2019, "Classification accuracy score for
-conditional generative models"), as in DESIGN.md §4.
+conditional generative models"), as in docs/design.md §4.
 
 A small CNN is trained on the real training set of a dataset; CAS is its accuracy on generated
 samples labelled by the class they were conditioned on, reported beside its accuracy on the real

