@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from wavar.errors import ImageError
 
@@ -38,8 +39,6 @@ def pil_to_mode(img: Any, mode: str) -> Any:
     16-bit grey keeps its top 8 bits (rather than clipping); 32-bit int/float grey is clipped
     to 0..255.
     """
-    from PIL import Image
-
     if img.mode.startswith("I;16"):
         img = Image.fromarray((np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8))
     elif img.mode in ("I", "F"):
@@ -55,8 +54,6 @@ def read_image(path: str | os.PathLike, mode: str | None = None) -> np.ndarray:
 
     ``mode`` None keeps grey files grey and makes everything else RGB; "L" or "RGB" forces.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if mode not in (None, "L", "RGB"):
         raise ValueError(f"mode must be None, 'L' or 'RGB', got {mode!r}")
     try:

@@ -106,6 +106,7 @@ def test_sample_errors(tmp_path, digit, capsys):
     one_line_error(capsys)
 
 
+@pytest.mark.slow  # samples 20 images with the bundled model: 14-34 s on 2 busy cores
 def test_the_readme_main_job_runs(tmp_path, monkeypatch):
     """The README's first command is `make demo`; run its wavar line as the Makefile has it."""
     recipe = (ROOT / "Makefile").read_text().split("\ndemo:")[1]

@@ -4,6 +4,7 @@ import os
 import socket
 import time
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -11,6 +12,9 @@ from tests.train.synthetic_source import SyntheticSource
 from wavar.train.checkpoint import load_checkpoint
 from wavar.train.config import TrainConfig
 from wavar.train.loop import train
+
+# spawns two processes, each importing torch and wavar afresh (5 s on an idle 2-core machine)
+pytestmark = pytest.mark.slow
 
 WORLD = 2
 

@@ -17,6 +17,10 @@ import sys
 import numpy as np
 
 from wavar.cli.common import Parser, UsageError, run
+from wavar.codec import CodedImage, WaveletCodec
+from wavar.eval.metrics import psnr
+from wavar.imageio import read_image
+from wavar.viz import labelled_strip, prefix_lengths, save_gif, save_png
 
 
 def add_codec_options(p: argparse.ArgumentParser) -> None:
@@ -30,9 +34,7 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
                    help="force grey or colour (default: as the file is)")
 
 
-def codec_from_args(args: argparse.Namespace):
-    from wavar import WaveletCodec
-
+def codec_from_args(args: argparse.Namespace) -> WaveletCodec:
     return WaveletCodec(args.wavelet, args.language, args.final_threshold, args.refinement)
 
 
@@ -67,8 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from wavar.imageio import read_image
-
     codec = codec_from_args(args)
     img = read_image(args.image, args.mode)
     seq = codec.encode(img)
@@ -81,10 +81,6 @@ def _encode(args: argparse.Namespace) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    from wavar import WaveletCodec
-    from wavar.codec import CodedImage
-    from wavar.viz import save_png
-
     if args.tokens is not None and args.tokens < 0:
         raise UsageError("--tokens must be >= 0")
     seq = CodedImage.load(args.file)
@@ -96,10 +92,6 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from wavar.eval.metrics import psnr
-    from wavar.imageio import read_image
-    from wavar.viz import labelled_strip, prefix_lengths, save_gif, save_png
-
     if args.steps < 1:
         raise UsageError("--steps must be >= 1")
     codec = codec_from_args(args)

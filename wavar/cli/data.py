@@ -15,7 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
+from wavar.cli.codec import add_codec_options, codec_from_args
 from wavar.cli.common import Parser, UsageError, run
+from wavar.data.datasets import fetch, read_meta
+from wavar.data.shards import TokenDataset, tokenize
 
 FETCHABLE = ("mnist", "fashion-mnist", "cifar10", "folder")
 
@@ -59,16 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name", metavar="NAME", help="a fetched dataset (mnist, cifar10, ...)")
         p.add_argument("--split", default=None, choices=("train", "test"),
                        help="one split (default: both)")
-        from wavar.cli.codec import add_codec_options
-
         add_codec_options(p)
         p.set_defaults(func=func)
     return parser
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from wavar.data.datasets import fetch, read_meta
-
     frac = {} if args.test_fraction is None else {"test_fraction": args.test_fraction}
     if frac and args.name != "folder":
         raise UsageError("--test-fraction applies to image folders only")
@@ -91,27 +92,15 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _codec(args: argparse.Namespace):
-    from wavar.cli.codec import codec_from_args
-
-    return codec_from_args(args)
-
-
 def _tokenize(args: argparse.Namespace) -> int:
-    from wavar.data.shards import tokenize
-
     for split in [args.split] if args.split else ["train", "test"]:
-        path = tokenize(args.name, _codec(args), split)
+        path = tokenize(args.name, codec_from_args(args), split)
     print(f"{args.name}: token shards in {path}")
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from wavar.data.shards import TokenDataset
-
-    codec = _codec(args)
+    codec = codec_from_args(args)
     print(f"{args.name} under {codec!r}")
     print(f"{'split':>6} {'images':>7} {'mean':>8} {'median':>7} {'p99':>6} {'min':>5} "
           f"{'max':>6}  m~ range")

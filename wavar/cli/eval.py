@@ -15,7 +15,7 @@ Examples
 Both modes go through the same code: a model's samples (``--n`` of them, an equal share per
 class, labels tiled over the classes) are first decoded to uint8 images, exactly what a
 ``--samples`` file holds (``x`` uint8 ``(N, H, W)`` or ``(N, H, W, 3)``, ``y`` integer
-labels). The protocol (DESIGN.md §4) is 10,000 samples against the 10,000 test images; FID at
+labels). The protocol (docs/design.md §4) is 10,000 samples against the 10,000 test images; FID at
 fewer samples is biased upwards and is not comparable. ``--fid`` also reports the real-data
 floor, FID of 10,000 training images against the test set (``--floor`` computes it alone).
 Reference statistics and the CAS classifier are computed once and cached under
@@ -37,6 +37,7 @@ Besides the JSON report (``-o``), a grid of samples per class is written beside 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -45,9 +46,19 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from wavar.cli.common import Parser, UsageError, run
+from wavar.data.datasets import load
+from wavar.data.shards import TokenDataset
 from wavar.errors import WavarError
+from wavar.eval import fid
+from wavar.eval.cas import cas
+from wavar.eval.likelihood import nll
+from wavar.eval.rd import model_rd, plot_rd
+from wavar.model.transformer import WaveletGPT
+from wavar.sample import generate as gen  # gen.generate, not bound here: tests patch it
+from wavar.viz import grid, save_png
 
 #: Samples per class shown in the grid.
 GRID_PER_CLASS = 10
@@ -131,16 +142,14 @@ def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def generate_samples(model, n: int, cfg: float, seed: int, batch: int, log=print,
                      temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` decoded samples of ``model``, labels tiled over its classes (equal shares)."""
-    from wavar.sample.generate import decode, generate
-
     labels = np.arange(n) % model.config.num_classes
     seeds = np.random.default_rng(seed).integers(2**31, size=-(-n // batch))
     images: list[np.ndarray] = []
     t = time.perf_counter()
     for i, s in enumerate(range(0, n, batch)):
-        seqs = generate(model, labels[s : s + batch], cfg=cfg, seed=int(seeds[i]),
-                        temperature=temperature)
-        images += decode(model, seqs)
+        seqs = gen.generate(model, labels[s : s + batch], cfg=cfg, seed=int(seeds[i]),
+                            temperature=temperature)
+        images += gen.decode(model, seqs)
         if log is not None and (i + 1) % max(1, (n // batch) // 10) == 0:
             done = len(images)
             log(f"  {done}/{n} samples ({done / (time.perf_counter() - t):.1f} images/s)")
@@ -154,8 +163,6 @@ def generate_samples(model, n: int, cfg: float, seed: int, batch: int, log=print
 def floor_metrics(dataset: str, device: str = "cpu", network=None,
                   batch_size: int = 50) -> dict:
     """The real-data floor: FID and KID of 10,000 training images against the test set."""
-    from wavar.eval import fid
-
     t = time.perf_counter()
     ref = fid.reference_statistics(dataset, "test", batch_size=batch_size, device=device,
                                    network=network)
@@ -177,8 +184,6 @@ def fid_metrics(x: np.ndarray, dataset: str, device: str = "cpu", network_file=N
     ``network_file`` names the Inception network (:func:`wavar.eval.fid.network_file`);
     the result says which kind was used (``fid_network``).
     """
-    from wavar.eval import fid
-
     t = time.perf_counter()
     net = fid.load_network(device, network_file)
     feats = fid.inception_features(x, batch_size=batch_size, device=device, network=net)
@@ -215,8 +220,6 @@ def _jsonable(v):
 
 def class_grid(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int) -> np.ndarray:
     """One row per class of its first ``per_class`` samples (blank cells where it has fewer)."""
-    from wavar.viz import grid
-
     blank = np.full(x.shape[1:], 255, np.uint8)
     cells = []
     for c in range(num_classes):
@@ -286,8 +289,6 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from wavar.data.datasets import load
-
     if not (args.fid or args.cas or args.nll or args.rd or args.floor):
         raise UsageError("choose at least one metric: --fid, --floor, --cas, --nll, --rd")
     if not (args.model or args.samples) and (args.fid or args.cas or args.nll or args.rd):
@@ -312,12 +313,8 @@ def _eval(args: argparse.Namespace) -> int:
                     "command": command_line(args), "seconds": {}}
     model = None
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     if args.model:
-        from wavar.model.transformer import WaveletGPT
-
         model = WaveletGPT.from_pretrained(args.model, device=args.device)
         if model.config.num_classes != len(classes):
             raise WavarError(f"model {args.model} has {model.config.num_classes} classes, "
@@ -333,10 +330,6 @@ def _eval(args: argparse.Namespace) -> int:
             x, y = x[: args.n], y[: args.n]
         report["samples_file"] = str(args.samples)
     elif model is not None and (args.fid or args.cas):
-        import copy
-
-        import torch
-
         n = 10_000 if args.n is None else args.n
         sampler = copy.deepcopy(model).to(torch.bfloat16) if args.bf16 else model
         print(f"generating {n} samples of {args.model} (cfg {args.cfg}, temperature "
@@ -356,44 +349,30 @@ def _eval(args: argparse.Namespace) -> int:
             raise WavarError(f"labels outside 0..{len(classes) - 1} (the classes of "
                              f"{args.dataset})")
         report["samples"] = len(x)
-        from wavar.viz import save_png
-
         save_png(f"{stem}_samples.png", class_grid(x, y, len(classes), GRID_PER_CLASS))
         report["grid"] = f"{stem}_samples.png"
     if args.fid or args.floor:
-        from wavar.eval import fid
-
         report["fid_network"] = fid.network_description(args.fid_network)
     if args.fid:
         print("FID: Inception features of the samples (and of the real images, once)", flush=True)
         report["fid"] = fid_metrics(x, args.dataset, args.device, args.fid_network, fid_batch)
         report["seconds"]["fid"] = report["fid"]["seconds"]
     if args.floor:
-        from wavar.eval import fid
-
         print("floor: Inception features of 10,000 train and the test images (once)", flush=True)
         net = fid.load_network(args.device, args.fid_network)
         report["floor"] = floor_metrics(args.dataset, args.device, net, fid_batch)
         report["seconds"]["floor"] = report["floor"]["seconds"]
     if args.cas:
-        from wavar.eval.cas import cas
-
         t = time.perf_counter()
         report["cas"] = cas(x, y, args.dataset, device=args.device)
         report["seconds"]["cas"] = time.perf_counter() - t
     if args.nll:
-        from wavar.data.shards import TokenDataset
-        from wavar.eval.likelihood import nll
-        from wavar.sample.generate import codec_of
-
         t = time.perf_counter()
-        data = TokenDataset.load(args.dataset, codec_of(model), "test",
+        data = TokenDataset.load(args.dataset, gen.codec_of(model), "test",
                                  context=bool(model.config.decoder_state))
         report["nll"] = nll(model, data, limit=args.nll_limit)
         report["seconds"]["nll"] = time.perf_counter() - t
     if args.rd:
-        from wavar.eval.rd import model_rd, plot_rd
-
         test = load(args.dataset, "test")
         k = min(args.rd_images, len(test))
         print(f"rate-distortion on the first {k} test images", flush=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from wavar import __version__
+
 # subcommand -> (module, whether the module's parser expects the subcommand name itself)
 COMMANDS = {
     "encode": ("wavar.cli.codec", True),
@@ -40,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     if argv[0] == "--version":
-        from wavar import __version__
-
         print(f"wavar {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wavar: error: unknown command {name!r} (try 'wavar --help')", file=sys.stderr)
         return 2
     module, wants_name = COMMANDS[name]
+    # Imported by name, on demand: `wavar encode` must not need torch, which `wavar train`
+    # imports; a subcommand whose dependency is missing says so in one line.
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as e:

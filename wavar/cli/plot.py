@@ -44,7 +44,7 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    try:
+    try:  # lazy: matplotlib is the optional `bench` extra, needed by this command alone
         import matplotlib
 
         matplotlib.use("Agg")

@@ -20,8 +20,23 @@ import sys
 import time
 
 import numpy as np
+import torch
 
 from wavar.cli.common import Parser, UsageError, run
+from wavar.imageio import read_image
+from wavar.model.transformer import WaveletGPT
+from wavar.sample.generate import (
+    Region,
+    class_indices,
+    class_names,
+    codec_of,
+    decode,
+    decode_prefixes,
+    generate,
+    image_shape_of,
+    prefix_tokens,
+)
+from wavar.viz import grid, save_gif, save_png
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,8 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_classes(spec: list[str] | None, spec_list: str | None, names: list[str]) -> list[int]:
     """Class indices from names or indices ('all' = every class); one-line errors."""
-    from wavar.sample.generate import class_indices
-
     if spec_list is not None:
         spec = None if spec_list.strip().lower() == "all" else \
             [s for s in spec_list.split(",") if s.strip()]
@@ -84,8 +97,6 @@ def parse_classes(spec: list[str] | None, spec_list: str | None, names: list[str
 
 
 def _condition_image(path: str, shape: tuple[int, int, int]) -> np.ndarray:
-    from wavar.imageio import read_image
-
     h, w, c = shape
     img = read_image(path, "RGB" if c == 3 else "L")
     if img.shape[:2] != (h, w):
@@ -95,21 +106,6 @@ def _condition_image(path: str, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from wavar.model.transformer import WaveletGPT
-    from wavar.sample.generate import (
-        Region,
-        class_names,
-        codec_of,
-        decode,
-        decode_prefixes,
-        generate,
-        image_shape_of,
-        prefix_tokens,
-    )
-    from wavar.viz import grid, save_gif, save_png
-
     if args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
     for flag in ("tokens", "planes", "prefix_planes", "prefix_tokens", "top_k"):
@@ -137,8 +133,6 @@ def _sample(args: argparse.Namespace) -> int:
     if args.image:
         img = _condition_image(args.image, shape)
         if args.mask:
-            from wavar.imageio import read_image
-
             mask = read_image(args.mask, "L")
             if mask.shape != shape[:2]:
                 raise UsageError(f"mask {args.mask} is {mask.shape[0]}x{mask.shape[1]}; it must "

@@ -19,8 +19,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch.distributed as dist
 
 from wavar.cli.common import Parser, run
+from wavar.codec import RasterCodec, codec_from_params
+from wavar.data.datasets import ImageDataset, load
+from wavar.data.shards import TokenDataset, tokenize
+from wavar.sample.generate import decode, generate, ll_bank
+from wavar.train import distributed
+from wavar.train.config import load_config
+from wavar.train.loop import train
+from wavar.viz import grid, save_png
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +51,6 @@ def data_codec_info(codec, data, images=None) -> dict:
     ``images`` (an ImageDataset of the training split) adds the per-class LL bank used by
     ``generate(..., ll_init=True)`` (not for the raster language, which has no LL band).
     """
-    from wavar.codec import RasterCodec
-    from wavar.sample.generate import ll_bank
-
     stats = data.class_statistics()
     info = {**codec.params(), "image_shape": list(data.image_shape),
             "classes": list(data.classes), "m_tilde_min": int(stats["m_tilde_min"]),
@@ -58,9 +64,6 @@ def sample_grid_writer(n_per_class: int = 4):
     """``on_eval`` hook: a grid of samples per class, written to out_dir/samples/."""
 
     def on_eval(model, step: int, out_dir: Path) -> None:
-        from wavar.sample.generate import decode, generate
-        from wavar.viz import grid, save_png
-
         k = model.config.num_classes
         labels = np.repeat(np.arange(k), n_per_class)
         seqs = generate(model, labels, seed=step)
@@ -72,9 +75,6 @@ def sample_grid_writer(n_per_class: int = 4):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from wavar.train import distributed
-    from wavar.train.config import load_config
-
     cfg = load_config(args.config, args.overrides)
     # Join the process group first, so the other ranks can wait at a real barrier while rank 0
     # brings the token shards up to date (they may exist from an earlier chunk's images).
@@ -86,13 +86,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_in_group(cfg, args: argparse.Namespace, info) -> int:
-    import torch.distributed as dist
-
-    from wavar.codec import codec_from_params
-    from wavar.data.datasets import load
-    from wavar.data.shards import TokenDataset, tokenize
-    from wavar.train.loop import train
-
     codec = codec_from_params(cfg.codec)
     splits = ("train",) if cfg.val_holdout else ("test", "train")
     if info.is_main:  # tokenize once (up-to-date shards are kept), before other ranks read
@@ -133,8 +126,6 @@ def _train_in_group(cfg, args: argparse.Namespace, info) -> int:
 
 def _first(images, n: int):
     """The first ``n`` images of an ImageDataset (those the training sequences come from)."""
-    from wavar.data.datasets import ImageDataset
-
     return ImageDataset(images.name, images.x[:n], images.y[:n], images.classes)
 
 

@@ -9,15 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from wavar.codec.codec import (
-    BatchScanState,
-    CodedImage,
-    Header,
-    ScanState,
-    Slots,
-    WaveletCodec,
-    padded_side,
-)
+from wavar.codec.bitstream import CodedImage, Header, padded_side
+from wavar.codec.codec import BatchScanState, ScanState, Slots, WaveletCodec
 from wavar.codec.raster import RASTER, RasterBatchState, RasterCodec
 from wavar.codec.tokens import LANGUAGES, ZEROBLOCK, ZEROTREE, Language, get_language
 

@@ -1,6 +1,10 @@
-"""File format of one coded image (``.wvr``): header + tokens, with a checksum.
+"""One coded image (:class:`Header` + tokens) and its file format (``.wvr``), with a checksum.
 
-Layout (little-endian)::
+The codecs (:mod:`wavar.codec.codec`, :mod:`wavar.codec.raster`) build on these classes. The
+classes and the format share a module because each needs the other (``CodedImage.save`` writes
+the format, :func:`loads` builds a ``CodedImage``); apart, they were an import cycle.
+
+File layout (little-endian)::
 
     magic   4s   b"WVAR"
     version u8   1
@@ -18,6 +22,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +37,77 @@ LANGUAGE_IDS = {"zeroblock": 0, "zerotree": 1}
 REFINEMENT_IDS = {"deferred": 0, "immediate": 1}
 
 
+@dataclass(frozen=True)
+class Header:
+    """What a decoder needs besides the tokens: image shape, m~ and the codec parameters.
+
+    The first bit-plane threshold is ``2 ** (m_tilde - 1)``; the last is ``2 ** final_exponent``.
+    """
+
+    height: int
+    width: int
+    channels: int
+    m_tilde: int
+    wavelet: str = "bior4.4"
+    language: str = "zeroblock"
+    refinement: str = "deferred"
+    final_exponent: int = -4
+    levels: int = 4
+
+    @property
+    def side(self) -> int:
+        """Side M of the padded square coefficient array."""
+        return padded_side(self.height, self.width)
+
+    @property
+    def n_planes(self) -> int:
+        return max(self.m_tilde - self.final_exponent, 0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CodedImage:
+    """One coded image: token ids (uint8) plus its :class:`Header`."""
+
+    tokens: np.ndarray
+    header: Header
+    _complete: bool | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, key: slice) -> CodedImage:
+        """A prefix (or any slice) of the sequence with the same header."""
+        return CodedImage(np.asarray(self.tokens[key], np.uint8), self.header)
+
+    def to_bytes(self) -> bytes:
+        return dumps(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CodedImage:
+        return loads(data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        save(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CodedImage:
+        return load(path)
+
+
+def padded_side(height: int, width: int) -> int:
+    """Side of the power-of-two square (at least 4) an image is padded into."""
+    return max(4, 1 << (max(height, width) - 1).bit_length())
+
+
 def _inverse(table: dict[str, int]) -> dict[int, str]:
     return {v: k for k, v in table.items()}
 
 
-def dumps(seq) -> bytes:
-    """Serialise a :class:`~wavar.codec.codec.CodedImage`."""
+def dumps(seq: CodedImage) -> bytes:
+    """Serialise a :class:`CodedImage`."""
     h = seq.header
     toks = np.asarray(seq.tokens, np.uint8)
     n = len(toks)
@@ -51,10 +121,8 @@ def dumps(seq) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def loads(data: bytes):
+def loads(data: bytes) -> CodedImage:
     """Parse bytes written by :func:`dumps`; raises :class:`FileFormatError` on any damage."""
-    from wavar.codec.codec import CodedImage, Header
-
     if len(data) < 4 or data[:4] != MAGIC:
         raise FileFormatError("not a wavar coded image (bad magic number)")
     if len(data) < _HEAD.size + 4:
@@ -88,7 +156,7 @@ def loads(data: bytes):
     return CodedImage(toks[:n].copy(), header)
 
 
-def save(seq, path: str | os.PathLike) -> None:
+def save(seq: CodedImage, path: str | os.PathLike) -> None:
     """Write atomically (temp file then rename), so a crash never leaves half a file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -96,7 +164,7 @@ def save(seq, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def load(path: str | os.PathLike):
+def load(path: str | os.PathLike) -> CodedImage:
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:

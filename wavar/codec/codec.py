@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from wavar.codec import coder
 from wavar.codec import grammar as g
+from wavar.codec.bitstream import CodedImage, Header, padded_side
 from wavar.codec.scan import Geometry, geometry
 from wavar.codec.tokens import Language, get_language
 from wavar.codec.transform import (
@@ -36,36 +37,6 @@ from wavar.errors import ImageError, TokenStreamError
 from wavar.imageio import check_image
 
 REFINEMENTS = ("deferred", "immediate")
-
-
-@dataclass(frozen=True)
-class Header:
-    """What a decoder needs besides the tokens: image shape, m~ and the codec parameters.
-
-    The first bit-plane threshold is ``2 ** (m_tilde - 1)``; the last is ``2 ** final_exponent``.
-    """
-
-    height: int
-    width: int
-    channels: int
-    m_tilde: int
-    wavelet: str = "bior4.4"
-    language: str = "zeroblock"
-    refinement: str = "deferred"
-    final_exponent: int = -4
-    levels: int = 4
-
-    @property
-    def side(self) -> int:
-        """Side M of the padded square coefficient array."""
-        return padded_side(self.height, self.width)
-
-    @property
-    def n_planes(self) -> int:
-        return max(self.m_tilde - self.final_exponent, 0)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -93,49 +64,6 @@ class Slots:
     def stacked(self) -> np.ndarray:
         """int64 (n, 5): plane, channel, level, orientation, kind (the model's slot input)."""
         return np.stack([self.plane, self.channel, self.level, self.orientation, self.kind], 1)
-
-
-@dataclass
-class CodedImage:
-    """One coded image: token ids (uint8) plus its :class:`Header`."""
-
-    tokens: np.ndarray
-    header: Header
-    _complete: bool | None = field(default=None, repr=False, compare=False)
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __getitem__(self, key: slice) -> CodedImage:
-        """A prefix (or any slice) of the sequence with the same header."""
-        return CodedImage(np.asarray(self.tokens[key], np.uint8), self.header)
-
-    def to_bytes(self) -> bytes:
-        from wavar.codec.bitstream import dumps
-
-        return dumps(self)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> CodedImage:
-        from wavar.codec.bitstream import loads
-
-        return loads(data)
-
-    def save(self, path) -> None:
-        from wavar.codec.bitstream import save
-
-        save(self, path)
-
-    @classmethod
-    def load(cls, path) -> CodedImage:
-        from wavar.codec.bitstream import load
-
-        return load(path)
-
-
-def padded_side(height: int, width: int) -> int:
-    """Side of the power-of-two square (at least 4) an image is padded into."""
-    return max(4, 1 << (max(height, width) - 1).bit_length())
 
 
 class WaveletCodec:

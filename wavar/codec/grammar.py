@@ -1,4 +1,4 @@
-"""THE scan/grammar state machine of the wavelet languages (DESIGN.md §1, "Grammar").
+"""THE scan/grammar state machine of the wavelet languages (docs/design.md §1, "Grammar").
 
 This module is the single home of the grammar: the encoder, the decoder, the training data
 (slots and legal masks) and the sampler all step the same state with the same functions.
@@ -369,7 +369,7 @@ def slot_of(mem, scan_index, block_slot, quad_slot, coef_slot, out_int, out_pos)
 
 
 # ---------------------------------------------------------------------------------------------
-# the decoder's state at the cursor (DESIGN.md §2, "the decoder's state")
+# the decoder's state at the cursor (docs/design.md §2, "the decoder's state")
 #
 # What a decoder that has read the tokens so far knows about the unit the next token decides,
 # as small integers the model embeds: EBCOT's context formation (JPEG 2000 codes each decision

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from wavar.codec import grammar as g
-from wavar.codec.codec import CodedImage, Header, Slots, padded_side
+from wavar.codec.bitstream import CodedImage, Header, padded_side
+from wavar.codec.codec import Slots
 from wavar.errors import ImageError, TokenStreamError
 from wavar.imageio import check_image
 

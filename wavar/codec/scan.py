@@ -1,4 +1,4 @@
-"""Scan order and slot geometry of the wavelet language (DESIGN.md §1, "Scan").
+"""Scan order and slot geometry of the wavelet language (docs/design.md §1, "Scan").
 
 Static tables only; the dynamic state lives in :mod:`wavar.codec.grammar`.
 

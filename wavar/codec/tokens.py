@@ -1,4 +1,4 @@
-"""Vocabularies of the wavelet languages (DESIGN.md §1, "The 7 tokens").
+"""Vocabularies of the wavelet languages (docs/design.md §1, "The 7 tokens").
 
 Token ids are per language; the grammar works on shared internal symbols
 (:mod:`wavar.codec.grammar`), and the tables here map between the two.

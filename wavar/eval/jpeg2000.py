@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from wavar.eval.metrics import psnr
+from wavar.imageio import check_image
 
 __all__ = [
     "CodestreamLayout",
@@ -59,8 +60,6 @@ _MAX_RESOLUTIONS = 6  # OpenJPEG's default
 
 def _check_image(img: np.ndarray) -> np.ndarray:
     """Validate a uint8 grey ``(H, W)`` or RGB ``(H, W, 3)`` image and make it contiguous."""
-    from wavar.imageio import check_image
-
     return np.ascontiguousarray(check_image(np.asarray(img)))
 
 

@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from wavar.data.shards import TokenDataset
+from wavar.eval import jpeg2000 as j2k
 from wavar.eval.metrics import psnr
 
 __all__ = ["PSNR_CAP", "budgets", "model_rd", "plot_rd", "prefix_model_bits", "prefix_points"]
@@ -63,6 +65,8 @@ def prefix_points(codec, seqs, images: np.ndarray):
 def prefix_model_bits(model, data, batch_size: int = 64) -> list[np.ndarray]:
     """Per sequence of ``data`` (a TokenDataset), ``c`` with ``c[t]`` = model bits of its first
     ``t`` tokens (``c[0] = 0``): one forward pass per batch over full sequences."""
+    # lazy: torch and the model are needed for model bits only; the ladder above serves the
+    # codec alone (benchmarks/codec_rd.py) without them
     import torch
 
     from wavar.model.transformer import token_bits
@@ -108,9 +112,7 @@ def model_rd(model, images: np.ndarray, labels: np.ndarray, jpeg2000: bool = Tru
         ``n_exact``; with ``jpeg2000`` also ``j2k_target_bits``, ``j2k_payload_bits``,
         ``j2k_psnr`` and ``j2k_n_exact``.
     """
-    from wavar.data.shards import TokenDataset
-    from wavar.eval import jpeg2000 as j2k
-    from wavar.sample.generate import codec_of
+    from wavar.sample.generate import codec_of  # lazy: imports torch, as above
 
     images = np.asarray(images)
     labels = np.asarray(labels, np.int64)
@@ -153,7 +155,7 @@ def model_rd(model, images: np.ndarray, labels: np.ndarray, jpeg2000: bool = Tru
 
 def plot_rd(rd: dict, path, title: str = "") -> None:
     """PSNR against bits per pixel: model bits, raw token bits and JPEG 2000 payload."""
-    import matplotlib
+    import matplotlib  # lazy: the optional `bench` extra (wavar eval reports without the plot)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -229,7 +229,7 @@ class ContextEmbedding(nn.Module):
     """Embedding of the decoder-state features (:func:`wavar.codec.grammar.context_of`): what
     a decoder that has read the tokens so far knows about the slot (neighbours' significance,
     the parent's magnitude, the coefficient's own refined value, ...). Without them the model
-    must find those tokens among thousands by position alone (DESIGN.md §2). One table holds
+    must find those tokens among thousands by position alone (docs/design.md §2). One table holds
     every feature's values, each at its own offset; a step sums its features' rows."""
 
     def __init__(self, cfg: ModelConfig) -> None:

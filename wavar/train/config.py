@@ -23,8 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from wavar.codec import codec_from_params
 from wavar.errors import WavarError
 from wavar.model.config import ModelConfig
+from wavar.model.transformer import config_from_preset
 
 
 class ConfigError(WavarError, ValueError):
@@ -110,9 +112,6 @@ class TrainConfig:
         The vocabulary follows the codec (7 tokens zero-block, 256 raster); ``model_args`` may
         restate it but not contradict it.
         """
-        from wavar.codec import codec_from_params
-        from wavar.model.transformer import config_from_preset
-
         args = dict(self.model_args)
         try:
             if self.codec:
