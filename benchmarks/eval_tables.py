@@ -147,7 +147,7 @@ def tables(results: Path) -> str:
              "Made by `benchmarks/eval_tables.py` from the files in `benchmarks/results/` "
              "(`eval/`, `train/train_summary.json`, `sampling/`). "
              "FID/KID: 10,000 samples (1,000 per class) against the 10,000 test images "
-             "(DESIGN.md §4); * marks fewer samples (biased upwards, not comparable); "
+             "(docs/design.md §4); * marks fewer samples (biased upwards, not comparable); "
              "† marks the fp16-stored development Inception network. "
              "Train GPU-min = wall minutes x GPUs.", ""]
     if not order:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full evaluation protocol (DESIGN.md §4) of one model on one dataset, on CUDA:
+# The full evaluation protocol (docs/design.md §4) of one model on one dataset, on CUDA:
 # 10,000 samples (1,000 per class) -> FID/KID against the 10,000 test images and the real-data
 # floor (10,000 train images vs test), CAS, test-set NLL, and rate-distortion (--rd) on the first
 # 200 test images beside JPEG 2000. Writes <NAME>.json, <NAME>_samples.npz, <NAME>_samples.png,
