@@ -20,7 +20,8 @@ import torch
 
 from wavar.codec import WaveletCodec
 from wavar.model.transformer import WaveletGPT
-from wavar.sample.generate import Region, codec_of, generate, image_shape_of, prefix_tokens
+from wavar.sample.generate import codec_of, generate, image_shape_of, prefix_tokens
+from wavar.sample.options import Region
 
 MODELS = {  # name: token budget per sequence
     "mnist": 600,
