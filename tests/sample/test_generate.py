@@ -5,17 +5,16 @@ import torch
 from tests.conftest import smooth_image
 from wavar import WaveletCodec
 from wavar.model.transformer import WaveletGPT, config_from_preset
-from wavar.sample import filters
-from wavar.sample import Region, prefix_tokens, sample_images
-from wavar.sample.generate import generate
+from wavar.sample import Region, filters, prefix_tokens, sample_images
 from wavar.sample.forcing import kept_coefficients
+from wavar.sample.generate import generate
 
 
-def tiny_model(language="zeroblock", shape=(12, 12), seed=0) -> WaveletGPT:
+def tiny_model(language="zeroblock", shape=(12, 12), seed=0, **config) -> WaveletGPT:
     codec = WaveletCodec("bior4.4", language=language, final_threshold=2**-2)
     cfg = config_from_preset("tiny", num_classes=3, max_seq_len=2048,
                              vocab_size=codec.lang.vocab_size,
-                             n_channels=3 if len(shape) == 3 else 1)
+                             n_channels=3 if len(shape) == 3 else 1, **config)
     cfg.codec = {**codec.params(), "image_shape": list(shape), "classes": ["a", "b", "c"],
                  "m_tilde_min": 2, "m_tilde_hist": [[1, 2, 1]] * 3}
     torch.manual_seed(seed)

@@ -43,7 +43,7 @@ def data_codec_info(codec, data, images=None) -> dict:
     ``generate(..., ll_init=True)`` (not for the raster language, which has no LL band).
     """
     from wavar.codec import RasterCodec
-    from wavar.sample.generate import ll_bank
+    from wavar.sample.forcing import ll_bank
 
     stats = data.class_statistics()
     info = {**codec.params(), "image_shape": list(data.image_shape),

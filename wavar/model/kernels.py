@@ -81,6 +81,12 @@ def attention_kernel_limit(head_dim: int) -> str | None:
     return None
 
 
+def use_attention_kernel(q: Tensor) -> bool:
+    """Whether decode attention for queries ``q`` (B, H, hd) runs the Triton kernel: CUDA
+    tensors, Triton, and a head size its tiles fit (else the reference serves)."""
+    return q.is_cuda and triton_available() and attention_kernel_limit(q.size(-1)) is None
+
+
 def input_precision(dtype: torch.dtype, precision: str | None) -> str:
     """Triton's ``input_precision`` for products of ``dtype`` tiles: ``precision`` if given,
     else TF32 where PyTorch's own fp32 matrix products may use it (the tf32 variants are

@@ -119,9 +119,8 @@ def row_attention(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tensor,
     the head size; the PyTorch reference serves the rest."""
     from wavar.model import kernels
 
-    fast = (q.is_cuda and kernels.triton_available()
-            and kernels.attention_kernel_limit(q.size(-1)) is None)
-    attend = kernels.decode_attention_triton if fast else kernels.decode_attention_reference
+    attend = (kernels.decode_attention_triton if kernels.use_attention_kernel(q)
+              else kernels.decode_attention_reference)
     return attend(q, k, v, k_all[layer], v_all[layer], positions)
 
 
