@@ -130,11 +130,11 @@ def plan(model, options: SamplingOptions | None = None,
                                                  f"{attention_limit}"
     else:
         attention, why["attention"] = "triton", "flash-decoding, each row over its own prefix"
-    fused_limit = attention_limit or fused_step_limit(c)
+    fused_limit = fused_step_limit(c) if machine.triton else "Triton is not available"
     if fused_limit:
         step, why["step"] = "model", f"the model's decode_step; fused step: {fused_limit}"
     else:
-        step, why["step"] = "fused", "fused Triton kernels (a model of width <= 128)"
+        step, why["step"] = "fused", "Triton kernels (width <= 128, power-of-two heads)"
     why["graphs"] = "the whole step (model, draw, grammar kernel) is one CUDA graph"
     if step != "fused":
         draw_limit = "the model's step returns logits"
