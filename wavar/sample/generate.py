@@ -27,8 +27,10 @@ import numpy as np
 import torch
 
 from wavar.codec import Codec, CodedImage, WaveletCodec, codec_from_params
+from wavar.sample.cpu_loop import cpu_loop
 from wavar.sample.draw import ForcedPrefix
 from wavar.sample.forcing import forcing_of
+from wavar.sample.gpu_loop import gpu_loop
 from wavar.sample.options import SamplingOptions
 from wavar.sample.planning import SamplingPlan
 from wavar.sample.planning import plan as plan_for
@@ -141,13 +143,9 @@ def generate(model, labels: Sequence[int] | np.ndarray, options: SamplingOptions
         limit = min(limit, options.max_tokens)
     forced = None if options.prefix is None else ForcedPrefix.of(options.prefix, limit, device)
     if plan.loop == "cpu":
-        from wavar.sample.cpu_loop import cpu_loop
-
         out, lengths = cpu_loop(model, options, states, labels, m_tilde, limit, gen, forced,
                                 forcing)
     else:
-        from wavar.sample.gpu_loop import gpu_loop
-
         out, lengths = gpu_loop(model, plan, options, states, labels, m_tilde, limit, gen,
                                 forced, forcing)
     return Samples([CodedImage(out[i, : lengths[i]].astype(np.uint8),

@@ -16,6 +16,7 @@ import torch
 from wavar.codec import BatchScanState
 from wavar.sample import gpu_grammar
 from wavar.sample.draw import Draw, ForcedPrefix, draw, draw_tokens
+from wavar.sample.forcing import Forcing
 from wavar.sample.options import SamplingOptions
 from wavar.sample.planning import SamplingPlan
 from wavar.sample.steps import StepInputs, TorchStep, conditions, prefill
@@ -99,7 +100,7 @@ class CapturedStep:
 def gpu_loop(model, plan: SamplingPlan, options: SamplingOptions, states: BatchScanState,
              labels: np.ndarray, m_tilde: np.ndarray, limit: int, gen: torch.Generator,
              forced: ForcedPrefix | None = None,
-             forcing=None) -> tuple[np.ndarray, np.ndarray]:
+             forcing: Forcing | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Sample up to ``limit`` tokens per row as ``plan`` says: (tokens (n, limit) int8, -1
     past each row's end; lengths (n,))."""
     device = next(model.parameters()).device

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from wavar.codec import WaveletCodec, codec_from_params
+from wavar.model.kernels import attention_kernel_limit
+from wavar.sample.fused_step import DRAW_VOCAB, fused_step_limit
 from wavar.sample.options import SamplingOptions
 
 CHOICES = {"loop": ("cpu", "gpu"), "step": ("model", "fused"), "attention": ("pytorch", "triton"),
@@ -93,10 +96,6 @@ def plan(model, options: SamplingOptions | None = None,
          machine: Machine | None = None) -> SamplingPlan:
     """The :class:`SamplingPlan` for sampling ``model`` with ``options`` on ``machine``
     (default: the machine of the model's parameters)."""
-    from wavar.codec import WaveletCodec, codec_from_params
-    from wavar.model.kernels import attention_kernel_limit
-    from wavar.sample.fused_step import DRAW_VOCAB, fused_step_limit
-
     options = options or SamplingOptions()
     if machine is None:
         machine = Machine.of(next(model.parameters()).device)
