@@ -5,13 +5,16 @@ keys and values cached so far for every live sequence) over the memory bandwidth
 an H200 by its datasheet). The ratio bound/measured says how close generation runs to it.
 
     python benchmarks/sample_speed.py --model fashion-mnist --batch 1 64 1024 --compare  # GPU
-    python benchmarks/sample_speed.py --model fashion-mnist --graphs step model --profile 1024
+    python benchmarks/sample_speed.py --model fashion-mnist --profile 1024 --step-check
     python benchmarks/sample_speed.py --model fashion-mnist --batch 16 --cpu     # CPU latency
-    python benchmarks/sample_speed.py --model fashion-mnist --attention rows span --compile-step \
-        --kernel                       # per-row attention beside the span one, compiled step
+    python benchmarks/sample_speed.py --model cifar10 --kernel --tf32
 
-``--kernel`` first checks the Triton decode-attention kernel against its PyTorch reference on
-the model's shapes and times it alone: the bandwidth it reaches reading the cache.
+Each generation runs the sampling plan (``wavar.sample.plan``) the machine picks; ``--compare``
+also times the GPU loop with the model's PyTorch step (where the plan fuses it) and the CPU
+loop (the host steps the grammar). ``--kernel`` first checks the Triton decode-attention kernel
+against its PyTorch reference on the model's shapes and times it alone: the bandwidth it
+reaches reading the cache. ``--step-check`` checks the fused step against the model's and
+times one step of each alone.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 
 from wavar.model.transformer import WaveletGPT
+from wavar.sample import SamplingPlan, plan
 from wavar.sample.generate import generate
 
 RESULTS = Path(__file__).parent / "results" / "sampling"
@@ -42,13 +46,12 @@ def kv_bytes_read(model, lengths: np.ndarray, dtype_bytes: int) -> float:
 
 
 def run(model, batch: int, seed: int, bandwidth: float, dtype_bytes: int,
-        gpu_grammar: bool | None = None, graphs: str = "step", **options) -> dict:
+        sampling: SamplingPlan) -> dict:
     labels = np.arange(batch) % model.config.num_classes
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     sync()
     t = time.perf_counter()
-    seqs = generate(model, labels, seed=seed, gpu_grammar=gpu_grammar, cuda_graphs=graphs,
-                    **options)
+    seqs = generate(model, labels, seed=seed, plan=sampling)
     sync()
     dt = time.perf_counter() - t
     lengths = np.array([len(s) for s in seqs])
@@ -57,8 +60,8 @@ def run(model, batch: int, seed: int, bandwidth: float, dtype_bytes: int,
     steps = int(lengths.max())
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bound_s = (steps * param_bytes + kv_bytes_read(model, lengths, dtype_bytes)) / bandwidth
-    return {"batch": batch, "grammar": "gpu" if gpu_grammar else "cpu",
-            "graphs": graphs if gpu_grammar else "model", **options, "seconds": dt,
+    choices = ("loop", "step", "attention", "graphs", "draw")
+    return {"batch": batch, **{k: getattr(sampling, k) for k in choices}, "seconds": dt,
             "images_per_s": batch / dt,
             "tokens_per_s": float(lengths.sum()) / dt, "steps": steps,
             "mean_tokens": float(lengths.mean()), "tokens_sha1": digest, "bound_s": bound_s,
@@ -74,26 +77,13 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="bf16 weights and KV cache (GPU)")
     ap.add_argument("--bandwidth", type=float, default=4.8e12)
     ap.add_argument("--compare", action="store_true",
-                    help="GPU: also time the CPU-grammar loop (host round trip per token)")
-    ap.add_argument("--graphs", nargs="+", default=["step"], choices=["step", "model", "off"],
-                    help="GPU grammar: what each step replays as a CUDA graph (compared)")
-    ap.add_argument("--attention", nargs="+", default=["auto"],
-                    choices=["auto", "rows", "fused", "span"],
-                    help="GPU grammar: decode attention per row (with the rest of the step "
-                    "fused, or not) or over the shared span")
-    ap.add_argument("--compile-step", action="store_true",
-                    help="also time per-row attention with the model step under torch.compile")
+                    help="GPU: also time the model's PyTorch step (where the plan fuses it) "
+                    "and the CPU loop (host round trip per token)")
     ap.add_argument("--kernel", action="store_true",
                     help="GPU: check and time the decode-attention kernel alone first")
-    ap.add_argument("--kernel-sweep", action="store_true",
-                    help="with --kernel: also time a grid of the kernel's tilings")
     ap.add_argument("--step-check", action="store_true",
                     help="GPU: check the fused decode step against the model's and time one "
                     "step of each alone")
-    ap.add_argument("--fused-tilings", nargs="+", default=[], metavar="K=V,...",
-                    help="GPU: also time the fused step with these FusedDecodeStep options, "
-                    "e.g. warps=4,stages=2 (whole generations; the library's defaults "
-                    "otherwise)")
     ap.add_argument("--tf32", action="store_true",
                     help="GPU: let fp32 matrix products use TF32 tensor cores")
     ap.add_argument("--profile", type=int, default=0, metavar="B",
@@ -123,80 +113,53 @@ def main() -> None:
         (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
 
     if args.kernel and device == "cuda":
-        report["kernel"] = kernel_check(model, max(args.batch), args.bandwidth,
-                                        args.kernel_sweep)
+        report["kernel"] = kernel_check(model, max(args.batch), args.bandwidth)
         save()
     if args.step_check and device == "cuda":
-        report["step"] = step_check(model, max(args.batch), args.compile_step)
+        report["step"] = step_check(model, max(args.batch))
         save()
-    # (label, gpu_grammar, options of generate)
-    variants: list[tuple[str, bool | None, dict]] = [("cpu-loop", None, {})]
-    if device == "cuda":
-        variants = [(f"{a}/{g}", True, {"cuda_graphs": g, "attention": a})
-                    for a in args.attention for g in args.graphs]
-        if args.compile_step:  # (the fused step has nothing to compile)
-            variants += [(f"rows/{g}/compiled", True,
-                          {"cuda_graphs": g, "attention": "rows", "compile_step": True})
-                         for g in args.graphs]
-        if args.compare:
-            variants.append(("cpu-grammar", False, {"cuda_graphs": "model"}))
-        variants += [(f"fused/{g}/{spec}", True,
-                      {"cuda_graphs": g, "attention": "fused", "tiling": spec})
-                     for spec in args.fused_tilings for g in args.graphs]
+    chosen = plan(model)  # the machine's own (default sampling settings)
+    report["plan"] = {"text": str(chosen), "why": dict(chosen.why)}
+    print(f"sampling plan:\n{chosen}")
+    # (label, plan)
+    variants: list[tuple[str, SamplingPlan]] = [(f"{chosen.loop}-loop/{chosen.step}", chosen)]
+    if device == "cuda" and args.compare:
+        if chosen.step == "fused":
+            variants.append(("gpu-loop/model", chosen.replace(step="model", draw="pytorch")))
+        variants.append(("cpu-loop/model", SamplingPlan("cpu", "model", "pytorch", "none",
+                                                        "pytorch", why={"loop": "--compare"})))
 
     print(f"{args.model} on {env['device']} ({env['dtype']}, {env['params']} parameters)")
     print(f"{'variant':>20} {'batch':>6} {'seconds':>8} {'img/s':>9} {'tok/s':>11} "
           f"{'steps':>6} {'bound s':>8} {'of bound':>8}")
-    for label, path, options in variants:
-        graphs = options.pop("cuda_graphs", "model")
-        tiling = fused_tiling(options.pop("tiling", None))
+    for label, sampling in variants:
         try:
             # warm-up: numba and cuBLAS initialisation
-            generate(model, [0] * 8, seed=0, max_tokens=600, gpu_grammar=path,
-                     cuda_graphs=graphs, **{k: x for k, x in options.items()
-                                            if k != "compile_step"})
+            generate(model, [0] * 8, seed=0, max_tokens=600, plan=sampling)
             for b in args.batch:
                 # and once at the timed batch: Triton builds its kernel for the batch's chunk
-                # size, a compiled step compiles for the batch and cache shape
-                generate(model, np.arange(b) % model.config.num_classes, seed=0,
-                         gpu_grammar=path, cuda_graphs=graphs, **options)
+                # size
+                generate(model, np.arange(b) % model.config.num_classes, seed=0, plan=sampling)
                 r = run(model, b, seed=1, bandwidth=args.bandwidth, dtype_bytes=dtype_bytes,
-                        gpu_grammar=path, graphs=graphs, **options)
+                        sampling=sampling)
                 rows.append({**r, "variant": label})
                 show(rows[-1])
                 save()
-            if args.profile and path:
-                profile(model, args.profile, graphs, options,
+            if args.profile and sampling.loop == "gpu":
+                profile(model, args.profile, sampling,
                         RESULTS / f"{name}_profile_{label.replace('/', '-')}.txt")
         except Exception as e:  # noqa: BLE001 - a failed variant is a result too
             rows.append({"variant": label, "error": f"{type(e).__name__}: {e}"[:2000]})
             print(rows[-1], flush=True)
             save()
-        finally:
-            tiling.stop()
 
 
-def fused_tiling(spec: str | None):
-    """Started patch of FusedDecodeStep's defaults from "key=value,..." (integers or words)."""
-    from functools import partialmethod
-    from unittest import mock
-
-    from wavar.model.kernels import FusedDecodeStep
-
-    options = dict((k, int(x) if x.lstrip("-").isdigit() else x)
-                   for k, x in (kv.split("=") for kv in spec.split(","))) if spec else {}
-    patch = mock.patch.object(FusedDecodeStep, "__init__",
-                              partialmethod(FusedDecodeStep.__init__, **options))
-    patch.start()
-    return patch
-
-
-def kernel_check(model, batch: int, bandwidth: float, sweep: bool = False) -> dict:
+def kernel_check(model, batch: int, bandwidth: float) -> dict:
     """The Triton decode attention against its reference on this model's shapes (random
     queries and caches, every row at its own random position; fp32 and bf16, tensor-core tiles
     and plain products), then alone on the clock (20 calls replayed as one CUDA graph, so
     launches do not count): the bytes of cache it reads per second, against the bound's
-    bandwidth. ``sweep`` times a grid of tilings at the largest batch."""
+    bandwidth."""
     from wavar.model import kernels
 
     c = model.config
@@ -243,17 +206,13 @@ def kernel_check(model, batch: int, bandwidth: float, sweep: bool = False) -> di
     per_pos = 2 * c.n_kv_head * hd * dtype.itemsize  # one layer's key and value
     configs: list[dict] = [{"impl": "reference"}, {"impl": "triton", "dot": False},
                            {"impl": "triton"}]
-    grid = [{"impl": "triton", "precision": pr, "block_n": bn, "stages": st, "chunk": ch,
-             "warps": w}
-            for pr in (["tf32", "tf32x3"] if dtype == torch.float32 else ["ieee"])
-            for bn, w in ((32, 4), (64, 4), (64, 8), (128, 8)) for st in (2, 3)
-            for ch in (256, 512, 1024, 8192)]
     configs += [{"impl": "triton", "precision": pr} for pr in ("tf32", "tf32x3", "ieee")]
+    configs += [{"impl": "triton", "chunk": ch} for ch in (256, 1024)]
     for b in sorted({1, 64, batch}):
         for fill in ("random", "full"):
             q, k, v, kc, vc, p = inputs(b, fill)
             read = float(per_pos * (p[p >= 0] + 1).sum())
-            for cfg in configs + (grid if sweep and b == batch else []):
+            for cfg in configs:
                 options = {key: x for key, x in cfg.items() if key != "impl"}
                 try:
                     if cfg["impl"] == "reference":
@@ -291,13 +250,13 @@ def clock(fn, args) -> float:
     return start.elapsed_time(end) / 1e3 / 100
 
 
-def step_check(model, batch: int, compiled: bool) -> dict:
+def step_check(model, batch: int) -> dict:
     """The fused decode step against ``model.decode_step`` (per-row attention) on this model:
     random previous tokens, slots and caches, every row at a random position (one in seven
     finished); then one step of each alone on the clock, at those positions and at the
     positions of a typical generation's middle (every row at step 900)."""
-    from wavar.model.kernels import FusedDecodeStep
-    from wavar.sample.generate import _compiled_decode_step
+    from wavar.sample.fused_step import FusedDecodeStep
+    from wavar.sample.steps import StepInputs
 
     c = model.config
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -319,16 +278,19 @@ def step_check(model, batch: int, compiled: bool) -> dict:
         pos = torch.rand(b, 2, generator=gen, device="cuda")
         t = torch.randint(0, c.max_seq_len - 1, (b,), generator=gen, device="cuda")
         t[1::7] = -1
-        return cache, ints[0], torch.stack(ints[1:], 1), pos, mt, t
+        return cache, ints[0], StepInputs(torch.stack(ints[1:], 1), pos), mt, t
+
+    def model_step(cache, prev, step_inputs, mt, t):
+        return model.decode_step(cache, prev, step_inputs.slots, step_inputs.pos, mt, t)
 
     for b in sorted({1, 64, batch}):
-        cache, prev, slots, pos, mt, t = inputs(b)
+        cache, prev, step_inputs, mt, t = inputs(b)
         ref = type(cache)(cache.k.clone(), cache.v.clone())
-        want = model.decode_step(ref, prev, slots, pos, mt, t)
+        want = model_step(ref, prev, step_inputs, mt, t)
         live = t >= 0
         for products, step in accuracy.items():
             mine = type(cache)(cache.k.clone(), cache.v.clone())
-            got = step(mine, prev, slots, pos, mt, t)
+            got = step(mine, prev, step_inputs, mt, t)
             out["checks"].append({
                 "batch": b, "products": products, "weights": step.weights,
                 "max_abs_diff_logits": float((got - want)[live].abs().max()),
@@ -336,21 +298,13 @@ def step_check(model, batch: int, compiled: bool) -> dict:
                 "max_abs_diff_cache": float(max((mine.k - ref.k).abs().max(),
                                                 (mine.v - ref.v).abs().max()))})
             print("step check", out["checks"][-1], flush=True)
-        steps = {"rows": model.decode_step, "fused": fused,
+        steps = {"rows": model_step, "fused": fused,
                  "fused/weights " + fused16.weights: fused16}
-        if b == batch:  # tilings of the fused step, each beside the defaults
-            steps.update({"fused/" + ", ".join(f"{k} {x}" for k, x in o.items()):
-                          FusedDecodeStep(model, **o)
-                          for o in ({"tile": 32}, {"warps": 8}, {"mlp_split": 4},
-                                    {"mlp_split": 8}, {"block_rows": 32}, {"stages": 2},
-                                    {"chunk": 256}, {"chunk": 1024})})
-        if compiled and b == batch:  # (a compile per batch size: the largest only)
-            steps["rows/compiled"] = _compiled_decode_step(model)
         for fill in ("random", "900"):
             if fill == "900":
                 t = torch.full_like(t, 900)
             for name, step in steps.items():
-                sec = clock(step, (cache, prev, slots, pos, mt, t))
+                sec = clock(step, (cache, prev, step_inputs, mt, t))
                 out["timings"].append({"step": name, "batch": b, "fill": fill, "us": sec * 1e6})
                 print("step time", out["timings"][-1], flush=True)
     return out
@@ -362,13 +316,13 @@ def show(r: dict) -> None:
           f"{r['bound_s']:>8.3f} {r['fraction_of_bound']:>8.1%} {r['tokens_sha1']}", flush=True)
 
 
-def profile(model, batch: int, graphs: str, options: dict, path: Path) -> None:
+def profile(model, batch: int, sampling: SamplingPlan, path: Path) -> None:
     """CUDA kernel time of a whole generation at ``batch``: where a step's time goes."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     labels = np.arange(batch) % model.config.num_classes
-    kw = dict(seed=2, cuda_graphs=graphs, **options)
+    kw = dict(seed=2, plan=sampling)
     generate(model, labels, **kw)  # capture and compile outside
     torch.cuda.synchronize()
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -377,7 +331,8 @@ def profile(model, batch: int, graphs: str, options: dict, path: Path) -> None:
         torch.cuda.synchronize()
         dt = time.perf_counter() - t
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40)
-    path.write_text(f"batch {batch}, {steps} steps, {options} cuda_graphs={graphs}: {dt:.3f} s "
+    path.write_text(f"batch {batch}, {steps} steps, plan {sampling.loop}/{sampling.step}/"
+                    f"{sampling.attention}/{sampling.graphs}/{sampling.draw}: {dt:.3f} s "
                     f"({dt / steps * 1e3:.3f} ms per step, profiler on)\n{table}\n")
     print(path.read_text()[:6000])
 

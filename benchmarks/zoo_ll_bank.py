@@ -12,7 +12,8 @@ import json
 
 from wavar.data.datasets import load
 from wavar.model.transformer import WaveletGPT
-from wavar.sample.generate import codec_of, ll_bank
+from wavar.sample.forcing import ll_bank
+from wavar.sample.generate import codec_of
 from wavar.zoo import MODELS
 
 for name, entry in MODELS.items():

@@ -7,7 +7,7 @@ only when a model is used.
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["CodedImage", "WaveletCodec", "WaveletGPT"]
+__all__ = ["CodedImage", "WaveletCodec", "WaveletGPT", "sample_images"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from wavar.model.transformer import WaveletGPT
 
         return WaveletGPT
+    if name == "sample_images":
+        from wavar.sample.generate import sample_images
+
+        return sample_images
     raise AttributeError(f"module 'wavar' has no attribute {name!r}")

@@ -104,6 +104,18 @@ def test_sample_errors(tmp_path, digit, capsys):
     assert "mask" in one_line_error(capsys)
     assert cli.main([*SAMPLE, "--prefix-planes", "2", "-o", out]) == 2
     one_line_error(capsys)
+    assert cli.main([*SAMPLE, "--temperature", "0", "-o", out]) == 2  # the settings' own check
+    assert "temperature must be > 0" in one_line_error(capsys)
+
+
+def test_sample_verbose_prints_the_plan(tmp_path, capsys):
+    assert cli.main([*SAMPLE, "--class", "1", "-v", "-o", str(tmp_path / "g.png")]) == 0
+    out = capsys.readouterr().out
+    assert "sampling plan:" in out
+    for line in ("loop      cpu", "step      model", "attention pytorch", "graphs    none",
+                 "draw      pytorch"):
+        assert line in out
+    assert "grammar on the host: the model is on the CPU" in out
 
 
 @pytest.mark.slow  # samples 20 images with the bundled model: 14-34 s on 2 busy cores

@@ -14,6 +14,8 @@ from tests.sample.test_generate import tiny_model
 from wavar.codec import BatchScanState, WaveletCodec
 from wavar.sample import gpu_grammar
 from wavar.sample.generate import codec_of, generate
+from wavar.sample.options import SamplingOptions
+from wavar.sample.planning import Machine, plan
 
 
 def kernel_matches_cpu_stepping(language: str) -> None:
@@ -46,51 +48,69 @@ def kernel_matches_cpu_stepping(language: str) -> None:
     assert ref.done.all() and steps > 100
 
 
+def simulated_plan(model, **settings):
+    """The plan a CUDA machine with numba-cuda and Triton would pick, run on the simulator:
+    its tensors stay on the CPU, so nothing is captured as a CUDA graph."""
+    machine = Machine(cuda=True, numba_cuda=True, triton=True)
+    return plan(model, SamplingOptions(**settings), machine).replace(graphs="none")
+
+
 def loops_agree() -> None:
     model = tiny_model("zeroblock", (8, 8))
     codec = codec_of(model)
     labels = [0, 1, 2, 1]
-    fused = ("fused",) if find_spec("triton") else ()  # the fused step in Triton's interpreter
+    # the PyTorch step (its per-row attention the reference on CPU tensors) and, where Triton
+    # is installed, the fused step in Triton's interpreter: the plan's own choice here
+    model_step = dict(step="model", attention="pytorch", draw="pytorch")
+    fused = find_spec("triton") is not None
     # before any row finishes, both loops see the same logits and draw the same tokens
-    for cfg in (1.0, 2.0):
-        a = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=True)
-        b = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=False)
-        assert [s.tokens.tolist() for s in a] == [s.tokens.tolist() for s in b]
-        # the other capture mode runs the same step (fused: the model step apart from the
-        # draw kernel with "model"); "off" only skips graph capture, which the simulator's
-        # CPU tensors never do, so here it would run "model"'s very code again
-        for mode, attention in (("model", "auto"), *(("model", f) for f in fused)):
-            c = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=True,
-                         cuda_graphs=mode, attention=attention)
-            assert [s.tokens.tolist() for s in a] == [s.tokens.tolist() for s in c]
-        # per-row cache positions (with the rest of the step fused, at cfg 1 the draw too), or
-        # one shared span
-        for attention in ("rows", "span", *fused):
-            c = generate(model, labels, seed=3, cfg=cfg, max_tokens=40, gpu_grammar=True,
-                         attention=attention)
-            assert [s.tokens.tolist() for s in a] == [s.tokens.tolist() for s in c]
+    for settings in ({}, {"cfg": 2.0}, {"temperature": 0.7, "top_p": 0.8}):
+        cpu = generate(model, labels, seed=3, max_tokens=40, **settings)
+        assert cpu.plan.loop == "cpu"
+        chosen = simulated_plan(model, **settings)
+        assert chosen.step == "fused" and chosen.draw == ("kernel" if not settings else
+                                                          "pytorch")
+        for p in [chosen.replace(**model_step)] + [chosen] * fused:
+            gpu = generate(model, labels, seed=3, max_tokens=40, plan=p, **settings)
+            assert gpu.plan is p
+            assert [s.tokens.tolist() for s in gpu] == [s.tokens.tolist() for s in cpu], p
     # complete runs: legal, complete, decodable; a forced prefix is kept exactly
     real = codec.encode((np.arange(64).reshape(8, 8) * 3).astype(np.uint8))
-    for attention in ("auto", *fused):
-        seqs = generate(model, labels, seed=4, prefix=[real.tokens[:30]] * 4, gpu_grammar=True,
-                        m_tilde=[real.header.m_tilde] * 4, attention=attention)
+    chosen = simulated_plan(model)
+    for p in [chosen.replace(**model_step)] + [chosen] * fused:
+        seqs = generate(model, labels, seed=4, prefix=[real.tokens[:30]] * 4, plan=p,
+                        m_tilde=[real.header.m_tilde] * 4)
         for s in seqs:
             assert codec.slots(s).kind[-1] == 4  # replays the grammar: raises if illegal
             assert (s.tokens[:30] == real.tokens[:30]).all()
             assert codec.decode(s).shape == (8, 8)
-    budget = generate(model, labels, seed=5, max_plane=1, gpu_grammar=True)
+    budget = generate(model, labels, seed=5, max_plane=1, plan=chosen.replace(**model_step))
     assert all((codec.slots(s).plane[:-1] < 1).all() for s in budget)
-    # rows finishing at different steps: with per-row positions they are skipped, not
-    # compacted away; every sequence is still complete, legal and decodable
-    rows = generate(model, labels, seed=6, gpu_grammar=True, attention="rows")
+    # rows finishing at different steps are skipped, not compacted away; every sequence is
+    # still complete, legal and decodable
+    rows = generate(model, labels, seed=6, plan=chosen.replace(**model_step))
     for s in rows:
         assert codec.slots(s).kind[-1] == 4
         assert codec.decode(s).shape == (8, 8)
     assert len({len(s) for s in rows}) > 1  # the rows did finish at different steps
 
 
+def general_path() -> None:
+    """A head size the Triton kernels cannot tile (24): on a CUDA machine with Triton the plan
+    takes the model's step with the reference attention, and that loop draws the CPU loop's
+    tokens."""
+    model = tiny_model("zeroblock", (8, 8), n_embd=48, n_head=2, n_kv_head=1)
+    for settings in ({}, {"cfg": 2.0}):
+        chosen = simulated_plan(model, **settings)
+        assert (chosen.loop, chosen.step, chosen.attention, chosen.draw) == (
+            "gpu", "model", "pytorch", "pytorch"), chosen
+        gpu = generate(model, [0, 2, 1], seed=8, max_tokens=40, plan=chosen, **settings)
+        cpu = generate(model, [0, 2, 1], seed=8, max_tokens=40, **settings)
+        assert [s.tokens.tolist() for s in gpu] == [s.tokens.tolist() for s in cpu]
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     {"kernel": lambda: [kernel_matches_cpu_stepping(x) for x in ("zeroblock", "zerotree")],
-     "loops": loops_agree}[sys.argv[1]]()
+     "loops": loops_agree, "general": general_path}[sys.argv[1]]()
     print("ok")

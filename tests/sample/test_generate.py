@@ -5,15 +5,16 @@ import torch
 from tests.conftest import smooth_image
 from wavar import WaveletCodec
 from wavar.model.transformer import WaveletGPT, config_from_preset
-from wavar.sample import filters
-from wavar.sample.generate import Region, generate, kept_coefficients, prefix_tokens
+from wavar.sample import Region, filters, prefix_tokens, sample_images
+from wavar.sample.forcing import kept_coefficients
+from wavar.sample.generate import generate
 
 
-def tiny_model(language="zeroblock", shape=(12, 12), seed=0) -> WaveletGPT:
+def tiny_model(language="zeroblock", shape=(12, 12), seed=0, **config) -> WaveletGPT:
     codec = WaveletCodec("bior4.4", language=language, final_threshold=2**-2)
     cfg = config_from_preset("tiny", num_classes=3, max_seq_len=2048,
                              vocab_size=codec.lang.vocab_size,
-                             n_channels=3 if len(shape) == 3 else 1)
+                             n_channels=3 if len(shape) == 3 else 1, **config)
     cfg.codec = {**codec.params(), "image_shape": list(shape), "classes": ["a", "b", "c"],
                  "m_tilde_min": 2, "m_tilde_hist": [[1, 2, 1]] * 3}
     torch.manual_seed(seed)
@@ -136,7 +137,7 @@ def test_bad_labels_are_refused():
 
 
 def test_ll_initialisation_starts_from_a_training_ll_band(rng):
-    from wavar.sample.generate import ll_bank, ll_indices
+    from wavar.sample.forcing import ll_bank, ll_indices
 
     model = tiny_model(shape=(16, 16))
     codec = WaveletCodec("bior4.4", final_threshold=2**-2)
@@ -156,11 +157,11 @@ def test_ll_initialisation_starts_from_a_training_ll_band(rng):
 
 
 @pytest.mark.parametrize("shape", [(12, 12), (8, 8, 3)])
-def test_model_generate_returns_decoded_images_class_by_class(shape):
+def test_sample_images_returns_decoded_images_class_by_class(shape):
     from wavar.sample.generate import decode
 
     model = tiny_model(shape=shape)
-    images, frames = model.generate(["c", 0], n=2, seed=3, max_tokens=150, progressive=4)
+    images, frames = sample_images(model, ["c", 0], n=2, seed=3, max_tokens=150, progressive=4)
     assert images.dtype == np.uint8 and images.shape == (4, *shape)
     # the same draws as sampling the labels c, c, a, a and decoding them
     seqs = generate(model, [2, 2, 0, 0], seed=3, max_tokens=150)
@@ -168,17 +169,17 @@ def test_model_generate_returns_decoded_images_class_by_class(shape):
     # coarse-to-fine frames from growing prefixes, the last one the complete images
     assert 1 < len(frames) <= 4 and all(f.shape == images.shape for f in frames)
     assert np.array_equal(frames[-1], images) and not np.array_equal(frames[0], images)
-    assert model.generate("all", n=1, seed=0, max_tokens=20).shape == (3, *shape)
+    assert sample_images(model, "all", n=1, seed=0, max_tokens=20).shape == (3, *shape)
 
 
-def test_model_generate_refuses_unknown_classes_and_empty_requests():
+def test_sample_images_refuses_unknown_classes_and_empty_requests():
     model = tiny_model()
     with pytest.raises(ValueError, match="unknown class 'zebra'.*0=a, 1=b, 2=c"):
-        model.generate("zebra")
+        sample_images(model, "zebra")
     with pytest.raises(ValueError, match="unknown class 3"):
-        model.generate(3)
+        sample_images(model, 3)
     with pytest.raises(ValueError, match="n must be"):
-        model.generate("a", n=0)
+        sample_images(model, "a", n=0)
 
 
 def test_generate_refuses_a_temperature_that_is_not_positive():

@@ -19,9 +19,12 @@ def run_simulated(what: str) -> None:
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("what", ["kernel", "loops"])
+@pytest.mark.slow
+@pytest.mark.parametrize("what", ["kernel", "loops", "general"])
 def test_gpu_grammar_in_the_cuda_simulator(what):
     """kernel: grammar.py compiled for CUDA steps exactly like the CPU grammar (both
-    languages). loops: the GPU sampling loop draws the same tokens as the CPU loop, keeps a
-    forced prefix and honours a plane budget."""
+    languages). loops: the GPU sampling loop (the model's step and the fused one, plain,
+    guided and filtered) draws the same tokens as the CPU loop, keeps a forced prefix and
+    honours a plane budget. general: so does the path a model whose head size the Triton
+    kernels cannot tile takes on a GPU."""
     run_simulated(what)

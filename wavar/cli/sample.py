@@ -8,6 +8,7 @@ Examples
     wavar sample --model mnist --classes all --n 4 --cfg 2 -o digits.png --gif digits.gif
     wavar sample --model fashion-mnist --class Sneaker --prefix-image shoe.png --prefix-planes 3
     wavar sample --model mnist --class 3 --image digit.png --mask left_half.png -o inpaint.png
+    wavar sample --model mnist --device cuda -v     # prints the sampling plan (code paths)
 
 ``--n`` is the number of images per class. ``--mask`` is an image of the model's size whose
 white pixels mark the region of ``--image`` to keep (region completion).
@@ -25,8 +26,8 @@ import torch
 from wavar.cli.common import Parser, UsageError, run
 from wavar.imageio import read_image
 from wavar.model.transformer import WaveletGPT
+from wavar.sample import Region, SamplingOptions, plan
 from wavar.sample.generate import (
-    Region,
     class_indices,
     class_names,
     codec_of,
@@ -77,10 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tf32", action="store_true",
                    help="GPU: fp32 matrix products and decode attention on TF32 tensor cores "
                         "(faster, about 3 significant digits)")
-    p.add_argument("--compile-step", action="store_true",
-                   help="GPU: compile the model step with torch.compile (tens of seconds "
-                        "once; pays for large batches of models wider than 128, whose step "
-                        "is not already fused into Triton kernels)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print the sampling plan: the code paths the generation takes, and why")
     p.set_defaults(func=_sample)
     return p
 
@@ -108,12 +107,21 @@ def _condition_image(path: str, shape: tuple[int, int, int]) -> np.ndarray:
 def _sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
-    for flag in ("tokens", "planes", "prefix_planes", "prefix_tokens", "top_k"):
+    for flag in ("tokens", "planes", "prefix_planes", "prefix_tokens"):
         v = getattr(args, flag)
         if v is not None and v < 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {v}")
-    if args.temperature <= 0:
-        raise UsageError("--temperature must be > 0")
+    settings = dict(cfg=args.cfg, temperature=args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, seed=args.seed, max_tokens=args.tokens,
+                    max_plane=args.planes)
+
+    def options(**conditions) -> SamplingOptions:  # the settings' checks, as usage errors
+        try:
+            return SamplingOptions(**settings, **conditions)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+
+    options()  # before the model loads
     if (args.prefix_planes is not None or args.prefix_tokens is not None or args.mask) and \
             not args.image:
         raise UsageError("--prefix-planes, --prefix-tokens and --mask need --prefix-image IMG")
@@ -148,10 +156,12 @@ def _sample(args: argparse.Namespace) -> int:
         if args.image:
             raise UsageError("--ll-init and --image exclude each other")
         kw["ll_init"] = True
+    chosen = options(**kw)
+    sampling = plan(model, chosen)
+    if args.verbose:
+        print("sampling plan:\n  " + str(sampling).replace("\n", "\n  "))
     t = time.perf_counter()
-    seqs = generate(model, labels, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k,
-                    top_p=args.top_p, seed=args.seed, max_tokens=args.tokens,
-                    max_plane=args.planes, compile_step=args.compile_step, **kw)
+    seqs = generate(model, labels, chosen, plan=sampling)
     dt = time.perf_counter() - t
     images = decode(model, seqs)
     scale = max(1, 64 // max(shape[:2]))

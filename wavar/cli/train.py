@@ -25,7 +25,8 @@ from wavar.cli.common import Parser, run
 from wavar.codec import RasterCodec, codec_from_params
 from wavar.data.datasets import ImageDataset, load
 from wavar.data.shards import TokenDataset, tokenize
-from wavar.sample.generate import decode, generate, ll_bank
+from wavar.sample.forcing import ll_bank
+from wavar.sample.generate import decode, generate
 from wavar.train import distributed
 from wavar.train.config import load_config
 from wavar.train.loop import train

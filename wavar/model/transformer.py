@@ -33,12 +33,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -117,10 +116,11 @@ def row_attention(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tensor,
     (B, Hkv, hd) at positions[r] of layer ``layer`` and attends from q (B, H, hd) over its
     positions 0..positions[r]; a negative position skips the row. Each row reads only its own
     prefix, and the shapes never change (one CUDA graph for a whole generation). On a GPU with
-    Triton this is one flash-decoding kernel (:mod:`wavar.model.kernels`)."""
+    Triton this is one flash-decoding kernel (:mod:`wavar.model.kernels`) where its tiles fit
+    the head size; the PyTorch reference serves the rest."""
     from wavar.model import kernels
 
-    attend = (kernels.decode_attention_triton if q.is_cuda and kernels.triton_available()
+    attend = (kernels.decode_attention_triton if kernels.use_attention_kernel(q)
               else kernels.decode_attention_reference)
     return attend(q, k, v, k_all[layer], v_all[layer], positions)
 
@@ -475,32 +475,6 @@ class WaveletGPT(nn.Module):
         x = self._steps(prev_token[:, None], slots[:, None], pos[:, None], m_tilde,
                         None if context is None else context[:, None])  # (B, 1, C)
         return self.head(self._trunk(x, position, cache)[:, 0]).float()
-
-    @torch.no_grad()
-    def generate(self, classes: int | str | Sequence[int | str] | None = None, n: int = 1, *,
-                 progressive: int | None = None, **options: Any
-                 ) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
-        """Sample ``n`` images of each class and decode them: uint8 (N, H, W) or (N, H, W, 3).
-
-        ``classes`` is a class name or index, a list of them, or ``"all"`` / ``None`` (every
-        class); images come class by class (``n`` of the first class, then the next...).
-        ``options`` go to :func:`wavar.sample.generate.generate`: ``cfg``, ``temperature``,
-        ``top_k``, ``top_p``, ``seed``, ``max_tokens``, ``max_plane``, ``prefix``, ``region``,
-        ``ll_init``, ``m_tilde`` and the GPU settings. With ``progressive=K`` it also returns K
-        (at most) arrays of the same images decoded from log-spaced token prefixes, coarse to
-        fine, the last one complete: the frames of a progressive display.
-        """
-        from wavar.sample.generate import class_indices, class_names, decode, decode_prefixes
-        from wavar.sample.generate import generate as sample_sequences
-
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        labels = np.repeat(class_indices(class_names(self), classes), n)
-        seqs = sample_sequences(self, labels, **options)
-        images = np.stack(decode(self, seqs))
-        if progressive is None:
-            return images
-        return images, [np.stack(frame) for frame in decode_prefixes(self, seqs, progressive)]
 
     # -- sizes and FLOPs
 

@@ -33,8 +33,7 @@ def guidance(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
 
 
 def temperature(logits: Tensor, t: float) -> Tensor:
-    if t <= 0:
-        raise ValueError(f"temperature must be > 0, got {t}")
+    """logits / t (t > 0: :class:`~wavar.sample.options.SamplingOptions` checks it)."""
     return logits / t
 
 
@@ -68,3 +67,16 @@ def sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     probs = torch.softmax(logits.float(), -1)
     q = torch.empty_like(probs).exponential_(generator=generator)
     return (probs / q).argmax(-1)
+
+
+def filtered(logits: Tensor, legal: Tensor, cfg: float, t: float, k: int | None,
+             p: float | None) -> Tensor:
+    """The grammar mask, guidance and filters in order, on raw logits (B, V), or (2B, V) when
+    ``cfg`` != 1 (each row's unconditional twin B rows below it)  ->  (B, V)."""
+    if cfg != 1.0:
+        b = len(legal)
+        logits = guidance(apply_legal_mask(logits[:b], legal),
+                          apply_legal_mask(logits[b:], legal), cfg)
+    else:
+        logits = apply_legal_mask(logits, legal)
+    return top_p(top_k(temperature(logits, t), k), p)

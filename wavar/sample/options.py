@@ -1,0 +1,68 @@
+"""What to sample: the user's settings of a generation, validated here and nowhere else."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Region:
+    """Region completion: keep the real image where ``keep`` (H, W) is True."""
+
+    image: np.ndarray
+    keep: np.ndarray
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """The settings of :func:`wavar.sample.generate` (the defaults: plain sampling).
+
+    Parameters
+    ----------
+    cfg : classifier-free guidance scale (1 = plain conditional, 0 = unconditional).
+    temperature, top_k, top_p : logit filters (defaults: none; on a 7-token vocabulary plain
+        sampling is the honest default).
+    seed : same seed, same device -> same sequences.
+    m_tilde : per-row initial-threshold exponents; default drawn per class from training
+        statistics (or taken from ``region``/``ll_init`` images).
+    max_tokens, max_plane : stop after this many tokens / before this bit-plane (progressive).
+    prefix : per row, token ids to force at the start (a real image's coarse planes).
+    region : keep part of a real image (see :class:`Region`).
+    ll_init : start each row from the LL band and m~ of a training image of its class (the
+        paper's "robust initialisation"; the bank is recorded in the model config).
+    """
+
+    cfg: float = 1.0
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    m_tilde: Sequence[int] | np.ndarray | None = None
+    max_tokens: int | None = None
+    max_plane: int | None = None
+    prefix: Sequence[np.ndarray] | None = None
+    region: Region | None = None
+    ll_init: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:  # every draw divides by it
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.top_p is not None and not self.top_p > 0:  # 0 would keep no token at all
+            raise ValueError(f"top_p must be > 0, got {self.top_p}")
+        if self.region is not None and self.ll_init:
+            raise ValueError("region completion and LL initialisation exclude each other")
+
+    @property
+    def guided(self) -> bool:
+        """Classifier-free guidance: every row has an unconditional twin."""
+        return self.cfg != 1.0
+
+    @property
+    def filtered(self) -> bool:
+        """A top-k or top-p filter narrows the draw."""
+        return bool(self.top_k) or (self.top_p or 1.0) < 1.0
