@@ -12,18 +12,21 @@ import torch
 
 from tests.sample.test_generate import tiny_model
 from wavar.codec import BatchScanState, WaveletCodec
+from wavar.codec.grammar import N_CONTEXT
 from wavar.sample import gpu_grammar
 from wavar.sample.generate import codec_of, generate
 from wavar.sample.options import SamplingOptions
 from wavar.sample.planning import Machine, plan
 
 
-def kernel_matches_cpu_stepping(language: str) -> None:
+def kernel_matches_cpu_stepping(language: str, channels: int = 1, context: bool = False) -> None:
+    """The kernel's masks, slots and states (and, with ``context``, its decoder-state
+    features) equal the CPU grammar's at every step of random legal sequences."""
     codec = WaveletCodec("haar", language=language)
     rng = np.random.default_rng(0)
     m_tilde = np.array([3, 4, 5, 3, 5])
     b = len(m_tilde)
-    ref = BatchScanState(codec, 8, 8, 1, m_tilde)
+    ref = BatchScanState(codec, 8, 8, channels, m_tilde)
     mems, geo = ref.mems.copy(), ref.geo
     toks = np.full(b, -1, np.int64)
     legal, slots = np.zeros(b, np.int64), np.zeros((b, 5), np.int64)
@@ -31,13 +34,18 @@ def kernel_matches_cpu_stepping(language: str) -> None:
     args = (mems, toks, codec.lang.to_symbols().astype(np.int64), geo.scan_index, geo.parent,
             geo.children, geo.n_desc, geo.is_ll, geo.block_slot, geo.quad_slot, geo.coef_slot,
             99, 10**6, legal, slots, pos, live, status)
-    kernel = gpu_grammar.step_kernel()[1, b]
+    features = np.full((b, N_CONTEXT), -1, np.int64)
+    if context:
+        args += (features, *geo.context_tables)
+    kernel = gpu_grammar.step_kernel(context)[1, b]
     kernel(*args)
     steps = 0
     while live.any():
         want, (si, sp) = ref.legal(), ref.slots()
         assert (legal[live] == want[live]).all()
         assert (slots[live] == si[live]).all() and np.allclose(pos[live], sp[live])
+        if context:
+            assert (features == ref.context()).all()
         for i in range(b):
             ok = [v for v in range(codec.lang.vocab_size) if (want[i] >> v) & 1]
             toks[i] = rng.choice(ok) if live[i] else -1
@@ -95,6 +103,29 @@ def loops_agree() -> None:
     assert len({len(s) for s in rows}) > 1  # the rows did finish at different steps
 
 
+def decoder_state_loops() -> None:
+    """A model that reads the decoder-state features: the GPU loop (the kernel computing them,
+    the model's step and the fused step reading them) draws the CPU loop's tokens."""
+    for shape in ((8, 8), (8, 8, 3)):
+        model = tiny_model("zeroblock", shape, decoder_state=1)
+        with torch.no_grad():  # features that move the logits
+            model.context.table.weight.normal_(0, 1.0)
+        fused = find_spec("triton") is not None
+        for settings in ({}, {"cfg": 2.0}):
+            cpu = generate(model, [0, 1, 2], seed=9, max_tokens=60, **settings)
+            chosen = simulated_plan(model, **settings)
+            model_step = chosen.replace(step="model", attention="pytorch", draw="pytorch")
+            for p in [model_step] + [chosen] * fused:
+                gpu = generate(model, [0, 1, 2], seed=9, max_tokens=60, plan=p, **settings)
+                assert [s.tokens.tolist() for s in gpu] == [s.tokens.tolist() for s in cpu], p
+        without = model.context.table.weight.clone()
+        with torch.no_grad():  # negative control: the features matter to the draws
+            model.context.table.weight.zero_()
+        other = generate(model, [0, 1, 2], seed=9, max_tokens=60)
+        model.context.table.weight.data.copy_(without)
+        assert [s.tokens.tolist() for s in other] != [s.tokens.tolist() for s in cpu]
+
+
 def general_path() -> None:
     """A head size the Triton kernels cannot tile (24): on a CUDA machine with Triton the plan
     takes the model's step with the reference attention, and that loop draws the CPU loop's
@@ -112,5 +143,8 @@ def general_path() -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     {"kernel": lambda: [kernel_matches_cpu_stepping(x) for x in ("zeroblock", "zerotree")],
+     "context": lambda: [kernel_matches_cpu_stepping(x, c, context=True)
+                         for x in ("zeroblock", "zerotree") for c in (1, 3)],
+     "decoder_state": decoder_state_loops,
      "loops": loops_agree, "general": general_path}[sys.argv[1]]()
     print("ok")

@@ -20,11 +20,13 @@ def run_simulated(what: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("what", ["kernel", "loops", "general"])
+@pytest.mark.parametrize("what", ["kernel", "context", "loops", "decoder_state", "general"])
 def test_gpu_grammar_in_the_cuda_simulator(what):
     """kernel: grammar.py compiled for CUDA steps exactly like the CPU grammar (both
     languages). loops: the GPU sampling loop (the model's step and the fused one, plain,
     guided and filtered) draws the same tokens as the CPU loop, keeps a forced prefix and
     honours a plane budget. general: so does the path a model whose head size the Triton
-    kernels cannot tile takes on a GPU."""
+    kernels cannot tile takes on a GPU. context: the kernel's decoder-state features equal
+    the CPU grammar's (both languages, grey and colour). decoder_state: a model reading them
+    draws the same tokens in both loops (the model's step and the fused one)."""
     run_simulated(what)

@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 import torch
 
+from wavar.codec.grammar import N_CONTEXT
 from wavar.data.shards import TokenDataset
+from wavar.model.config import ModelConfig
 from wavar.model.transformer import WaveletGPT
 from wavar.sample import filters
 from wavar.sample import generate as gen_mod
@@ -41,15 +43,15 @@ def _sample_recording(model, labels, monkeypatch, **kwargs):
     steps, legals, logits_seen, drawn = [], [], [], []
     prefill, decode_step = model.prefill, model.decode_step
 
-    def rec_prefill(cache, labels_t, m_tilde, slots, pos, tokens=None):
+    def rec_prefill(cache, labels_t, m_tilde, slots, pos, tokens=None, context=None):
         steps.append(dict(t=0, prev=None, slots=slots.clone(), pos=pos.clone(),
-                          m_tilde=m_tilde.clone(), label=labels_t.clone()))
-        return prefill(cache, labels_t, m_tilde, slots, pos, tokens)
+                          m_tilde=m_tilde.clone(), label=labels_t.clone(), context=context))
+        return prefill(cache, labels_t, m_tilde, slots, pos, tokens, context=context)
 
-    def rec_decode(cache, prev, slots, pos, m_tilde, t):
+    def rec_decode(cache, prev, slots, pos, m_tilde, t, context=None):
         steps.append(dict(t=int(t), prev=prev.clone(), slots=slots.clone(), pos=pos.clone(),
-                          m_tilde=m_tilde.clone()))
-        return decode_step(cache, prev, slots, pos, m_tilde, t)
+                          m_tilde=m_tilde.clone(), context=context))
+        return decode_step(cache, prev, slots, pos, m_tilde, t, context=context)
 
     apply_mask, sample = filters.apply_legal_mask, filters.sample
 
@@ -77,7 +79,8 @@ def _sample_recording(model, labels, monkeypatch, **kwargs):
            "slots": torch.full((n, T, 5), -1, dtype=torch.long), "pos": torch.zeros(n, T, 2),
            "prev": torch.full((n, T), -1, dtype=torch.long),
            "m_tilde": torch.full((n, T), -99, dtype=torch.long),
-           "t": torch.full((n, T), -1, dtype=torch.long), "label": steps[0]["label"]}
+           "t": torch.full((n, T), -1, dtype=torch.long), "label": steps[0]["label"],
+           "context": torch.full((n, T, N_CONTEXT), -1, dtype=torch.long)}
     assert len(steps) == len(legals) == len(logits_seen) == len(drawn)
     rows = np.arange(n)  # original sequence of each batch row (the sampler compacts in order)
     for t, (st, legal, logits, tok) in enumerate(zip(steps, legals, logits_seen, drawn,
@@ -97,6 +100,8 @@ def _sample_recording(model, labels, monkeypatch, **kwargs):
             rec["prev"][i, t] = -2 if st["prev"] is None else st["prev"][r]
             rec["m_tilde"][i, t] = st["m_tilde"][r]
             rec["t"][i, t] = st["t"]
+            if st["context"] is not None:
+                rec["context"][i, t] = st["context"][r]
     return seqs, rec
 
 
@@ -108,7 +113,7 @@ def _training_batch(model, seqs, labels) -> dict[str, torch.Tensor]:
     data = TokenDataset.from_sequences(
         codec, tuple(model.config.codec["image_shape"]), np.concatenate([s.tokens for s in seqs]),
         offsets, np.array([s.header.m_tilde for s in seqs], np.int16),  # int16 as in the shards
-        np.asarray(labels, np.int64))
+        np.asarray(labels, np.int64), context=bool(model.config.decoder_state))
     return batch_to_device(data.batch(np.arange(len(seqs))), torch.device("cpu"))
 
 
@@ -118,13 +123,28 @@ def _token_logp(model, batch) -> torch.Tensor:
     return torch.log_softmax(logits, -1).gather(-1, batch["tokens"][..., None])[..., 0]
 
 
+def _decoder_state_model() -> WaveletGPT:
+    """A small model that reads the decoder-state features, on the mnist zoo model's codec,
+    with random weights large enough that every input moves the logits."""
+    zoo = WaveletGPT.from_pretrained("mnist").config.to_dict()
+    model = WaveletGPT(ModelConfig.from_dict({**zoo, "n_layer": 2, "n_embd": 64, "n_head": 4,
+                                              "n_kv_head": 2, "decoder_state": 1}))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
 @pytest.mark.parametrize("name, kwargs", [
     ("mnist", {}),  # complete sequences: rows end at different steps -> compaction
     ("fashion-mnist", {"max_plane": 4}),  # planes 0..3: ~600 tokens, lengths differ per m~
+    ("decoder-state", {"max_plane": 2}),  # a model that reads context_of's features
 ])
 def test_sampler_and_training_forward_agree(name, kwargs, monkeypatch):
     torch.manual_seed(0)
-    model = WaveletGPT.from_pretrained(name).float().eval()
+    model = (_decoder_state_model() if name == "decoder-state"
+             else WaveletGPT.from_pretrained(name).float().eval())
     seqs, rec = _sample_recording(model, LABELS, monkeypatch, seed=0, temperature=1.0,
                                   cfg=1.0, **kwargs)
     lens = np.array([len(s) for s in seqs])
@@ -145,6 +165,9 @@ def test_sampler_and_training_forward_agree(name, kwargs, monkeypatch):
     prev_train = torch.cat([torch.full((n, 1), -2), batch["tokens"][:, :-1]], dim=1)  # -2: BOS
     assert torch.equal(rec["prev"][valid], prev_train[valid])
     assert torch.equal(rec["t"][valid], torch.arange(T).expand(n, T)[valid])  # position t + 1
+    if model.config.decoder_state:
+        assert torch.equal(rec["context"][valid], batch["context"][valid].long())
+        assert len(torch.unique(batch["context"][valid], dim=0)) > 20
 
     # outputs: every drawn token's log-probability
     logp_train = _token_logp(model, batch)
@@ -164,3 +187,6 @@ def test_sampler_and_training_forward_agree(name, kwargs, monkeypatch):
     shifted = dict(batch, slots=torch.roll(batch["slots"], 1, dims=1))
     shifted["legal"] = batch["legal"]
     assert (_token_logp(model, shifted) - logp_train).abs()[valid].max() > 1e-2
+    if model.config.decoder_state:  # ... and so do shifted decoder-state features
+        shifted = dict(batch, context=torch.roll(batch["context"], 1, dims=1))
+        assert (_token_logp(model, shifted) - logp_train).abs()[valid].max() > 1e-2

@@ -40,10 +40,11 @@ def cpu_loop(model, options: SamplingOptions, states: BatchScanState, labels: np
     lab, mt = conditions(model, labels, m_tilde, guided, device)
     cache = model.new_cache(len(lab), limit, device=device)
     step = TorchStep(model)
+    context = bool(model.config.decoder_state)
     prev = None
     for t in range(limit):
         # the grammar: who is still generating, and what each row's next slot is
-        inputs = StepInputs(*states.slots())
+        inputs = StepInputs(*states.slots(), states.context() if context else None)
         stop = states.done.copy()
         if options.max_plane is not None:
             stop |= inputs.slots[:, 0] >= options.max_plane

@@ -118,11 +118,17 @@ class FusedDecodeStep:
                            torch.tensor(rows0, dtype=torch.int64, device=device)]
         self.embeddings += [t.detach().float().contiguous() for t in (
             s.exponent.weight, model.m_tilde.weight, s.freqs, s.fourier.weight.t())]
+        # the decoder-state features (StepInputs.context's columns): one table already, each
+        # feature's rows from its offset on (never read by a model without them)
+        ctx = model.context
+        self.embeddings += ([ctx.table.weight.detach().float().contiguous(), ctx.offsets]
+                            if ctx is not None else self.embeddings[1:3])
         self.embedding_ranges = (c.m_tilde_min, c.m_tilde_max, s.e_min,
                                  s.exponent.num_embeddings)
         f = c.fourier_features
         self.input_sizes = dict(F=f, FP=max(16, 1 << math.ceil(math.log2(f))),
-                                NSLOT=len(fields))
+                                NSLOT=len(fields),
+                                NCTX=0 if ctx is None else int(ctx.offsets.numel()))
         self.head = [norm(model.norm), packed(model.head.weight)]
         if c.rope:
             self.rope = [model.rope_cos.float().contiguous(), model.rope_sin.float().contiguous()]
@@ -167,7 +173,8 @@ class FusedDecodeStep:
         precision = input_precision(torch.float32, self.precision)
         common = dict(BM=BLOCK_ROWS, PRECISION=precision, num_warps=WARPS)
         qkv = (*self.rope, q, k, v)
-        tk.step_head[(blocks, 3)](prev_token, inputs.slots, inputs.pos, m_tilde, t,
+        context = inputs.slots if inputs.context is None else inputs.context  # (unread: none)
+        tk.step_head[(blocks, 3)](prev_token, inputs.slots, inputs.pos, context, m_tilde, t,
                                   t if live is None else live, position, x,
                                   *self.embeddings, *self.layers[0]["qkv"], *qkv, B, self.eps,
                                   *self.embedding_ranges, **self.input_sizes, **common,

@@ -25,13 +25,16 @@ from wavar.codec.grammar import (
     H_KIND,
     H_NTOK,
     H_PLANE,
+    context_of,
     legal_symbols,
     push,
     slot_of,
 )
 
 # grammar functions a step calls, in dependency order
-_DEVICE_FUNCTIONS = ("_offsets", "_land", "_advance", "legal_symbols", "push", "slot_of")
+_DEVICE_FUNCTIONS = ("_offsets", "_mag_offset", "_land", "_advance", "legal_symbols",
+                     "_set_significant", "push", "slot_of", "_floor_log2", "_rel",
+                     "_mean_bucket", "context_of")
 
 
 def _step_row(i, mems, toks, tok_sym, scan_index, parent, children, n_desc, is_ll, block_slot,
@@ -66,6 +69,26 @@ def _step_row(i, mems, toks, tok_sym, scan_index, parent, children, n_desc, is_l
     slot_of(mem, scan_index, block_slot, quad_slot, coef_slot, slot_out[i], pos_out[i])
 
 
+def _step_row_context(i, mems, context_out, scan_index, parent, neighbours, siblings,
+                      block_ring, quad_ring):
+    """Row i's decoder-state features at its cursor (zeros once it is done)."""
+    context_of(mems[i], scan_index, parent, neighbours, siblings, block_ring, quad_ring,
+               context_out[i])
+
+
+def _step_with_context(mems, toks, tok_sym, scan_index, parent, children, n_desc, is_ll,
+                       block_slot, quad_slot, coef_slot, max_plane, max_tokens, legal_out,
+                       slot_out, pos_out, live, status, context_out, neighbours, siblings,
+                       block_ring, quad_ring):
+    i = cuda.grid(1)  # noqa: F821 - bound by step_kernel
+    if i < mems.shape[0]:
+        _step_row(i, mems, toks, tok_sym, scan_index, parent, children, n_desc, is_ll,
+                  block_slot, quad_slot, coef_slot, max_plane, max_tokens, legal_out, slot_out,
+                  pos_out, live, status)
+        _step_row_context(i, mems, context_out, scan_index, parent, neighbours, siblings,
+                          block_ring, quad_ring)
+
+
 def _step(mems, toks, tok_sym, scan_index, parent, children, n_desc, is_ll, block_slot, quad_slot,
           coef_slot, max_plane, max_tokens, legal_out, slot_out, pos_out, live, status):
     i = cuda.grid(1)  # noqa: F821 - bound by step_kernel
@@ -76,11 +99,14 @@ def _step(mems, toks, tok_sym, scan_index, parent, children, n_desc, is_ll, bloc
 
 
 @functools.cache
-def step_kernel():
+def step_kernel(context: bool = False):
     """The CUDA kernel ``step[blocks, threads, stream](mems, toks, ..., live, status)``.
 
     Arguments as :func:`_step_row`; one thread per row. ``toks[i] < 0`` pushes nothing (the
-    first call only computes the masks and slots of fresh states).
+    first call only computes the masks and slots of fresh states). With ``context`` the kernel
+    also writes each row's decoder-state features (``context_out`` (B, N_CONTEXT), then the
+    geometry's ``context_tables``, after ``status``); a kernel of its own, so models without
+    them keep the lean one.
     """
     import numpy as np
 
@@ -93,10 +119,11 @@ def step_kernel():
         f = getattr(g, name).py_func
         ns[name] = cuda.jit(device=True)(
             types.FunctionType(f.__code__, ns, name, f.__defaults__))
-    ns["_step_row"] = cuda.jit(device=True)(
-        types.FunctionType(_step_row.__code__, ns, "_step_row"))
+    for f in (_step_row, _step_row_context):
+        ns[f.__name__] = cuda.jit(device=True)(types.FunctionType(f.__code__, ns, f.__name__))
     ns["cuda"] = cuda
-    return cuda.jit(types.FunctionType(_step.__code__, ns, "step"))
+    kernel = _step_with_context if context else _step
+    return cuda.jit(types.FunctionType(kernel.__code__, ns, "step"))
 
 
 def available() -> bool:

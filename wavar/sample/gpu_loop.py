@@ -31,7 +31,7 @@ class DeviceGrammar:
     ``inputs``, liveness ``live`` (B,) bool and, for a token outside its mask, ``status``."""
 
     def __init__(self, states: BatchScanState, tok: torch.Tensor, limit: int,
-                 max_plane: int | None, device: torch.device) -> None:
+                 max_plane: int | None, device: torch.device, context: bool = False) -> None:
         n = len(states.mems)
         geo, lang = states.geo, states.codec.lang
         tables = [torch.as_tensor(np.ascontiguousarray(a), device=device)
@@ -40,11 +40,12 @@ class DeviceGrammar:
                             geo.coef_slot)]
         self.mems = torch.as_tensor(states.mems, device=device)
         self.legal = torch.zeros(n, dtype=torch.long, device=device)
-        self.inputs = StepInputs.zeros(n, device)
+        self.inputs = StepInputs.zeros(n, device, context)
         self.live = torch.ones(n, dtype=torch.bool, device=device)
         self.status = torch.zeros(1, dtype=torch.int32, device=device)
         plane_cap = np.iinfo(np.int32).max if max_plane is None else int(max_plane)
-        self.kernel = gpu_grammar.step_kernel()  # (first: it readies numba's CUDA target)
+        # (first: it readies numba's CUDA target)
+        self.kernel = gpu_grammar.step_kernel(context)
         from numba import cuda
 
         self.numba_cuda, self.on_cuda = cuda, device.type == "cuda"
@@ -53,7 +54,15 @@ class DeviceGrammar:
         self.args = [cuda.as_cuda_array(x, sync=False) if self.on_cuda and torch.is_tensor(x)
                      else x.numpy() if torch.is_tensor(x) else x
                      for x in (self.mems, tok, *tables, plane_cap, limit, self.legal,
-                               *self.inputs, self.live, self.status)]
+                               self.inputs.slots, self.inputs.pos, self.live, self.status,
+                               *self.context_args(geo, device))]
+
+    def context_args(self, geo, device: torch.device) -> list:
+        """The decoder-state kernel's extra arguments: its output, then the tables it reads."""
+        if self.inputs.context is None:
+            return []
+        return [self.inputs.context, *(torch.as_tensor(np.ascontiguousarray(a), device=device)
+                                       for a in geo.context_tables)]
 
     def step(self) -> None:
         n = len(self.mems)
@@ -114,7 +123,8 @@ def gpu_loop(model, plan: SamplingPlan, options: SamplingOptions, states: BatchS
     t = torch.zeros(n, dtype=torch.long, device=device)  # each row's step
     out = torch.full((n, limit), -1, dtype=torch.int8, device=device)
     rows = torch.arange(n, device=device)
-    grammar = DeviceGrammar(states, tok, limit, options.max_plane, device)
+    grammar = DeviceGrammar(states, tok, limit, options.max_plane, device,
+                            context=bool(model.config.decoder_state))
     legal, inputs, live = grammar.legal, grammar.inputs, grammar.live
     lab, mt = conditions(model, labels, m_tilde, guided, device)
     cache = model.new_cache(len(lab), limit, device=device)

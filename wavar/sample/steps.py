@@ -15,12 +15,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wavar.codec.grammar import N_CONTEXT
+
 
 @dataclass
 class StepInputs:
     """What the grammar state knows about the slot at each row's cursor, input to the model
     beside the previous token: ``slots`` (B, 5) [plane, channel, level, orientation, node kind]
-    and ``pos`` (B, 2), the (y, x) centre of the slot's support.
+    and ``pos`` (B, 2), the (y, x) centre of the slot's support; for a model that reads them
+    (``config.decoder_state``), ``context`` (B, N_CONTEXT), the decoder-state features of the
+    unit at the cursor (:func:`wavar.codec.grammar.context_of`), else None.
 
     numpy arrays (from the host grammar) or tensors (the GPU grammar kernel writes them in
     place, in field order). Every per-row input is a field here: a loop's grammar step fills
@@ -30,19 +34,24 @@ class StepInputs:
 
     slots: Any
     pos: Any
+    context: Any = None
 
     @classmethod
-    def zeros(cls, n: int, device: torch.device) -> StepInputs:
+    def zeros(cls, n: int, device: torch.device, context: bool = False) -> StepInputs:
         """Buffers for ``n`` rows (the GPU grammar kernel's outputs)."""
         return cls(torch.zeros(n, 5, dtype=torch.long, device=device),
-                   torch.zeros(n, 2, dtype=torch.float32, device=device))
+                   torch.zeros(n, 2, dtype=torch.float32, device=device),
+                   torch.zeros(n, N_CONTEXT, dtype=torch.long, device=device) if context
+                   else None)
 
     def __iter__(self) -> Iterator[Any]:
-        return (getattr(self, f.name) for f in fields(self))
+        """The fields that are present, in order."""
+        return (x for x in (getattr(self, f.name) for f in fields(self)) if x is not None)
 
     def map(self, fn: Callable[[Any], Any]) -> StepInputs:
-        """``fn`` applied to every field."""
-        return StepInputs(*map(fn, self))
+        """``fn`` applied to every present field."""
+        return StepInputs(*(None if (x := getattr(self, f.name)) is None else fn(x)
+                            for f in fields(self)))
 
     def to(self, device: torch.device) -> StepInputs:
         """Tensors on ``device`` (positions in fp32, the model's phase precision)."""
@@ -68,7 +77,8 @@ def conditions(model, labels: np.ndarray, m_tilde: np.ndarray, guided: bool,
 
 def prefill(model, cache, labels: Tensor, m_tilde: Tensor, inputs: StepInputs) -> Tensor:
     """Raw logits (B, V) of every row's first token (the model's prefill, no known tokens)."""
-    return model.prefill(cache, labels, m_tilde, inputs.slots, inputs.pos)
+    return model.prefill(cache, labels, m_tilde, inputs.slots, inputs.pos,
+                         context=inputs.context)
 
 
 class TorchStep:
@@ -85,4 +95,4 @@ class TorchStep:
         if live is not None:
             t = torch.where(live, t, -1)
         return self.model.decode_step(cache, prev_token.clamp(min=0), inputs.slots, inputs.pos,
-                                      m_tilde, t)
+                                      m_tilde, t, context=inputs.context)

@@ -109,19 +109,22 @@ def _project(xn, which, rows, rmask, position, W_QA, W_QB, W_KA, W_KB, W_V, COS,
 
 
 @triton.jit
-def step_head(TOK, SLOTS, XY, MT, T, LIVE, POS, X,
-              E_TOK, E_SLOT, SLOT_ROW0, E_EXP, E_MT, FREQS, W_F,
+def step_head(TOK, SLOTS, XY, CTX, MT, T, LIVE, POS, X,
+              E_TOK, E_SLOT, SLOT_ROW0, E_EXP, E_MT, FREQS, W_F, E_CTX, CTX_ROW0,
               G1, W_QA, W_QB, W_KA, W_KB, W_V, COS, SIN, Q, K, V, B, eps,
               mt_min, mt_max, e_min, n_exp,
               C: tl.constexpr, CP: tl.constexpr, F: tl.constexpr, FP: tl.constexpr,
-              NSLOT: tl.constexpr, H: tl.constexpr, HKV: tl.constexpr, HD: tl.constexpr,
+              NSLOT: tl.constexpr, NCTX: tl.constexpr, H: tl.constexpr, HKV: tl.constexpr,
+              HD: tl.constexpr,
               NT: tl.constexpr, BM: tl.constexpr, ROPE: tl.constexpr, PRECISION: tl.constexpr,
               USE_LIVE: tl.constexpr):
     """Embed rows' step inputs (WaveletGPT._steps) into X (B, C), then layer 0's queries,
     keys or values (grid axis 1: 0, 1, 2; each program embeds its rows itself).
 
     TOK (B,) previous tokens (negative read as 0), SLOTS (B, NSLOT) the slot's small-integer
-    fields [plane, channel, level, orientation, kind], XY (B, 2) the slot's (y, x) centre, MT
+    fields [plane, channel, level, orientation, kind], XY (B, 2) the slot's (y, x) centre, CTX
+    (B, NCTX) the decoder-state features (summed from E_CTX, feature j's rows from
+    CTX_ROW0[j] on; NCTX = 0: none), MT
     (B,) m~, T (B,) steps, read as -1 where LIVE (B,) is False if USE_LIVE; writes the cache
     positions t + 1 to POS (B,) for the kernels after it, -1 where t < 0 (a skipped row,
     computed all the same; its results are never used)."""
@@ -137,6 +140,9 @@ def step_head(TOK, SLOTS, XY, MT, T, LIVE, POS, X,
     for j in tl.static_range(NSLOT):
         idx = tl.load(SLOTS + rows * NSLOT + j, mask=rmask, other=0)
         x += _rows_of(E_SLOT, tl.load(SLOT_ROW0 + j) + idx, rmask, cols, C)
+    for j in tl.static_range(NCTX):  # the decoder-state features, the same way
+        idx = tl.load(CTX + rows * NCTX + j, mask=rmask, other=0)
+        x += _rows_of(E_CTX, tl.load(CTX_ROW0 + j) + idx, rmask, cols, C)
     e = tl.minimum(tl.maximum(mt - 1 - plane - e_min, 0), n_exp - 1)
     x += _rows_of(E_EXP, e, rmask, cols, C)
     x += _rows_of(E_MT, mt - mt_min, rmask, cols, C)
