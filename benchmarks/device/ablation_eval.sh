@@ -2,8 +2,13 @@
 # The decoder-state ablation (issue 17), evaluation half, on one H200: the full protocol's FID
 # and KID (10,000 samples, 1,000 per class, against the 10,000 test images) and the test-set
 # NLL of each model folder under .carry/ablation (from ablation_train.sh), default sampling
-# settings. Needs .carry/fid16 (the FID network in fp16 parts), the test sets under
-# $WAVAR_CACHE (default .carry/cache) and the PyWavelets wheel in .whl. Writes
+# settings. Needs .carry/fid16 (the FID network in fp16 parts), the datasets' caches (the FID
+# report's real-data floor reads the training split too) under $WAVAR_CACHE (default
+# .carry/cache) and the PyWavelets wheel in .whl. The four together pass the device's 64 MiB;
+# session 8 therefore ran it with the test sets alone (the samples were drawn and saved, FID
+# stopped for want of train.npz) and, on the still-warm machine, `wavar eval --samples
+# /tmp/ablation_eval/eval_<run>_samples.npz --dataset DATASET --fid --device cuda` with the
+# full caches. Writes
 # ablation_eval.tgz to $OUT: eval_<run>.json, .log and sample grids (not the sample npz files).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
