@@ -30,3 +30,7 @@ class DatasetError(WavarError):
 
 class CheckpointError(WavarError):
     """A checkpoint is missing, truncated or corrupted."""
+
+
+class ModelMismatchError(WavarError, ValueError):
+    """A compressed file (.wvc) was coded with another model than the one given."""
