@@ -12,6 +12,8 @@ COMMANDS = {
     "encode": ("wavar.cli.codec", True),
     "decode": ("wavar.cli.codec", True),
     "show": ("wavar.cli.codec", True),
+    "compress": ("wavar.cli.compress", True),
+    "decompress": ("wavar.cli.compress", True),
     "data": ("wavar.cli.data", False),
     "train": ("wavar.cli.train", False),
     "sample": ("wavar.cli.sample", False),
@@ -27,6 +29,8 @@ commands:
   encode   code an image into a token file (.wvr)
   decode   decode a token file, or any prefix of it, to an image
   show     the coarse-to-fine decode of an image as a labelled strip (and --gif)
+  compress    code an image into a .wvc file with a model's probabilities
+  decompress  decode a .wvc file, or a byte prefix of it, to an image
   data     fetch, tokenize and describe datasets
   train    train a model (runs under torchrun for several GPUs)
   sample   sample images from a model

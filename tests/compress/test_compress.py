@@ -1,0 +1,121 @@
+"""wavar.compress: .wvc files range-coded with the bundled MNIST model's probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wavar.cli.main import main
+from wavar.compress import compress, decompress, quantise, read_header
+from wavar.errors import FileFormatError, ModelMismatchError
+from wavar.model.transformer import WaveletGPT
+from wavar.sample.generate import codec_of
+
+
+@pytest.fixture(scope="module")
+def model():
+    return WaveletGPT.from_pretrained("mnist")
+
+
+def digit(seed: int) -> np.ndarray:
+    """A stroke-like 28 x 28 image: a ring and a bar at seeded places."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:28, :28]
+    cy, cx, r = rng.integers(9, 19), rng.integers(9, 19), rng.integers(4, 8)
+    ring = np.abs(np.hypot(yy - cy, xx - cx) - r) < 1.5
+    bar = (np.abs(xx - rng.integers(6, 22)) < 2) & (yy > 4) & (yy < 24)
+    return np.where(ring | bar, 255, 0).astype(np.uint8)
+
+
+def test_quantise_sums_and_floors():
+    f = quantise(np.array([1e-9, 0.5, 0.5 - 1e-9], np.float32))
+    assert f.sum() == 1 << 16 and f.min() >= 1 and f[0] == 1
+    assert np.array_equal(f, quantise(np.array([1e-9, 0.5, 0.5 - 1e-9], np.float32)))
+
+
+def test_round_trip_bit_exact_and_near_model_bits(model):
+    from wavar.compress import code_tokens
+
+    codec = codec_of(model)
+    for seed in range(3):
+        img = digit(seed)
+        data = compress(model, img, model_name="mnist", planes=4)
+        seq = codec.encode(img)
+        got = decompress(data, model, return_tokens=True)
+        k = read_header(data)["n_tokens"]
+        assert 0 < k < len(seq) and np.array_equal(got.tokens, seq.tokens[:k])
+        assert np.array_equal(decompress(data, model), codec.decode(seq, k))
+        # payload within 1% of the model's code length plus the coder's flush (2 words)
+        _, _, bits = code_tokens(model, seq[:k], model.config.num_classes)
+        pay = 8 * read_header(data)["payload_bytes"]
+        assert bits.sum() - 1 <= pay <= 1.01 * bits.sum() + 64
+
+
+def test_full_sequence_reproduces_the_codec(model):
+    codec = codec_of(model)
+    img = digit(7)
+    data = compress(model, img, model_name="mnist")
+    assert np.array_equal(decompress(data), codec.decode(codec.encode(img)))
+
+
+def test_byte_prefix_decodes_to_token_prefix(model):
+    codec = codec_of(model)
+    img = digit(3)
+    seq = codec.encode(img)
+    data = compress(model, img, model_name="mnist", planes=4)
+    n_pay = read_header(data)["payload_bytes"]
+    lengths = []
+    for nb in range(0, n_pay + 1, 4):
+        got = decompress(data, model, n_bytes=nb, return_tokens=True)
+        assert np.array_equal(got.tokens, seq.tokens[:len(got)])
+        lengths.append(len(got))
+    assert lengths == sorted(lengths) and lengths[0] == 0 and lengths[3] > 0
+    assert lengths[-1] == read_header(data)["n_tokens"] and lengths[-2] < lengths[-1]
+
+
+def test_bytes_budget(model):
+    img = digit(4)
+    data = compress(model, img, model_name="mnist", max_bytes=60)
+    assert len(data) <= 60 and read_header(data)["n_tokens"] > 0
+    assert decompress(data, model).shape == (28, 28)
+
+
+def test_corruption_and_wrong_model(model, tmp_path):
+    data = compress(model, digit(5), model_name="mnist", planes=2)
+    off = read_header(data)["payload_offset"]
+    bad = bytearray(data)
+    bad[off] ^= 1
+    with pytest.raises(FileFormatError, match="payload is corrupted"):
+        decompress(bytes(bad), model)
+    bad = bytearray(data)
+    bad[8] ^= 1
+    with pytest.raises(FileFormatError, match="header is corrupted"):
+        decompress(bytes(bad), model)
+    with pytest.raises(FileFormatError, match="truncated"):
+        decompress(data[:10], model)
+    with pytest.raises(FileFormatError, match="truncated .wvc payload"):
+        decompress(data[:-1], model)
+    with pytest.raises(FileFormatError, match="magic"):
+        decompress(b"WVAR" + data[4:], model)
+    other = WaveletGPT.from_pretrained("fashion-mnist")
+    with pytest.raises(ModelMismatchError, match="needs model 'mnist'"):
+        decompress(data, other)
+    with pytest.raises(ValueError, match="lossless"):
+        compress(model, digit(5), lossless=True)
+
+
+def test_cli_round_trip(tmp_path, capsys):
+    from wavar.viz import save_png
+
+    img = digit(6)
+    save_png(tmp_path / "d.png", img)
+    out = tmp_path / "d.wvc"
+    assert main(["compress", str(tmp_path / "d.png"), "-o", str(out), "--model", "mnist",
+                 "--planes", "3", "--class", "1"]) == 0
+    assert read_header(out.read_bytes())["label"] == 1
+    assert main(["decompress", str(out), "-o", str(tmp_path / "r.png")]) == 0
+    assert main(["decompress", str(out), "-o", str(tmp_path / "c.png"), "--bytes", "8"]) == 0
+    assert (tmp_path / "r.png").is_file() and (tmp_path / "c.png").is_file()
+    out.write_bytes(out.read_bytes()[:-2])
+    assert main(["decompress", str(out), "-o", str(tmp_path / "x.png")]) == 1
+    assert "truncated" in capsys.readouterr().err
