@@ -53,6 +53,8 @@ import torch
 from wavar.codec import WaveletCodec
 from wavar.codec.bitstream import CodedImage, Header
 from wavar.errors import FileFormatError, ModelMismatchError
+from wavar.sample.cpu_loop import host_logits
+from wavar.sample.steps import StepInputs, TorchStep
 
 MAGIC = b"WVC1"
 VERSION = 1
@@ -88,9 +90,6 @@ def _token_models(model, codec: WaveletCodec, header: Header, label: int, n: int
     """Step the model along a sequence of up to ``n`` tokens; at each step with more than one
     legal token call ``choose(t, legal_ids, freqs, probs)``, which returns the token (or None
     to stop); a step with one legal token takes it. Returns the tokens taken (uint8)."""
-    from wavar.model.transformer import KVCache
-    from wavar.sample.steps import StepInputs, TorchStep, prefill
-
     states = codec.batch_state(header.height, header.width, header.channels, [header.m_tilde])
     context = bool(model.config.decoder_state)
     cache = model.new_cache(1, max(n, 1), device="cpu", dtype=torch.float32)
@@ -104,18 +103,14 @@ def _token_models(model, codec: WaveletCodec, header: Header, label: int, n: int
             break
         inputs = StepInputs(*states.slots(), states.context() if context else None)
         legal_mask = int(states.legal()[0])
-        ids = np.array([v for v in range(7) if legal_mask >> v & 1], np.int64)
+        ids = np.array([v for v in range(model.config.vocab_size) if legal_mask >> v & 1],
+                       np.int64)
         if len(ids) == 1:
             tok = int(ids[0])  # forced by the grammar: no bits, but the model still sees it
             if choose(t, ids, None, None) is None:
                 break
         inputs = inputs.to(torch.device("cpu"))
-        if t == 0:
-            logits = prefill(model, cache, lab, mt, inputs)
-        else:
-            span = min(cache.k.size(3), -(-(t + 2) // SPAN_BLOCK) * SPAN_BLOCK)
-            logits = step(KVCache(cache.k[:, :, :, :span], cache.v[:, :, :, :span]), prev,
-                          inputs, mt, t)
+        logits = host_logits(model, step, cache, lab, mt, prev, inputs, t)
         if len(ids) > 1:
             z = logits[0].numpy().astype(np.float32)[ids]
             e = np.exp(z - z.max())

@@ -26,6 +26,17 @@ from wavar.sample.steps import StepInputs, TorchStep, conditions, prefill
 SPAN_BLOCK = 256
 
 
+def host_logits(model, step: TorchStep, cache, labels: torch.Tensor, m_tilde: torch.Tensor,
+                prev: torch.Tensor | None, inputs: StepInputs, t: int) -> torch.Tensor:
+    """Raw logits of step ``t`` of a host-stepped loop: the prefill at t = 0, else the model's
+    step over the span of the cache the rows have filled (rounded up to ``SPAN_BLOCK``)."""
+    if t == 0:
+        return prefill(model, cache, labels, m_tilde, inputs)
+    span = min(cache.k.size(3), -(-(t + 2) // SPAN_BLOCK) * SPAN_BLOCK)
+    return step(KVCache(cache.k[:, :, :, :span], cache.v[:, :, :, :span]), prev, inputs,
+                m_tilde, t)
+
+
 def cpu_loop(model, options: SamplingOptions, states: BatchScanState, labels: np.ndarray,
              m_tilde: np.ndarray, limit: int, gen: torch.Generator,
              forced: ForcedPrefix | None = None,
@@ -75,12 +86,7 @@ def cpu_loop(model, options: SamplingOptions, states: BatchScanState, labels: np
         inputs = inputs.to(device)
         if guided:
             inputs = inputs.twins()
-        if t == 0:
-            logits = prefill(model, cache, lab, mt, inputs)
-        else:
-            span = min(cache.k.size(3), -(-(t + 2) // SPAN_BLOCK) * SPAN_BLOCK)
-            logits = step(KVCache(cache.k[:, :, :, :span], cache.v[:, :, :, :span]), prev,
-                          inputs, mt, t)
+        logits = host_logits(model, step, cache, lab, mt, prev, inputs, t)
         b = len(legal)
         steps = torch.full((b,), t, device=device) if forced is not None else None
         tok = draw(logits, torch.as_tensor(legal, device=device), options, gen, steps, forced)
