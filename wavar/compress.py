@@ -54,13 +54,13 @@ from wavar.codec import WaveletCodec
 from wavar.codec.bitstream import CodedImage, Header
 from wavar.errors import FileFormatError, ModelMismatchError
 from wavar.sample.cpu_loop import host_logits
+from wavar.sample.generate import codec_of
 from wavar.sample.steps import StepInputs, TorchStep
 
 MAGIC = b"WVC1"
 VERSION = 1
 TOTAL = 1 << 16  # the quantised frequencies of a step sum to this
 _FIXED = struct.Struct("<8sHHBbHIII")
-SPAN_BLOCK = 256  # attention reads the cache filled so far, rounded up (as the sampler does)
 
 
 def weights_hash(model) -> str:
@@ -125,8 +125,6 @@ def _token_models(model, codec: WaveletCodec, header: Header, label: int, n: int
 
 
 def _check_model(model) -> WaveletCodec:
-    from wavar.sample.generate import codec_of
-
     codec = codec_of(model)
     if not isinstance(codec, WaveletCodec):
         raise ValueError("compression needs a wavelet-language model (not a raster one)")

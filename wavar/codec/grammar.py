@@ -76,8 +76,8 @@ def _mag_offset(mem):
     tokens so far knows of it, signed (the coefficient's sign), 0 while insignificant, else the
     lower end of its uncertainty interval in units of half the final threshold (exact integers
     for either refinement variant)."""
-    c, n, nb = mem[H_C], mem[H_N], mem[H_NB]
-    return HEADER + c * (5 * n + 5 * nb)
+    # right after the zero-tree's pruned flags: one layout, _offsets'
+    return _offsets(mem)[6] + mem[H_C] * mem[H_N]
 
 
 @njit(cache=True, nogil=True)
