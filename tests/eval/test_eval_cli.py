@@ -73,6 +73,12 @@ def test_samples_mode(toy, capsys):
                      "-o", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["cas"]["samples"] == 10 and "fid" not in r
+    # --no-floor: FID without the training split
+    (toy / "cache" / "datasets" / "toy" / "train.npz").unlink()
+    assert cli.main(["eval", "--samples", str(npz), "--dataset", "toy", "--fid", "--no-floor",
+                     "-o", str(out)]) == 0
+    f = json.loads(out.read_text())["fid"]
+    assert abs(f["fid"]) < 1e-6 and "floor" not in f and "floor_fid" not in f
 
 
 def test_model_mode(toy, monkeypatch):

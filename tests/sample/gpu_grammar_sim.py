@@ -72,7 +72,8 @@ def loops_agree() -> None:
     model_step = dict(step="model", attention="pytorch", draw="pytorch")
     fused = find_spec("triton") is not None
     # before any row finishes, both loops see the same logits and draw the same tokens
-    for settings in ({}, {"cfg": 2.0}, {"temperature": 0.7, "top_p": 0.8}):
+    for settings in ({}, {"cfg": 2.0}, {"temperature": 0.7, "top_p": 0.8},
+                     {"temperature": (1.3, 0.5)}, {"cfg": (1.0, 3.0), "temperature": (1, 0.8)}):
         cpu = generate(model, labels, seed=3, max_tokens=40, **settings)
         assert cpu.plan.loop == "cpu"
         chosen = simulated_plan(model, **settings)

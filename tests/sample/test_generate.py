@@ -185,3 +185,56 @@ def test_sample_images_refuses_unknown_classes_and_empty_requests():
 def test_generate_refuses_a_temperature_that_is_not_positive():
     with pytest.raises(ValueError, match="temperature must be > 0"):
         generate(tiny_model(), [0], temperature=0.0)
+
+
+def test_per_plane_settings_change_only_the_planes_they_name():
+    model = tiny_model()
+    codec = WaveletCodec("bior4.4", final_threshold=2**-2)
+    plain = generate(model, [0, 1, 2, 0], seed=4)
+    # one value per plane, all equal: the single value's samples
+    same = generate(model, [0, 1, 2, 0], seed=4, temperature=(1.0, 1.0, 1.0))
+    assert [s.tokens.tolist() for s in same] == [s.tokens.tolist() for s in plain]
+    # cooler from plane 2 on: planes 0 and 1 unchanged (the same noise, the same logits)
+    cool = generate(model, [0, 1, 2, 0], seed=4, temperature=(1.0, 1.0, 0.3))
+    changed = 0
+    for p, c in zip(plain, cool, strict=True):
+        first = int(np.argmax(codec.slots(p).plane >= 2))  # first token of plane 2
+        assert np.array_equal(p.tokens[:first], c.tokens[:first])
+        changed += not np.array_equal(p.tokens, c.tokens)
+    assert changed > 0
+    # guidance from plane 1 on: plane 0 as unguided; guidance on planes 0-1 only: those as
+    # guided throughout
+    guided, ramp = (generate(model, [0, 1, 2, 0], seed=4, cfg=c) for c in (4.0, (4.0, 4.0, 1.0)))
+    late = generate(model, [0, 1, 2, 0], seed=4, cfg=(1.0, 4.0))
+    for p, g, r, lt in zip(plain, guided, ramp, late, strict=True):
+        planes = codec.slots(g).plane
+        first1, first2 = int(np.argmax(planes >= 1)), int(np.argmax(planes >= 2))
+        assert np.array_equal(r.tokens[:first2], g.tokens[:first2])
+        assert np.array_equal(lt.tokens[:first1], p.tokens[:first1])
+
+
+def test_a_per_plane_draw_is_each_row_drawn_with_its_planes_values():
+    from wavar.sample.draw import PlaneSchedule, draw
+    from wavar.sample.options import SamplingOptions
+
+    torch.manual_seed(0)
+    logits = torch.randn(12, 7) * 3  # 6 rows, then their unconditional twins
+    legal = torch.tensor([127, 126, 95, 127, 7, 127])
+    planes = torch.tensor([0, 1, 2, 3, 1, 7])  # past the schedule's end: its last value
+    options = SamplingOptions(cfg=(0.5, 2.0, 3.0), temperature=(1.5, 1.0, 0.4, 0.7))
+    got = draw(logits, legal, options, torch.Generator().manual_seed(1),
+               schedule=PlaneSchedule.of(options, torch.device("cpu")), planes=planes)
+    for row, plane in enumerate(planes.tolist()):
+        scalar = SamplingOptions(cfg=options.cfg[min(plane, 2)],
+                                 temperature=options.temperature[min(plane, 3)])
+        want = draw(logits, legal, scalar, torch.Generator().manual_seed(1))
+        assert got[row] == want[row], row
+    assert (legal[torch.arange(6)] >> got & 1).all()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"temperature": (1.0, 0.0)}, "temperature must be > 0"),
+    ({"cfg": ()}, "at least one value")])
+def test_bad_per_plane_settings_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        generate(tiny_model(), [0], **settings)

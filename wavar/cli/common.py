@@ -47,3 +47,14 @@ def run(build_parser: Callable[[], argparse.ArgumentParser], argv: list[str] | N
 def _report(e: BaseException) -> None:
     msg = " ".join(str(e).split())  # one line, whatever the message holds
     print(f"wavar: error: {msg}", file=sys.stderr)
+
+
+def per_plane(text: str) -> float | tuple[float, ...]:
+    """An argparse type: one number ("0.9"), or one per bit-plane ("1,1,0.9,0.8"; the last
+    one holds for every later plane)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or comma-separated numbers per bit-plane, got {text!r}") from None
+    return values[0] if len(values) == 1 else values

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavar.cli.common import Parser, UsageError, run
+from wavar.cli.common import Parser, UsageError, per_plane, run
 from wavar.data.datasets import load
 from wavar.data.shards import TokenDataset
 from wavar.errors import WavarError
@@ -57,6 +57,7 @@ from wavar.eval.cas import cas
 from wavar.eval.likelihood import nll
 from wavar.eval.rd import model_rd, plot_rd
 from wavar.model.transformer import WaveletGPT
+from wavar.sample import SamplingOptions
 from wavar.sample import generate as gen  # gen.generate, not bound here: tests patch it
 from wavar.viz import grid, save_png
 
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the real data to compare with (mnist, fashion-mnist, cifar10, ...)")
     p.add_argument("--fid", action="store_true",
                    help="FID and KID against the test set, and the real-data floor")
+    p.add_argument("--no-floor", action="store_true",
+                   help="--fid without the real-data floor (it needs the training split; the "
+                        "floor does not depend on the model)")
     p.add_argument("--floor", action="store_true",
                    help="the real-data floor alone: FID and KID of 10,000 training images "
                         "against the test set (needs no --model or --samples)")
@@ -90,9 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rd-images", type=int, default=200, metavar="N",
                    help="test images for --rd (default 200)")
     p.add_argument("--no-jpeg2000", action="store_true", help="--rd without the JPEG 2000 side")
-    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="sampling temperature (the protocol's is 1)")
+    p.add_argument("--cfg", type=per_plane, default=1.0,
+                   help="classifier-free guidance scale; comma-separated: one per bit-plane, "
+                        "the last for the rest")
+    p.add_argument("--temperature", type=per_plane, default=1.0,
+                   help="sampling temperature (the protocol's is 1); comma-separated: one per "
+                        "bit-plane")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=None,
                    help="samples generated per batch (default 100 on the CPU, 1000 on a GPU)")
@@ -233,9 +240,10 @@ def _print_table(report: dict) -> None:
     if "fid" in report:
         f = report["fid"]
         rows += [(f"FID ({f['samples']} samples vs {f['reference']})", f"{f['fid']:.3f}"),
-                 ("KID x 1000", f"{1000 * f['kid']:.3f} +- {1000 * f['kid_std']:.3f}"),
-                 (f"FID floor ({f['floor']})", f"{f['floor_fid']:.3f}"),
-                 ("KID floor x 1000", f"{1000 * f['floor_kid']:.3f}")]
+                 ("KID x 1000", f"{1000 * f['kid']:.3f} +- {1000 * f['kid_std']:.3f}")]
+        if "floor" in f:
+            rows += [(f"FID floor ({f['floor']})", f"{f['floor_fid']:.3f}"),
+                     ("KID floor x 1000", f"{1000 * f['floor_kid']:.3f}")]
     if "floor" in report and "fid" not in report:
         f = report["floor"]
         rows += [(f"FID floor ({f['floor']})", f"{f['fid']:.3f}"),
@@ -319,8 +327,7 @@ def _eval(args: argparse.Namespace) -> int:
         if model.config.num_classes != len(classes):
             raise WavarError(f"model {args.model} has {model.config.num_classes} classes, "
                              f"dataset {args.dataset} {len(classes)}")
-        if args.temperature <= 0:
-            raise WavarError(f"--temperature must be > 0, got {args.temperature}")
+        SamplingOptions(cfg=args.cfg, temperature=args.temperature)  # bad settings fail now
         report.update(model=args.model, cfg=args.cfg, temperature=args.temperature, seed=args.seed,
                       parameters=model.num_params())
     x = y = None
@@ -355,7 +362,8 @@ def _eval(args: argparse.Namespace) -> int:
         report["fid_network"] = fid.network_description(args.fid_network)
     if args.fid:
         print("FID: Inception features of the samples (and of the real images, once)", flush=True)
-        report["fid"] = fid_metrics(x, args.dataset, args.device, args.fid_network, fid_batch)
+        report["fid"] = fid_metrics(x, args.dataset, args.device, args.fid_network, fid_batch,
+                                    floor=not args.no_floor)
         report["seconds"]["fid"] = report["fid"]["seconds"]
     if args.floor:
         print("floor: Inception features of 10,000 train and the test images (once)", flush=True)

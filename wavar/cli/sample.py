@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from wavar.cli.common import Parser, UsageError, run
+from wavar.cli.common import Parser, UsageError, per_plane, run
 from wavar.imageio import read_image
 from wavar.model.transformer import WaveletGPT
 from wavar.sample import Region, SamplingOptions, plan
@@ -50,9 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="'all', or a comma-separated list of names or indices")
     p.add_argument("--n", type=int, default=16, help="images per class (default 16)")
     p.add_argument("-o", "--output", default="samples.png", metavar="PNG")
-    p.add_argument("--cfg", type=float, default=1.0,
-                   help="classifier-free guidance scale (1 = conditional, 0 = unconditional)")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--cfg", type=per_plane, default=1.0,
+                   help="classifier-free guidance scale (1 = conditional, 0 = unconditional); "
+                        "comma-separated: one per bit-plane, the last for the rest")
+    p.add_argument("--temperature", type=per_plane, default=1.0,
+                   help="sampling temperature; comma-separated: one per bit-plane")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -242,10 +242,14 @@ class ContextEmbedding(nn.Module):
         self.register_buffer("offsets", offsets, persistent=False)
 
     def forward(self, context: Tensor) -> Tensor:
-        # context (B, T, N_CONTEXT) small ints  ->  (B, T, C), without a (B, T, F, C) gather
+        # context (B, T, N_CONTEXT) small ints  ->  (B, T, C): a multi-hot row per step times
+        # the table. A matmul both ways; embedding_bag's backward piles ~10^6 atomic adds per
+        # batch onto the table's few dozen rows.
         idx = (context.long() + self.offsets).reshape(-1, len(CONTEXT_SIZES))
-        out = F.embedding_bag(idx, self.table.weight, mode="sum")
-        return out.view(*context.shape[:-1], -1)
+        w = self.table.weight
+        hot = torch.zeros(idx.size(0), w.size(0), dtype=w.dtype, device=w.device)
+        hot.scatter_(1, idx, 1.0)  # the features' ranges are disjoint: one 1 per feature
+        return (hot @ w).view(*context.shape[:-1], -1)
 
 
 # ----------------------------------------------------------------------------- grammar & bits

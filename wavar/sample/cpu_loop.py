@@ -16,7 +16,7 @@ import torch
 
 from wavar.codec import BatchScanState
 from wavar.model.transformer import KVCache
-from wavar.sample.draw import ForcedPrefix, draw
+from wavar.sample.draw import ForcedPrefix, PlaneSchedule, draw
 from wavar.sample.forcing import Forcing
 from wavar.sample.options import SamplingOptions
 from wavar.sample.steps import StepInputs, TorchStep, conditions, prefill
@@ -52,6 +52,7 @@ def cpu_loop(model, options: SamplingOptions, states: BatchScanState, labels: np
     cache = model.new_cache(len(lab), limit, device=device)
     step = TorchStep(model)
     context = bool(model.config.decoder_state)
+    schedule = PlaneSchedule.of(options, device)
     prev = None
     for t in range(limit):
         # the grammar: who is still generating, and what each row's next slot is
@@ -89,7 +90,8 @@ def cpu_loop(model, options: SamplingOptions, states: BatchScanState, labels: np
         logits = host_logits(model, step, cache, lab, mt, prev, inputs, t)
         b = len(legal)
         steps = torch.full((b,), t, device=device) if forced is not None else None
-        tok = draw(logits, torch.as_tensor(legal, device=device), options, gen, steps, forced)
+        tok = draw(logits, torch.as_tensor(legal, device=device), options, gen, steps, forced,
+                   schedule, inputs.slots[:b, 0])
         tok = tok.cpu().numpy().astype(np.int64)
         tok[~live] = -1
         states.push(tok)

@@ -49,14 +49,44 @@ class ForcedPrefix:
         return torch.where(t < self.lengths, col, drawn)
 
 
+@dataclass
+class PlaneSchedule:
+    """Guidance and temperature per bit-plane (:class:`SamplingOptions` sequences), as tables
+    on the sampling device: made once before a loop (a CUDA graph may not copy them in)."""
+
+    cfg: Tensor | None  # (P,), None without guidance
+    temperature: Tensor  # (P,)
+
+    @classmethod
+    def of(cls, options: SamplingOptions, device: torch.device) -> PlaneSchedule | None:
+        """The tables of ``options``, or None where nothing changes with the plane."""
+        if not options.scheduled:
+            return None
+        cfg = (torch.tensor(options.per_plane("cfg"), device=device) if options.guided
+               else None)
+        return cls(cfg, torch.tensor(options.per_plane("temperature"), device=device))
+
+    def at(self, planes: Tensor) -> tuple[float | Tensor, Tensor]:
+        """(cfg, temperature) for rows whose slots lie on ``planes`` (B,): (B, 1) each (cfg 1.0
+        without guidance)."""
+        def pick(table: Tensor) -> Tensor:
+            return table[planes.long().clamp(0, len(table) - 1)][:, None]
+
+        return (1.0 if self.cfg is None else pick(self.cfg)), pick(self.temperature)
+
+
 def draw(logits: Tensor, legal: Tensor, options: SamplingOptions, gen: torch.Generator,
-         t: Tensor | None = None, forced: ForcedPrefix | None = None) -> Tensor:
+         t: Tensor | None = None, forced: ForcedPrefix | None = None,
+         schedule: PlaneSchedule | None = None, planes: Tensor | None = None) -> Tensor:
     """One token per row (B,) from raw ``logits`` (B, V), or (2B, V) under guidance (each
     row's unconditional twin B rows below it): the grammar's bitmask ``legal`` (B,), guidance,
     temperature, top-k, top-p, a draw from the softmax; then ``forced`` at the rows' steps
-    ``t`` (B,)."""
-    logits = filters.filtered(logits, legal, options.cfg, options.temperature, options.top_k,
-                              options.top_p)
+    ``t`` (B,). With a per-plane ``schedule``, ``planes`` (B,) are the bit-planes of the rows'
+    slots."""
+    cfg, temperature = options.cfg, options.temperature
+    if schedule is not None:
+        cfg, temperature = schedule.at(planes)
+    logits = filters.filtered(logits, legal, cfg, temperature, options.top_k, options.top_p)
     tok = filters.sample(logits, gen)
     return tok if forced is None else forced.apply(tok, t)
 

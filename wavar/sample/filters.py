@@ -21,10 +21,11 @@ def apply_legal_mask(logits: Tensor, legal: Tensor) -> Tensor:
     return logits.masked_fill(ok == 0, float("-inf"))
 
 
-def guidance(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
+def guidance(cond: Tensor, uncond: Tensor, scale: float | Tensor) -> Tensor:
     """Classifier-free guidance on log-probabilities: uncond + scale * (cond - uncond).
 
-    Scale 0 is the unconditional model, 1 the conditional one. Computed on log-softmaxed
+    Scale 0 is the unconditional model, 1 the conditional one; a (B, 1) tensor gives each row
+    its own. Computed on log-softmaxed
     logits so both terms share a normalisation; -inf (illegal) stays -inf.
     """
     lc, lu = torch.log_softmax(cond, -1), torch.log_softmax(uncond, -1)
@@ -32,8 +33,9 @@ def guidance(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
     return out.masked_fill(torch.isinf(lc), float("-inf"))
 
 
-def temperature(logits: Tensor, t: float) -> Tensor:
-    """logits / t (t > 0: :class:`~wavar.sample.options.SamplingOptions` checks it)."""
+def temperature(logits: Tensor, t: float | Tensor) -> Tensor:
+    """logits / t (t > 0: :class:`~wavar.sample.options.SamplingOptions` checks it; a (B, 1)
+    tensor gives each row its own)."""
     return logits / t
 
 
@@ -69,11 +71,12 @@ def sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return (probs / q).argmax(-1)
 
 
-def filtered(logits: Tensor, legal: Tensor, cfg: float, t: float, k: int | None,
-             p: float | None) -> Tensor:
-    """The grammar mask, guidance and filters in order, on raw logits (B, V), or (2B, V) when
-    ``cfg`` != 1 (each row's unconditional twin B rows below it)  ->  (B, V)."""
-    if cfg != 1.0:
+def filtered(logits: Tensor, legal: Tensor, cfg: float | Tensor, t: float | Tensor,
+             k: int | None, p: float | None) -> Tensor:
+    """The grammar mask, guidance and filters in order, on raw logits (B, V), or (2B, V) under
+    guidance (each row's unconditional twin B rows below it)  ->  (B, V). ``cfg`` and ``t``:
+    one value, or (B, 1) per row (a per-plane schedule; rows come in twins then)."""
+    if isinstance(cfg, Tensor) or cfg != 1.0:
         b = len(legal)
         logits = guidance(apply_legal_mask(logits[:b], legal),
                           apply_legal_mask(logits[b:], legal), cfg)

@@ -15,7 +15,7 @@ import torch
 
 from wavar.codec import BatchScanState
 from wavar.sample import gpu_grammar
-from wavar.sample.draw import Draw, ForcedPrefix, draw, draw_tokens
+from wavar.sample.draw import Draw, ForcedPrefix, PlaneSchedule, draw, draw_tokens
 from wavar.sample.forcing import Forcing
 from wavar.sample.options import SamplingOptions
 from wavar.sample.planning import SamplingPlan
@@ -134,7 +134,8 @@ def gpu_loop(model, plan: SamplingPlan, options: SamplingOptions, states: BatchS
         step = FusedDecodeStep(model)
     else:
         step = TorchStep(model)
-    if plan.draw == "kernel" and (guided or options.filtered or not step.can_draw):
+    schedule = PlaneSchedule.of(options, device)
+    if plan.draw == "kernel" and (guided or options.filtered or schedule or not step.can_draw):
         raise ValueError("the kernel draws plain samples of a vocabulary within a weight tile")
 
     def both(x: torch.Tensor) -> torch.Tensor:  # the conditional rows and their null twins
@@ -148,7 +149,8 @@ def gpu_loop(model, plan: SamplingPlan, options: SamplingOptions, states: BatchS
         if plan.draw == "kernel":
             draw_tokens(logits, t, plain_draw())
             return
-        tok.copy_(draw(logits, legal, options, gen, t, forced).masked_fill(~live, -1))
+        tok.copy_(draw(logits, legal, options, gen, t, forced, schedule, inputs.slots[:, 0])
+                  .masked_fill(~live, -1))
         out.index_put_((rows, t), tok.to(torch.int8))
         t.add_(1)
 

@@ -25,6 +25,9 @@ class SamplingOptions:
     cfg : classifier-free guidance scale (1 = plain conditional, 0 = unconditional).
     temperature, top_k, top_p : logit filters (defaults: none; on a 7-token vocabulary plain
         sampling is the honest default).
+        ``cfg`` and ``temperature`` also take one value per bit-plane (a sequence: entry p for
+        the slots of plane p, the last entry for every later plane), e.g. cooler or more
+        guided on the finer planes, as VAR ramps its guidance with scale.
     seed : same seed, same device -> same sequences.
     m_tilde : per-row initial-threshold exponents; default drawn per class from training
         statistics (or taken from ``region``/``ll_init`` images).
@@ -35,8 +38,8 @@ class SamplingOptions:
         paper's "robust initialisation"; the bank is recorded in the model config).
     """
 
-    cfg: float = 1.0
-    temperature: float = 1.0
+    cfg: float | Sequence[float] = 1.0
+    temperature: float | Sequence[float] = 1.0
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None
@@ -48,7 +51,15 @@ class SamplingOptions:
     ll_init: bool = False
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:  # every draw divides by it
+        for name in ("cfg", "temperature"):
+            value = getattr(self, name)
+            if not np.isscalar(value):
+                value = tuple(float(v) for v in value)
+                if not value:
+                    raise ValueError(f"a per-plane {name} needs at least one value")
+                # frozen: normalised once, here (one value throughout is a plain value)
+                object.__setattr__(self, name, value[0] if len(set(value)) == 1 else value)
+        if not all(t > 0 for t in self.per_plane("temperature")):  # every draw divides by it
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.top_k is not None and self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
@@ -57,10 +68,20 @@ class SamplingOptions:
         if self.region is not None and self.ll_init:
             raise ValueError("region completion and LL initialisation exclude each other")
 
+    def per_plane(self, name: str) -> tuple[float, ...]:
+        """``cfg`` or ``temperature`` as a per-plane tuple (one entry for a single value)."""
+        value = getattr(self, name)
+        return (float(value),) if np.isscalar(value) else value
+
+    @property
+    def scheduled(self) -> bool:
+        """``cfg`` or ``temperature`` changes with the bit-plane."""
+        return any(len(set(self.per_plane(n))) > 1 for n in ("cfg", "temperature"))
+
     @property
     def guided(self) -> bool:
         """Classifier-free guidance: every row has an unconditional twin."""
-        return self.cfg != 1.0
+        return any(c != 1.0 for c in self.per_plane("cfg"))
 
     @property
     def filtered(self) -> bool:

@@ -138,7 +138,9 @@ def plan(model, options: SamplingOptions | None = None,
     if step != "fused":
         draw_limit = "the model's step returns logits"
     elif options.guided:
-        draw_limit = f"guidance (cfg {options.cfg:g}) mixes each row with its twin's logits"
+        draw_limit = f"guidance (cfg {options.cfg}) mixes each row with its twin's logits"
+    elif options.scheduled:
+        draw_limit = "the temperature changes with the bit-plane"
     elif options.filtered:
         draw_limit = "top-k / top-p filters"
     elif c.vocab_size > DRAW_VOCAB:

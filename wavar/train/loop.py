@@ -41,8 +41,7 @@ from wavar.model.transformer import WaveletGPT, loss_bits
 from wavar.train import distributed
 from wavar.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from wavar.train.config import TrainConfig
-
-PER_POSITION = ("tokens", "slots", "pos", "legal", "valid", "context")  # arrays with a T axis
+from wavar.train.prefetch import Prefetcher, pad_batch
 
 
 class DataSource(Protocol):
@@ -75,19 +74,9 @@ def lr_at(step: int, cfg: TrainConfig, train_s: float = 0.0) -> float:
 
 def batch_to_device(batch: dict[str, np.ndarray], device: torch.device,
                     pad_to: int = 1, max_len: int | None = None) -> dict[str, torch.Tensor]:
-    """numpy batch -> tensors on ``device``; the T axis padded up to a multiple of ``pad_to``
-    (not beyond ``max_len``) so torch.compile sees few distinct shapes. Padding is invalid."""
-    T = batch["tokens"].shape[1]
-    pad = (-T) % pad_to
-    if max_len is not None:
-        pad = max(0, min(pad, max_len - T))
-    out = {}
-    for key, value in batch.items():
-        t = torch.from_numpy(np.ascontiguousarray(value))
-        if pad and key in PER_POSITION:
-            t = torch.cat([t, t.new_zeros((t.shape[0], pad, *t.shape[2:]))], dim=1)
-        out[key] = t.to(device, non_blocking=True)
-    return out
+    """numpy batch -> tensors on ``device``, padded as :func:`pad_batch` says."""
+    return {k: v.to(device, non_blocking=True)
+            for k, v in pad_batch(batch, pad_to, max_len).items()}
 
 
 @torch.no_grad()
@@ -185,83 +174,90 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     train_model.train()
     pad_to = cfg.pad_to if device.type == "cuda" else 1  # few shapes for compile
 
-    result: dict[str, Any] = {}
-    stopped = "max_steps"
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not info.is_main, dynamic_ncols=True,
                desc=f"train {out.name}")
+    snapshot_at = _next_snapshot(elapsed_before, cfg.snapshot_every_s) \
+        if cfg.snapshot_every_s else math.inf
+    # Batches are drawn ahead on a thread (pinned memory on CUDA): the host no longer waits
+    # for each copy, so it queues the next step while the GPU runs this one.
+    batches = Prefetcher(data_train, cfg.batch_size, data_rng, device, pad_to,
+                         model.config.max_seq_len)
+    result: dict[str, Any] = {}
+    stopped = "max_steps"
     acc_bits = torch.zeros((), device=device)
     acc_tokens = torch.zeros((), device=device)
     acc_flops, acc_valid, t_log = 0.0, 0, time.time()
-    snapshot_at = _next_snapshot(elapsed_before, cfg.snapshot_every_s) \
-        if cfg.snapshot_every_s else math.inf
-    while step < cfg.max_steps:
-        lr = lr_at(step, cfg, elapsed())
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        np_batch = data_train.sample_batch(cfg.batch_size, data_rng)
-        batch = batch_to_device(np_batch, device, pad_to, model.config.max_seq_len)
-        with _autocast(device):
-            bits, n = loss_bits(train_model(batch), batch)
-        loss = bits / n.clamp_min(1)  # bits per token of this rank's batch
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-        optimizer.step()
-        # EMA warm-up (as in many EMA implementations): early on, decay = (1+s)/(10+s), so the
-        # average does not drag the random init along for ~1/(1-decay) steps.
-        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        step += 1
-        bar.update(1)
+    try:
+        while step < cfg.max_steps:
+            lr = lr_at(step, cfg, elapsed())
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            np_batch, batch = batches.next()
+            with _autocast(device):
+                bits, n = loss_bits(train_model(batch), batch)
+            loss = bits / n.clamp_min(1)  # bits per token of this rank's batch
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+            optimizer.step()
+            # EMA warm-up (as in many EMA implementations): early on, decay = (1+s)/(10+s), so
+            # the average does not drag the random init along for ~1/(1-decay) steps.
+            ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+            step += 1
+            bar.update(1)
 
-        acc_bits += bits.detach()
-        acc_tokens += n
-        n_valid = int(np_batch["valid"].sum())
-        acc_valid += n_valid
-        acc_flops += model.flops_per_token(batch["tokens"].shape[1] + 1) * n_valid
-        final = step == cfg.max_steps or (cfg.budget_s > 0 and distributed.agree(
-            elapsed() >= cfg.budget_s, info))
-        if step % cfg.log_every == 0 or final:
-            dt = max(time.time() - t_log, 1e-9)
-            result["bits_per_token"] = (acc_bits / acc_tokens.clamp_min(1)).item()
-            record = {"step": step, "bits_per_token": result["bits_per_token"], "lr": lr,
-                      "grad_norm": grad_norm.item(), "tokens_per_s": acc_valid / dt,
-                      "mfu": acc_flops / dt / cfg.peak_flops if device.type == "cuda" else None,
-                      "elapsed_s": elapsed()}
-            if info.is_main:
-                _log(out, record)
-                bar.set_postfix(bpt=f"{record['bits_per_token']:.4f}", lr=f"{lr:.2e}")
-            acc_bits.zero_()
-            acc_tokens.zero_()
-            acc_flops, acc_valid, t_log = 0.0, 0, time.time()
+            acc_bits += bits.detach()
+            acc_tokens += n
+            n_valid = int(np_batch["valid"].sum())
+            acc_valid += n_valid
+            acc_flops += model.flops_per_token(batch["tokens"].shape[1] + 1) * n_valid
+            final = step == cfg.max_steps or (cfg.budget_s > 0 and distributed.agree(
+                elapsed() >= cfg.budget_s, info))
+            if step % cfg.log_every == 0 or final:
+                dt = max(time.time() - t_log, 1e-9)
+                result["bits_per_token"] = (acc_bits / acc_tokens.clamp_min(1)).item()
+                record = {"step": step, "bits_per_token": result["bits_per_token"], "lr": lr,
+                          "grad_norm": grad_norm.item(), "tokens_per_s": acc_valid / dt,
+                          "mfu": acc_flops / dt / cfg.peak_flops if device.type == "cuda" else None,
+                          "elapsed_s": elapsed()}
+                if info.is_main:
+                    _log(out, record)
+                    bar.set_postfix(bpt=f"{record['bits_per_token']:.4f}", lr=f"{lr:.2e}")
+                acc_bits.zero_()
+                acc_tokens.zero_()
+                acc_flops, acc_valid, t_log = 0.0, 0, time.time()
 
-        if data_val is not None and (final or (cfg.eval_every and step % cfg.eval_every == 0)):
-            result.update(evaluate(ema, data_val, cfg, info))
-            if info.is_main:
-                _log(out, {"step": step, "val_bits_per_token": result["val_bits_per_token"],
-                           "val_bits_per_image": result["val_bits_per_image"],
-                           "elapsed_s": elapsed()})
-        # Rank 0's clock decides for all, or the ranks could part ways at a collective.
-        out_of_time = cfg.time_limit_s > 0 and distributed.agree(
-            time.time() - t0 > cfg.time_limit_s, info)
-        if final or out_of_time or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
-            _save(out / "ckpt.pt", cfg, step, elapsed(), model, ema, optimizer, data_rng, info)
-        # every run end (finished or out of time) publishes the EMA weights and samples them
-        if (final or out_of_time) and info.is_main:
-            ema.save_pretrained(out / "model")  # the published weights are the EMA's
-        if cfg.snapshot_every_s and info.is_main:
-            snapshot_at = _snapshot(out, ema, step, elapsed(), snapshot_at, cfg.snapshot_every_s,
-                                    final)
-        if on_eval is not None and info.is_main and (
-                final or out_of_time or (cfg.sample_every and step % cfg.sample_every == 0)):
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                on_eval(ema, step, out)
-        if final:
-            if step < cfg.max_steps:
-                stopped = "budget"
-            break
-        if out_of_time:
-            stopped = "time_limit"
-            break
+            if data_val is not None and (final or (cfg.eval_every and step % cfg.eval_every == 0)):
+                result.update(evaluate(ema, data_val, cfg, info))
+                if info.is_main:
+                    _log(out, {"step": step, "val_bits_per_token": result["val_bits_per_token"],
+                               "val_bits_per_image": result["val_bits_per_image"],
+                               "elapsed_s": elapsed()})
+            # Rank 0's clock decides for all, or the ranks could part ways at a collective.
+            out_of_time = cfg.time_limit_s > 0 and distributed.agree(
+                time.time() - t0 > cfg.time_limit_s, info)
+            if final or out_of_time or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
+                _save(out / "ckpt.pt", cfg, step, elapsed(), model, ema, optimizer,
+                      batches.consumed_rng(), info)
+            # every run end (finished or out of time) publishes the EMA weights and samples them
+            if (final or out_of_time) and info.is_main:
+                ema.save_pretrained(out / "model")  # the published weights are the EMA's
+            if cfg.snapshot_every_s and info.is_main:
+                snapshot_at = _snapshot(out, ema, step, elapsed(), snapshot_at,
+                                        cfg.snapshot_every_s, final)
+            if on_eval is not None and info.is_main and (
+                    final or out_of_time or (cfg.sample_every and step % cfg.sample_every == 0)):
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    on_eval(ema, step, out)
+            if final:
+                if step < cfg.max_steps:
+                    stopped = "budget"
+                break
+            if out_of_time:
+                stopped = "time_limit"
+                break
+    finally:
+        batches.close()
     bar.close()
     result.update(step=step, stopped=stopped, elapsed_s=elapsed(), model=model, ema=ema)
     return result

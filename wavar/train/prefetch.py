@@ -1,0 +1,88 @@
+"""Training batches drawn ahead on a thread, so the GPU never waits for the host.
+
+The thread draws each batch from the run's data generator in order (so the batches are the
+ones the loop would draw itself), pads it, and on CUDA puts it in pinned memory: the loop's
+copy to the device is then truly asynchronous and the host runs ahead of the GPU. A checkpoint
+must record the generator as it stood after the last batch *consumed*, not after the ones
+waiting in the queue: each batch carries that state (:attr:`Prefetcher.consumed_state`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+PER_POSITION = ("tokens", "slots", "pos", "legal", "valid", "context")  # arrays with a T axis
+
+
+def pad_batch(batch: dict[str, np.ndarray], pad_to: int = 1,
+              max_len: int | None = None) -> dict[str, torch.Tensor]:
+    """numpy batch -> CPU tensors, the T axis padded up to a multiple of ``pad_to`` (not
+    beyond ``max_len``) so torch.compile sees few distinct shapes. Padding is invalid."""
+    T = batch["tokens"].shape[1]
+    pad = (-T) % pad_to
+    if max_len is not None:
+        pad = max(0, min(pad, max_len - T))
+    out = {}
+    for key, value in batch.items():
+        t = torch.from_numpy(np.ascontiguousarray(value))
+        if pad and key in PER_POSITION:
+            t = torch.cat([t, t.new_zeros((t.shape[0], pad, *t.shape[2:]))], dim=1)
+        out[key] = t
+    return out
+
+
+class Prefetcher:
+    """``next()`` gives ``(np_batch, batch)``: the numpy batch and its padded tensors on
+    ``device``, ``depth`` batches drawn ahead by a daemon thread."""
+
+    def __init__(self, source, batch_size: int, rng: np.random.Generator,
+                 device: torch.device, pad_to: int = 1, max_len: int | None = None,
+                 depth: int = 3) -> None:
+        self.device = device
+        self.consumed_state: dict[str, Any] = rng.bit_generator.state
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        pin = device.type == "cuda"
+
+        def produce() -> None:
+            try:
+                while not self._stop.is_set():
+                    np_batch = source.sample_batch(batch_size, rng)
+                    tensors = pad_batch(np_batch, pad_to, max_len)
+                    if pin:
+                        tensors = {k: v.pin_memory() for k, v in tensors.items()}
+                    item = (np_batch, tensors, rng.bit_generator.state)
+                    while not self._stop.is_set():
+                        try:
+                            self._queue.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+            except BaseException as e:  # handed to the loop, which raises it
+                self._queue.put((None, e, None))
+
+        self._thread = threading.Thread(target=produce, name="wavar-prefetch", daemon=True)
+        self._thread.start()
+
+    def next(self) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+        np_batch, tensors, state = self._queue.get()
+        if np_batch is None:
+            raise tensors
+        self.consumed_state = state
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
+        return np_batch, batch
+
+    def consumed_rng(self) -> np.random.Generator:
+        """A generator standing where the run's stood after the last consumed batch."""
+        rng = np.random.default_rng()
+        rng.bit_generator.state = self.consumed_state
+        return rng
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
