@@ -29,7 +29,8 @@ def choices(p: SamplingPlan) -> tuple[str, ...]:
 @pytest.fixture(scope="module")
 def zoo():
     return {name: WaveletGPT.from_pretrained(name) for name in (
-        "mnist", "fashion-mnist", "fashion-mnist-raster", "cifar10", "cifar10-lossless")}
+        "mnist", "fashion-mnist", "fashion-mnist-raster", "cifar10", "cifar10-lossless",
+        "fashion-mnist-medium")}
 
 
 def test_the_small_zoo_models_take_the_fastest_path_on_a_gpu(zoo):
@@ -49,7 +50,8 @@ def test_the_small_zoo_models_take_the_fastest_path_on_a_gpu(zoo):
 
 
 def test_wide_models_take_the_model_step_with_the_attention_kernel(zoo):
-    for name, width in (("cifar10", 320), ("cifar10-lossless", 256)):
+    for name, width in (("cifar10", 320), ("cifar10-lossless", 256),
+                        ("fashion-mnist-medium", 256)):
         p = plan(zoo[name], SamplingOptions(), GPU)
         assert choices(p) == ("gpu", "model", "triton", "step", "pytorch"), name
         assert f"fused step: n_embd {width} > 128" in p.why["step"]
