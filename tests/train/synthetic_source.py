@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from wavar.data.shards import bucketed_indices
+
 VOCAB = 7
 
 
@@ -50,8 +52,10 @@ class SyntheticSource:
             out["valid"][b, :n] = True
         return out
 
-    def sample_batch(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return self._collate(list(rng.integers(0, len(self), size=batch_size)))
+    def sample_batch(self, batch_size: int, rng: np.random.Generator,
+                     buckets: int = 1) -> dict[str, np.ndarray]:
+        lengths = np.array([len(it["tokens"]) for it in self.items])
+        return self._collate(list(bucketed_indices(lengths, batch_size, rng, buckets)))
 
     def iter_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(self), batch_size):

@@ -100,6 +100,19 @@ def test_killed_run_resumes_into_the_uninterrupted_one(tmp_path):
     assert_same_run(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
 
 
+def test_a_killed_run_with_length_buckets_resumes_into_the_uninterrupted_one(tmp_path):
+    kw = dict(model_args={"max_seq_len": 32}, sample_every=5, length_buckets=4)
+    train(cfg(tmp_path / "a", **kw), SOURCE, VAL, on_eval=lambda *a: None)
+
+    def die(model, step, out):
+        raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg(tmp_path / "b", **kw), SOURCE, VAL, on_eval=die)
+    assert train(cfg(tmp_path / "b", **kw), SOURCE, VAL, on_eval=lambda *a: None)["step"] == 8
+    assert_same_run(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
+
+
 def test_time_limit_stops_with_a_checkpoint_and_chunks_add_up(tmp_path):
     train(cfg(tmp_path / "a", max_steps=5), SOURCE, VAL)
     chunks = 0

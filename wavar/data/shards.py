@@ -139,6 +139,22 @@ def _replay_all(syms, offsets, n_planes, lang, immediate, channels, n_coef, scan
                     context_out[a + t, j] = sc[t, j]
 
 
+def bucketed_indices(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                     buckets: int = 1) -> np.ndarray:
+    """``batch_size`` random sequence indices. With ``buckets`` > 1: draw ``buckets`` times as
+    many, sort them by length and keep one of the ``buckets`` aligned blocks, chosen at random,
+    so a batch pads less. Every draw is uniform and every block equally likely, so each
+    sequence is as likely to be in a batch as without buckets; the batch holds similar lengths
+    instead of a cross-section. ``buckets = 1`` draws exactly what a plain uniform draw does.
+    """
+    if buckets <= 1:
+        return rng.integers(0, len(lengths), batch_size)
+    idx = rng.integers(0, len(lengths), batch_size * buckets)
+    order = np.argsort(lengths[idx], kind="stable")
+    block = int(rng.integers(buckets))
+    return idx[order[block * batch_size : (block + 1) * batch_size]]
+
+
 @dataclass
 class TokenDataset:
     """Sequences of one split with their slots and legal masks, ready for batching.
@@ -317,8 +333,11 @@ class TokenDataset:
             out["context"] = context
         return out
 
-    def sample_batch(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return self.batch(rng.integers(0, len(self), batch_size))
+    def sample_batch(self, batch_size: int, rng: np.random.Generator,
+                     buckets: int = 1) -> dict[str, np.ndarray]:
+        """A random training batch (with ``buckets`` > 1, of similar lengths: see
+        :func:`bucketed_indices`)."""
+        return self.batch(bucketed_indices(self.lengths, batch_size, rng, buckets))
 
     def iter_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         for s in range(0, len(self), batch_size):

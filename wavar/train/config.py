@@ -71,6 +71,8 @@ class TrainConfig:
     log_every: int = 10
     compile: bool = False
     pad_to: int = 512  # on CUDA, batches are padded to a multiple of this: few compiled shapes
+    length_buckets: int = 1  # >1: each batch one of this many length-sorted blocks of a
+    # larger random draw (less padding: wavar.data.shards.bucketed_indices)
     seed: int = 0
     time_limit_s: float = 0.0  # stop, checkpoint and return after this much wall time; 0 = never
     budget_s: float = 0.0  # >0: the run lasts this much training wall time (across resumes),
@@ -88,7 +90,7 @@ class TrainConfig:
     #                                every this much run wall time (learning curves of FID)
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "log_every", "pad_to")
+        positive = ("batch_size", "log_every", "pad_to", "length_buckets")
         non_negative = ("max_steps", "warmup_steps", "eval_every", "eval_batches", "ckpt_every",
                         "sample_every", "lr", "min_lr", "weight_decay", "grad_clip",
                         "time_limit_s", "budget_s", "val_holdout", "snapshot_every_s")

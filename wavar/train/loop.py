@@ -47,8 +47,9 @@ from wavar.train.prefetch import Prefetcher, pad_batch
 class DataSource(Protocol):
     """What :func:`train` needs from a data source (the token-shard loader, a test fake)."""
 
-    def sample_batch(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        ...
+    def sample_batch(self, batch_size: int, rng: np.random.Generator,
+                     buckets: int = 1) -> dict[str, np.ndarray]:
+        ...  # ``buckets`` is passed only when > 1 (length-bucketed batches)
 
     def iter_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         ...
@@ -181,7 +182,7 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     # Batches are drawn ahead on a thread (pinned memory on CUDA): the host no longer waits
     # for each copy, so it queues the next step while the GPU runs this one.
     batches = Prefetcher(data_train, cfg.batch_size, data_rng, device, pad_to,
-                         model.config.max_seq_len)
+                         model.config.max_seq_len, buckets=cfg.length_buckets)
     result: dict[str, Any] = {}
     stopped = "max_steps"
     acc_bits = torch.zeros((), device=device)

@@ -42,7 +42,7 @@ class Prefetcher:
 
     def __init__(self, source, batch_size: int, rng: np.random.Generator,
                  device: torch.device, pad_to: int = 1, max_len: int | None = None,
-                 depth: int = 3) -> None:
+                 depth: int = 3, buckets: int = 1) -> None:
         self.device = device
         self.consumed_state: dict[str, Any] = rng.bit_generator.state
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -52,7 +52,8 @@ class Prefetcher:
         def produce() -> None:
             try:
                 while not self._stop.is_set():
-                    np_batch = source.sample_batch(batch_size, rng)
+                    np_batch = (source.sample_batch(batch_size, rng, buckets) if buckets > 1
+                                else source.sample_batch(batch_size, rng))
                     tensors = pad_batch(np_batch, pad_to, max_len)
                     if pin:
                         tensors = {k: v.pin_memory() for k, v in tensors.items()}
