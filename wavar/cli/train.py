@@ -89,16 +89,18 @@ def _train(args: argparse.Namespace) -> int:
 def _train_in_group(cfg, args: argparse.Namespace, info) -> int:
     codec = codec_from_params(cfg.codec)
     splits = ("train",) if cfg.val_holdout else ("test", "train")
+    images = load(cfg.dataset, "train")
     if info.is_main:  # tokenize once (up-to-date shards are kept), before other ranks read
         for split in splits:
             tokenize(cfg.dataset, codec, split)
+        if cfg.hflip:
+            tokenize(mirrored(images), codec, FLIPPED)
     if info.enabled:
         dist.barrier()
     # decoder-state features are replayed only for a model that reads them
     context = bool(cfg.model_args.get("decoder_state", 0))
     data_train = TokenDataset.load(cfg.dataset, codec, "train", tokenize_missing=False,
                                    limit=args.limit, context=context)
-    images = load(cfg.dataset, "train")
     if cfg.val_holdout:
         data_train, data_val = data_train.holdout(cfg.val_holdout)
         if info.is_main:
@@ -108,6 +110,13 @@ def _train_in_group(cfg, args: argparse.Namespace, info) -> int:
         data_val = TokenDataset.load(cfg.dataset, codec, "test", tokenize_missing=False,
                                      context=context)
     n_train = len(data_train)
+    if cfg.hflip:  # the mirrored twins of the training images only (not of held-out ones)
+        flipped = TokenDataset.load(cfg.dataset, codec, FLIPPED, tokenize_missing=False,
+                                    limit=n_train, context=context)
+        data_train = data_train.concat(flipped)
+        if info.is_main:
+            print(f"augmentation: {n_train} training images and their {len(flipped)} mirror "
+                  f"images (hflip)")
     cfg.codec = data_codec_info(codec, data_train, _first(images, n_train))
     channels = data_train.image_shape[2] if len(data_train.image_shape) == 3 else 1
     longest = int(max(data_train.lengths.max(), data_val.lengths.max()))
@@ -123,6 +132,18 @@ def _train_in_group(cfg, args: argparse.Namespace, info) -> int:
               f"{result.get('val_bits_per_image', float('nan')):.1f} bits/image; "
               f"weights in {cfg.out_dir}/model")
     return 0
+
+
+#: The token split of the training images mirrored left-right (not "train-...": the shard
+#: globs of "train" would take it for its own).
+FLIPPED = "hflip-train"
+
+
+def mirrored(images: ImageDataset) -> ImageDataset:
+    """The images flipped left-right (the augmentation codes the flipped image: a mirror in
+    pixels is no mirror of the token sequence)."""
+    return ImageDataset(images.name, np.ascontiguousarray(images.x[:, :, ::-1]), images.y,
+                        images.classes)
 
 
 def _first(images, n: int):

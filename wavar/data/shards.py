@@ -295,6 +295,22 @@ class TokenDataset:
                             self.pos[take], self.legal[take], self.classes,
                             None if self.context is None else self.context[take])
 
+    def concat(self, other: TokenDataset) -> TokenDataset:
+        """This dataset's sequences followed by ``other``'s (same codec and image shape)."""
+        if (other.image_shape != self.image_shape or other.codec.params() != self.codec.params()
+                or (other.context is None) != (self.context is None)):
+            raise DatasetError("cannot join token datasets of different codecs, image shapes "
+                               "or feature sets")
+        offsets = np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]])
+        return TokenDataset(self.codec, self.image_shape,
+                            *(np.concatenate([getattr(self, k), getattr(other, k)])
+                              for k in ("tokens",)), offsets,
+                            *(np.concatenate([getattr(self, k), getattr(other, k)])
+                              for k in ("m_tilde", "label", "slots", "pos", "legal")),
+                            self.classes,
+                            None if self.context is None
+                            else np.concatenate([self.context, other.context]))
+
     def holdout(self, n: int) -> tuple[TokenDataset, TokenDataset]:
         """``(first len - n sequences, last n sequences)``: training and validation parts."""
         if not 0 < n < len(self):
