@@ -94,17 +94,25 @@ def live_server(model_root):
 
 
 class Gate:
-    """Holds the worker before each job until opened: lets a test fill the queue."""
+    """While open is not set, holds the worker before each job: lets a test fill the queue.
+    A context manager: the worker runs freely again on exit."""
 
     def __init__(self, worker) -> None:
         self.worker, self.open = worker, threading.Event()
-        run = worker._run
+
+    def __enter__(self) -> "Gate":
+        run = self.worker._run
 
         def gated(jobs):
             self.open.wait(30)
             run(jobs)
 
-        worker._run = gated
+        self.worker._run = gated
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.open.set()
+        del self.worker._run  # back to the class's method
 
     def wait_until(self, running: int, waiting: int, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout

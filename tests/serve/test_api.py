@@ -229,8 +229,7 @@ def test_raster_models_refuse_wvr_and_completion(tmp_path):
 def test_full_queue_gets_429_and_slow_requests_504(model_root):
     app = create_app(Settings(models=("tiny",), model_root=model_root, queue_size=1,
                               timeout_s=1.0))
-    with TestClient(app) as c:
-        gate = Gate(app.state.worker)
+    with TestClient(app) as c, Gate(app.state.worker) as gate:
         body = {"model": "tiny", "classes": ["a"], **FAST}
         answers = {}
 

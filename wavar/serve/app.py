@@ -135,14 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > settings.max_upload_bytes + BODY_SLACK:
-            return JSONResponse({"error": f"request body of {int(size)} bytes is over the "
-                                          f"limit of {_mb(settings.max_upload_bytes)}"},
-                                status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + BODY_SLACK)
 
     # -- jobs: submitted to the worker, answered through an asyncio queue
 
@@ -315,6 +308,26 @@ def create_app(settings: Settings) -> FastAPI:
         return _file(res.seqs[i].to_bytes(), "application/octet-stream", f"{stem}-{i}.wvr")
 
     return app
+
+
+class BodyLimit:
+    """413 for a request whose Content-Length is over ``limit``, before it is read. (Plain
+    ASGI rather than ``@app.middleware``, which would wrap the event streams.) An upload sent
+    without a length is still cut at the limit where it is read."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            size = dict(scope["headers"]).get(b"content-length", b"")
+            if size.isdigit() and int(size) > self.limit:
+                response = JSONResponse({"error": f"request body of {int(size)} bytes is over "
+                                                  f"the limit of {_mb(self.limit - BODY_SLACK)}"},
+                                        status_code=413)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _check_wvr(codec, model: str) -> None:

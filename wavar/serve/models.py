@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,12 @@ class ModelEntry:
     description: str = ""
     in_zoo: bool = False
 
-    @cached_property
+    @property
     def config(self) -> dict[str, Any]:
         """The model's ``config.json`` (read without loading the weights)."""
+        file = self.path / "config.json"
         try:
-            return json.loads((self.path / "config.json").read_text())
+            return _read_config(file, file.stat().st_mtime_ns)
         except (OSError, ValueError) as e:
             raise ApiError(500, f"model {self.name!r} has an unreadable config.json: {e}") from e
 
@@ -57,6 +58,12 @@ class ModelEntry:
                 "image_shape": shape + [1] * (3 - len(shape)),
                 "language": codec.get("language", "zeroblock"),
                 "wavelet": codec.get("wavelet"), "max_tokens": self.config.get("max_seq_len")}
+
+
+@lru_cache(maxsize=64)
+def _read_config(file: Path, mtime_ns: int) -> dict[str, Any]:
+    # keyed on the modification time too: a model folder rewritten in place is read again
+    return json.loads(file.read_text())
 
 
 def _folder_entry(path: Path, name: str | None = None) -> ModelEntry | None:

@@ -14,6 +14,7 @@ const state = {
   mask: null,             // rows of 0/1 at the model's size: 1 = keep
   log: [],                // every stream event in order (read by the browser test)
 };
+window.wavar = state;          // for the console, and for the browser test
 window.wavarLog = state.log;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
