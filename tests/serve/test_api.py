@@ -1,7 +1,9 @@
 """The API of ``wavar serve``: every endpoint, and bad input answered with a 4xx and a message."""
 
 import json
+import struct
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -52,6 +54,7 @@ def test_page_models_and_health(client):
     page = client.get("/")
     assert page.status_code == 200 and "<title>wavar" in page.text
     assert client.get("/static/app.js").status_code == 200
+    assert "/api/generate" in client.get("/api/openapi.json").json()["paths"]
     models = client.get("/api/models").json()
     (tiny,) = models["models"]
     assert tiny["name"] == "tiny" and tiny["classes"] == ["a", "b", "c"]
@@ -172,6 +175,9 @@ def test_bad_bodies_and_paths(client, sampled, uploaded):
     r = client.post("/api/generate", content=b"{not json", headers={"content-type":
                                                                      "application/json"})
     assert r.status_code == 422 and "JSON" in r.json()["error"]
+    r = client.post("/api/generate", content=iter([b'{"model": ', b'"nope"}']),
+                    headers={"content-type": "application/json"})  # chunked, under the limit
+    assert r.status_code == 404 and "nope" in r.json()["error"]
     for url, status in [(f"/api/results/{sampled['result']}/..%2F..%2Fpyproject.toml", 404),
                         ("/api/results/nope/0.png", 404),
                         (f"/api/results/{sampled['result']}/9.png", 404),
@@ -189,14 +195,28 @@ def upload(client, data: bytes, name="x.png", **form):
                        data={"model": "tiny", **form})
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares a size and holds no pixels (a decompression bomb's opening)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
 def test_uploads_refuse_bad_files(client):
     ok = png_file(np.zeros((8, 8), np.uint8))
     cases = [
         (upload(client, b"%PDF-1.4 not an image", "doc.pdf"), 415, "not an image"),
         (upload(client, b""), 400, "empty"),
         (upload(client, png_file(np.zeros((4, 1025), np.uint8))), 413, "1025x4"),
+        (upload(client, png_header(100_000, 100_000)), 413, "huge"),
         (upload(client, b"\0" * (4 * 2**20 + 1)), 413, "4 MB"),
         (upload(client, b"\0" * (5 * 2**20)), 413, "limit"),
+        (client.post("/api/uploads", content=(b"\0" * 2**20 for _ in range(6)),
+                     headers={"content-type": "multipart/form-data; boundary=x"}), 413,
+         "a request body over the limit"),  # chunked: no length given, cut while read
         (upload(client, ok, model="nope"), 404, "unknown model"),
         (upload(client, ok, model="../tiny"), 400, "not a model name"),
         (upload(client, ok, **{"class": "zebra"}), 400, "unknown class"),

@@ -112,7 +112,9 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         worker.stop()
 
-    app = FastAPI(title="wavar", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    # no /docs page: FastAPI's loads its scripts from a CDN, and the server works offline
+    app = FastAPI(title="wavar", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url="/api/openapi.json")
     app.state.settings, app.state.registry, app.state.worker = settings, registry, worker
     app.state.results, app.state.uploads = results, uploads
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -311,23 +313,49 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 class BodyLimit:
-    """413 for a request whose Content-Length is over ``limit``, before it is read. (Plain
-    ASGI rather than ``@app.middleware``, which would wrap the event streams.) An upload sent
-    without a length is still cut at the limit where it is read."""
+    """413 for a request body over ``limit`` bytes: at once when its Content-Length says so,
+    else (a chunked upload) as soon as that many bytes have come, before the app parses any
+    of it. (Plain ASGI rather than ``@app.middleware``, which would wrap the event streams.)"""
 
     def __init__(self, app, limit: int) -> None:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            size = dict(scope["headers"]).get(b"content-length", b"")
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        size = dict(scope["headers"]).get(b"content-length")
+        if size is not None:
             if size.isdigit() and int(size) > self.limit:
-                response = JSONResponse({"error": f"request body of {int(size)} bytes is over "
-                                                  f"the limit of {_mb(self.limit - BODY_SLACK)}"},
-                                        status_code=413)
-                await response(scope, receive, send)
+                await self._refuse(f"a request body of {int(size)} bytes", scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
+        chunks, total, more = [], 0, True  # no length given: read up to the limit, then replay
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left
+            chunks.append(message.get("body", b""))
+            total += len(chunks[-1])
+            more = message.get("more_body", False)
+            if total > self.limit:
+                await self._refuse("a request body", scope, receive, send)
+                return
+        body = b"".join(chunks)
+
+        async def replay():
+            nonlocal body
+            if body is None:
+                return await receive()
+            message, body = {"type": "http.request", "body": body, "more_body": False}, None
+            return message
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, what: str, scope, receive, send) -> None:
+        message = f"{what} over the limit of {_mb(self.limit - BODY_SLACK)}: send a smaller file"
+        await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
 
 
 def _check_wvr(codec, model: str) -> None:

@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -184,9 +184,7 @@ def run_generation(model, jobs: list[Job], results: Store) -> None:
 
     specs: list[GenerationSpec] = [j.payload for j in jobs]
     labels = np.concatenate([s.labels for s in specs])
-    options = specs[0].options
-    if len(jobs) > 1:  # equal keys: the options differ in nothing but the (absent) seed
-        options = replace(options, seed=None)
+    options = specs[0].options  # merged jobs have equal batch keys: equal options, no seed
     t = time.perf_counter()
     with watching(model, jobs):
         seqs = list(generate(model, labels, options))
@@ -242,6 +240,9 @@ def read_upload(data: bytes, filename: str, max_side: int) -> Image.Image:
     small file can unpack to a huge image). 413/415 on a file the server will not take."""
     try:
         img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:  # Pillow's own check of a huge declared size
+        raise ApiError(413, f"{filename or 'the image'} declares a huge size; the limit is "
+                            f"{max_side}x{max_side}: scale it down first") from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise ApiError(415, f"{filename or 'the upload'} is not an image this server can read "
                             "(try PNG, JPEG, GIF, BMP or WebP)") from None

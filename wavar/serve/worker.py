@@ -185,11 +185,13 @@ def watching(model, jobs: list[Job], every_s: float = 0.25) -> Iterator[None]:
     and raise :class:`Cancelled` at a step once no job is live.
 
     The sampler has no callback, so this listens where every step passes: a forward hook on
-    the model's output head (called once per step by the CPU loop). The GPU loop replays a
-    CUDA graph, where hooks do not fire: there the generation simply runs to the end.
+    the model's output head (called once per step by the CPU loop). Only on the CPU: on a GPU
+    the generation is captured into a CUDA graph, which a hook must not disturb (and where it
+    would not fire), so there it runs to its end.
     """
     head = getattr(model, "head", None)
-    if head is None or not hasattr(head, "register_forward_hook"):
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if head is None or not hasattr(head, "register_forward_hook") or not on_cpu:
         yield
         return
     start = time.monotonic()
