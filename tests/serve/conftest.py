@@ -15,8 +15,6 @@ from PIL import Image
 from wavar import WaveletCodec
 from wavar.model.transformer import WaveletGPT, config_from_preset
 
-pytest.importorskip("fastapi", reason="wavar serve needs the serve extra: pip install -e .[serve]")
-
 SHAPE = (8, 8)  # the tiny model's images: about 200 tokens, 5 bit-planes
 FAST = {"max_plane": 3}  # generations of the API tests stop early: they test plumbing
 

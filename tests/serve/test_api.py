@@ -13,6 +13,7 @@ from tests.serve.conftest import FAST, SHAPE, Gate, data_url_image, png_file
 from wavar.codec import CodedImage, WaveletCodec
 from wavar.serve import Settings, create_app
 
+pytest.importorskip("fastapi", reason="wavar serve needs the serve extra: pip install -e .[serve]")
 pytest.importorskip("httpx", reason="the API tests use FastAPI's TestClient (httpx)")
 from fastapi.testclient import TestClient  # noqa: E402
 

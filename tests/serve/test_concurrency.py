@@ -7,6 +7,7 @@ import pytest
 
 from tests.serve.conftest import FAST, Gate
 
+pytest.importorskip("uvicorn", reason="wavar serve needs the serve extra: pip install -e .[serve]")
 httpx = pytest.importorskip("httpx")
 
 
