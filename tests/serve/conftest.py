@@ -112,7 +112,7 @@ class Gate:
         self.open.set()
         del self.worker._run  # back to the class's method
 
-    def wait_until(self, running: int, waiting: int, timeout: float = 10) -> None:
+    def wait_until(self, running: int, waiting: int, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while (len(self.worker.running), self.worker.waiting()) != (running, waiting):
             assert time.monotonic() < deadline, (len(self.worker.running), self.worker.waiting())

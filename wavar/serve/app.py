@@ -211,7 +211,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/health")
     async def health() -> dict:
         return {"status": "ok", "waiting": worker.waiting(), "running": len(worker.running),
-                "loaded": registry.loaded()}
+                "stopped": worker.stopped, "loaded": registry.loaded()}
 
     @app.post("/api/generate")
     async def generate(req: GenerateRequest, stream_events: bool = Query(False, alias="stream")

@@ -78,6 +78,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.running: list[Job] = []  # the jobs being worked on now (for /api/health)
+        self.stopped = 0  # generations stopped because nobody waited for them any more
 
     # -- the web side
 
@@ -163,6 +164,7 @@ class Worker:
             model = self.registry.load(jobs[0].model)
             jobs[0].work(model, jobs)
         except Cancelled:
+            self.stopped += 1
             log.info("stopped a generation for %s: no client waits for it", jobs[0].model)
         except ApiError as e:
             _emit_all(jobs, "error", e.payload())
