@@ -67,13 +67,17 @@ def test_page_models_and_health(client):
 def test_generate_answers_frames_coarse_to_fine(sampled):
     assert sampled["classes"] == ["a", "a"] and sampled["images"] == 2
     frames = sampled["frames"]
-    assert len(frames) >= 2 and frames[-1]["final"] and not frames[0]["final"]
+    assert len(frames) == FAST["max_plane"] and frames[-1]["final"] and not frames[0]["final"]
     tokens = np.array([f["tokens"] for f in frames])
     bits = np.array([f["bits"] for f in frames])
-    assert (np.diff(tokens, axis=0) >= 0).all() and (np.diff(bits, axis=0) >= 0).all()
-    assert tokens[-1].tolist() == sampled["tokens"] and len(frames) <= FAST["max_plane"]
+    assert (np.diff(tokens, axis=0) > 0).all() and (np.diff(bits, axis=0) > 0).all()
+    assert tokens[-1].tolist() == sampled["tokens"] and bits[-1].tolist() == sampled["bits"]
     img = data_url_image(frames[-1]["images"][0])
     assert img.shape == SHAPE and img.dtype == np.uint8
+    # live: one sampler call per plane, each frame sent before the next call began
+    assert [f["stage"] for f in frames] == [1, 2, 3] and sampled["stages"] == 3
+    starts = sampled["stage_starts"]
+    assert all(f["seconds"] <= t for f, t in zip(frames, starts[1:], strict=False))
 
 
 def test_generate_streams_events_in_order(client):
@@ -128,6 +132,10 @@ def test_prefix_and_region_completion(client, uploaded):
     r = client.post("/api/generate", json={**body, "keep_planes": 1})
     assert r.status_code == 200, r.text
     done = r.json()
+    kept, *sampled = done["frames"]  # the kept plane is a frame before any sampling
+    assert kept["label"].endswith("(kept)") and kept["stage"] == 0
+    assert kept["tokens"] == [uploaded["plane_ends"][0]] * 2
+    assert [f["stage"] for f in sampled] == list(range(1, len(sampled) + 1))
     ours = CodedImage.from_bytes(
         client.get(f"/api/uploads/{uploaded['upload']}/prefix.wvr").content)
     k = uploaded["plane_ends"][0]
@@ -137,6 +145,21 @@ def test_prefix_and_region_completion(client, uploaded):
     mask = [[1] * 4 + [0] * 4 for _ in range(8)]
     r = client.post("/api/generate", json={**body, "mask": mask, **FAST})
     assert r.status_code == 200 and r.json()["images"] == 2, r.text
+
+
+def test_frames_after_sampling_when_not_live(model_root):
+    """(``--no-live-frames``: one sampler call, then the frames cut from its sequences.)"""
+    app = create_app(Settings(models=("tiny",), model_root=model_root, live_frames=False))
+    with TestClient(app) as c:
+        assert c.get("/api/models").json()["limits"]["live_frames"] is False
+        r = c.post("/api/generate", json={"model": "tiny", "classes": ["a"], "n": 2, "seed": 3,
+                                          **FAST})
+    assert r.status_code == 200, r.text
+    done = r.json()
+    frames = done["frames"]
+    assert len(frames) == FAST["max_plane"] and done["stages"] == 1
+    assert {f["stage"] for f in frames} == {1} and frames[-1]["final"]
+    assert frames[-1]["tokens"] == done["tokens"]
 
 
 def generate_error(client, body, status, words):
@@ -238,7 +261,10 @@ def test_raster_models_refuse_wvr_and_completion(tmp_path):
     WaveletGPT(cfg).save_pretrained(tmp_path / "pixels")
     with TestClient(create_app(Settings(model_root=tmp_path, models=("pixels",)))) as c:
         r = c.post("/api/generate", json={"model": "pixels", "classes": ["x"], "seed": 0})
-        assert r.status_code == 200 and r.json()["frames"][-1]["tokens"] == [16]
+        assert r.status_code == 200, r.text
+        frames = r.json()["frames"]  # a stage per token budget
+        assert [f["tokens"][0] for f in frames] == [1, 2, 3, 4, 7, 10, 16]
+        assert [f["stage"] for f in frames] == list(range(1, 8)) and frames[-1]["final"]
         assert c.get(f"/api/results/{r.json()['result']}/0.gif").status_code == 200
         r = c.get(f"/api/results/{r.json()['result']}/0.wvr")
         assert r.status_code == 400 and "raster" in r.json()["error"]

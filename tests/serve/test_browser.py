@@ -1,5 +1,6 @@
 """The page in a real headless Chromium (Debian's package, driven by Playwright): sample,
-watch the frames arrive, upload an image, slide over its tokens, paint a mask, complete it.
+watch the frames arrive while the model samples, upload an image, slide over its tokens,
+paint a mask, complete it.
 
 Needs the ``chromium`` command (``make chromium`` installs it); without it this test fails
 rather than skips, so CI cannot pass without running it. ``WAVAR_SERVE_SCREENSHOT=PATH``
@@ -65,15 +66,24 @@ def test_sample_upload_slide_and_complete_a_region(page, tmp_path):
     page.check("#classes input[value='3']")
     page.fill("#n", "2")
     page.fill("#seed", "0")
+    # three planes (of 4-5): live frames cost a sampler call per plane, each stepping the planes
+    # before it again; three keep the test about as long as one call for every plane
+    page.click("summary:has-text('Budget')")
+    page.fill("#max-plane", "3")
     run_and_wait(page, "#sample")
     log = page.evaluate("window.wavarLog")
     frames = [e for e in log if e["event"] == "frame"]
     drawn = [e for e in log if e["event"] == "drawn"]
-    assert len(frames) >= 3 and [f["index"] for f in frames] == list(range(len(frames)))
+    assert len(frames) == 3 and [f["index"] for f in frames] == list(range(len(frames)))
     assert not frames[0]["final"] and frames[-1]["final"]
     assert [e["event"] for e in log].index("done") > log.index(frames[-1])
     assert [d["index"] for d in drawn] == [f["index"] for f in frames]
     assert drawn[0]["t"] < drawn[-1]["t"]  # the coarse frame was on screen before the final
+    # live: a sampler call per plane, and the first frame was here (the browser's clock)
+    # before the server (the same machine's clock) began the last call
+    (done,) = [e for e in log if e["event"] == "done"]
+    assert [f["stage"] for f in frames] == list(range(1, len(frames) + 1))
+    assert frames[0]["wall"] / 1000 < done["started_at"] + done["stage_starts"][-1]
     assert canvases_not_blank(page, "#images canvas") == [True, True]
     assert page.locator("#images .tile a[href$='.wvr']").count() == 2
 

@@ -1,5 +1,7 @@
 """Eight requests at once against a live uvicorn: each answered, and answered right."""
 
+import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -58,3 +60,35 @@ def test_a_client_that_leaves_frees_the_worker(live_server):
         assert worker.stopped == stopped + 1  # stopped, not finished
         r = client.post("/api/generate", json={"model": "tiny", **FAST})
         assert r.status_code == 200  # and the worker serves the next request
+
+
+def test_frames_arrive_while_sampling_goes_on(live_server, monkeypatch):
+    """The last plane's sampler call waits until the client has the first frame: a frame
+    streams as soon as its plane is sampled, not when the whole generation ends."""
+    import wavar.sample.generate as sampling
+
+    sample, seen, waited = sampling.generate, threading.Event(), []
+
+    def generate(model, labels, options=None, **settings):
+        if options is not None and options.max_plane == FAST["max_plane"]:  # the last plane
+            waited.append(seen.wait(30))
+        return sample(model, labels, options, **settings)
+
+    monkeypatch.setattr(sampling, "generate", generate)
+    body = {"model": "tiny", "classes": ["a", "b"], "n": 1, "seed": 1, **FAST}
+    events = []
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
+        with client.stream("POST", "/api/generate?stream=true", json=body) as r:
+            kind = None
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    events.append((kind, json.loads(line[6:])))
+                    if kind == "frame":
+                        seen.set()
+    assert waited == [True]  # the client had frame 1 before the last call began
+    kinds = [k for k, _ in events]
+    frames = [d for k, d in events if k == "frame"]
+    assert kinds[-1] == "done" and kinds.index("frame") < len(kinds) - 1
+    assert [f["stage"] for f in frames] == [1, 2, 3] and frames[-1]["final"]

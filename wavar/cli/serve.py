@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests that may wait for the model; more get 429 (default 16)")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S",
                    help="seconds before a request gets 504 (default 120)")
+    p.add_argument("--no-live-frames", dest="live_frames", action="store_false",
+                   help="sample each request in one go and send its frames afterwards, "
+                   "instead of plane by plane as they are sampled (live frames cost 2-3 times "
+                   "the model steps)")
     p.set_defaults(func=_serve)
     return p
 
@@ -82,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("torch threads: %d", args.threads)
     settings = Settings(models=tuple(args.models), model_root=args.model_root,
                         device=_device(args.device), queue_size=args.queue,
-                        timeout_s=args.timeout)
+                        timeout_s=args.timeout, live_frames=args.live_frames)
     app = create_app(settings)
     registry = app.state.registry
     if settings.models:  # an operator's list: load now, so a broken model shows at start

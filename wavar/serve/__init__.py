@@ -9,11 +9,16 @@ a JSON API (:mod:`wavar.serve.app`):
 * download PNG, GIF and ``.wvr`` files.
 
 How frames stream. The sampler (:func:`wavar.sample.generate.generate`) has no per-token
-callback, so a generation runs to the end and *then* streams one frame per bit-plane: the
-prefix of each finished sequence up to the end of plane 1, 2, ... (per token budget for a
-raster model). The frames are exactly what those prefixes decode to; they arrive after the
-generation, not while it runs. While it runs the stream carries the step count, read by a
-forward hook on the model's output head (which also stops a generation nobody waits for).
+callback, so a generation is sampled in stages (:mod:`wavar.serve.stages`): one sampler call
+per bit-plane, forcing the planes sampled so far and the m~ the first call drew, with a seed
+derived from the request's and the plane's; each plane's frame (images, tokens, model bits
+so far) is sent as soon as its call returns, while the next plane is sampled (a raster model:
+one call per token budget). The cost: the sampler steps a forced prefix one token at a time,
+so each call steps again through the planes before it: for two mnist images 3.0 times the
+model steps and 2.7 times the time of one call (README, "Web app"). ``--no-live-frames``
+(``Settings.live_frames=False``) samples in one call and sends the frames afterwards. Between
+frames the stream carries the step count, read by a forward hook on the model's output head
+(which also stops a generation nobody waits for).
 
 Serving: each model is loaded once per process (:mod:`wavar.serve.models`); one worker thread
 runs every model computation, in order, from a bounded queue, and merges waiting generations

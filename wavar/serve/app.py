@@ -19,9 +19,11 @@ Endpoints (all errors are ``{"error": message}`` with a 4xx/5xx status):
                                             native, the others to about 128 px)
 =========================================  =================================================
 
-Events of a stream, in order: ``queued`` (jobs ahead), ``started``, ``progress`` (model steps,
-while sampling), ``frame`` (one per bit-plane, after sampling: images, tokens and model bits
-so far per image), ``done`` (the result id) or ``error`` (status and message).
+Events of a stream, in order: ``queued`` (jobs ahead), ``started``, ``progress`` (model steps
+and the sampler call, while sampling), ``frame`` (one per bit-plane, sent as soon as that
+plane is sampled: images, tokens and model bits so far per image, the sampler calls made and
+the seconds since the generation began), ``done`` (the result id, the seconds, the sampler
+calls and when each began) or ``error`` (status and message). Frames and progress interleave.
 """
 
 from __future__ import annotations
@@ -218,7 +220,8 @@ def create_app(settings: Settings) -> FastAPI:
                        ) -> Any:
         entry = registry.entry(req.model)
         spec = plan_generation(entry, req, uploads, settings.max_images)
-        job, events = submit(entry.name, partial(run_generation, results=results), spec,
+        job, events = submit(entry.name, partial(run_generation, results=results,
+                                                 live=settings.live_frames), spec,
                              rows=len(spec.labels), batch_key=spec.batch_key())
         if stream_events:
             return StreamingResponse(stream(job, events), media_type="text/event-stream",

@@ -1,8 +1,6 @@
 """Frames and files from token sequences: where the planes end, PNG/GIF bytes, model bits.
 
-A *frame* is every sequence cut at the same point and decoded: for a wavelet model the end of
-bit-plane 1, 2, ... of each sequence (planes counted from each image's first), for a raster
-model one of a few log-spaced token budgets.
+(The frames of a generation, one per bit-plane, come from :mod:`wavar.serve.stages`.)
 """
 
 from __future__ import annotations
@@ -20,33 +18,12 @@ from PIL import Image
 from wavar.codec import CodedImage, RasterCodec
 from wavar.viz import prefix_lengths, save_gif
 
-RASTER_FRAMES = 8  # frames of a raster model's stream (it has no planes)
-
 
 def plane_ends(codec, seq: CodedImage) -> list[int]:
     """Token count at the end of each bit-plane of ``seq`` (the last is ``len(seq)``)."""
     plane = codec.slots(seq).plane[: len(seq)]  # slots has one entry past the end
     n = int(plane.max()) + 1 if len(plane) else 0
     return [int(np.searchsorted(plane, k)) for k in range(1, n + 1)]
-
-
-def frame_cuts(codec, seqs: Sequence[CodedImage]) -> list[tuple[str, list[int]]]:
-    """The frames of a stream: (label, tokens kept of each sequence), coarse to fine, the
-    last one the complete sequences."""
-    lengths = [len(s) for s in seqs]
-    if isinstance(codec, RasterCodec):
-        return [(f"{k} tokens", [min(k, n) for n in lengths])
-                for k in prefix_lengths(max(lengths), RASTER_FRAMES)]
-    ends = [plane_ends(codec, s) for s in seqs]
-    planes = max(1, max(map(len, ends)))
-    return [(f"plane {k} of {planes}", [e[k - 1] if k <= len(e) else n
-                                        for e, n in zip(ends, lengths, strict=True)])
-            for k in range(1, planes + 1)]
-
-
-def decode_cut(codec, seqs: Sequence[CodedImage], cut: Sequence[int]) -> list[np.ndarray]:
-    """Each sequence decoded from its first ``cut[i]`` tokens."""
-    return codec.decode_batch([s[:k] for s, k in zip(seqs, cut, strict=True)])
 
 
 def upscale(img: np.ndarray, scale: int) -> np.ndarray:
@@ -99,16 +76,20 @@ def prefix_bits(model, seqs: Sequence[CodedImage], labels: Sequence[int],
     from wavar.sample.generate import codec_of
 
     cfg = model.config
+    codec = codec_of(model)
     cut = [s[: cfg.max_seq_len] for s in seqs]
     out: list[np.ndarray] = [np.zeros(len(s) + 1) for s in cut]
     live = [i for i, s in enumerate(cut) if len(s)]
     if not live:
         return out
     lengths = np.array([len(cut[i]) for i in live], np.int64)
+    tokens = [cut[i].tokens for i in live]
+    if isinstance(codec, RasterCodec):  # the data set takes whole raster images: pad a part
+        full = int(np.prod(cfg.codec["image_shape"]))  # (a prefix's bits ignore what follows)
+        tokens = [np.pad(t, (0, max(0, full - len(t)))) for t in tokens]
     data = TokenDataset.from_sequences(
-        codec_of(model), list(cfg.codec["image_shape"]),
-        np.concatenate([cut[i].tokens for i in live]),
-        np.concatenate([[0], np.cumsum(lengths)]),
+        codec, list(cfg.codec["image_shape"]), np.concatenate(tokens),
+        np.concatenate([[0], np.cumsum([len(t) for t in tokens])]),
         np.array([cut[i].header.m_tilde for i in live], np.int64),
         np.array([labels[i] for i in live], np.int64), context=bool(cfg.decoder_state))
     device = next(model.parameters()).device

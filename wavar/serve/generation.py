@@ -24,9 +24,9 @@ from wavar.imageio import pil_to_mode
 from wavar.sample.generate import class_indices
 from wavar.sample.options import Region, SamplingOptions
 from wavar.serve.errors import ApiError
-from wavar.serve.frames import decode_cut, frame_cuts, plane_ends, png_data_url, prefix_bits
+from wavar.serve.frames import plane_ends, png_data_url, prefix_bits
 from wavar.serve.models import ModelEntry
-from wavar.serve.worker import Job, watching
+from wavar.serve.worker import Cancelled, Job, watching
 
 log = logging.getLogger("wavar.serve")
 
@@ -177,49 +177,98 @@ def _mask(rows: list[list[Any]], shape: tuple[int, int]) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- generation
 
-def run_generation(model, jobs: list[Job], results: Store) -> None:
-    """The worker's job: one generation for ``jobs`` (merged when several), then per job its
-    result, one ``frame`` event per bit-plane and ``done``."""
-    from wavar.sample.generate import codec_of, generate
+def run_generation(model, jobs: list[Job], results: Store, live: bool = True) -> None:
+    """The worker's job: one generation for ``jobs`` (merged when several). Each job gets a
+    ``frame`` event per bit-plane of its rows, sent as soon as that plane is sampled
+    (``live``: :class:`~wavar.serve.stages.StagedGeneration`; else all after one sampler call,
+    :class:`~wavar.serve.stages.OneShotGeneration`), then ``done`` once its rows are
+    complete (in a merged batch, a job whose images have fewer planes is answered first)."""
+    from wavar.serve.stages import OneShotGeneration, StagedGeneration
 
     specs: list[GenerationSpec] = [j.payload for j in jobs]
     labels = np.concatenate([s.labels for s in specs])
     options = specs[0].options  # merged jobs have equal batch keys: equal options, no seed
-    t = time.perf_counter()
-    with watching(model, jobs):
-        seqs = list(generate(model, labels, options))
-    seconds = time.perf_counter() - t
-    log.info("generated %d images (%d tokens) with %s in %.1f s", len(seqs),
-             sum(map(len, seqs)), jobs[0].model, seconds)
-    codec = codec_of(model)
-    bits = prefix_bits(model, seqs, labels)
-    start = 0
+    gen = (StagedGeneration if live else OneShotGeneration)(model, labels, options)
+    clock = Clock(time.time(), time.perf_counter(), gen)
+    streams, start = [], 0
     for job, spec in zip(jobs, specs, strict=True):
-        rows = slice(start, start + len(spec.labels))
-        start = rows.stop
-        if job.live:
-            _stream(job, spec, codec, seqs[rows], bits[rows], results, seconds, len(jobs) - 1)
+        streams.append(JobStream(job, spec, slice(start, start + len(spec.labels)),
+                                 len(jobs) - 1))
+        start += len(spec.labels)
+    bits: list[np.ndarray] = [np.zeros(1)] * len(labels)
+    progress = {"stage": 1}
+    with watching(model, jobs, progress):
+        for frame in gen:
+            waiting = [s for s in streams if not s.finished]
+            if not any(s.job.live for s in waiting):
+                raise Cancelled()
+            changed = np.flatnonzero(frame.changed)
+            if changed.size:
+                measure = frame.measure or frame.seqs
+                for i, b in zip(changed, prefix_bits(model, [measure[i] for i in changed],
+                                                     labels[changed]), strict=True):
+                    bits[i] = b
+            for stream in waiting:
+                stream.send(frame, gen.codec, bits, clock, results)
+            progress["stage"] = gen.calls + 1
+    log.info("generated %d images with %s in %.1f s (%d sampler calls)", len(labels),
+             jobs[0].model, clock.seconds(), gen.calls)
 
 
-def _stream(job: Job, spec: GenerationSpec, codec, seqs, bits, results: Store,
-            seconds: float, batched_with: int) -> None:
-    cuts = frame_cuts(codec, seqs)
-    images: list[np.ndarray] = []
-    for i, (label, cut) in enumerate(cuts):
-        images = decode_cut(codec, seqs, cut)
-        row_bits = [float(b[min(k, len(b) - 1)]) for b, k in zip(bits, cut, strict=True)]
-        job.emit("frame", {
-            "index": i, "of": len(cuts), "label": label, "final": i == len(cuts) - 1,
-            "images": [png_data_url(im) for im in images], "tokens": [int(k) for k in cut],
+@dataclass
+class Clock:
+    """When a generation began (wall clock, for clients; and ``perf_counter``)."""
+
+    wall: float
+    start: float
+    gen: Any
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
+@dataclass
+class JobStream:
+    """One job's rows of a generation and what it has been sent."""
+
+    job: Job
+    spec: GenerationSpec
+    rows: slice
+    batched_with: int
+    sent: int = 0
+    finished: bool = False
+
+    def send(self, frame, codec, bits: list[np.ndarray], clock: Clock, results: Store) -> None:
+        """Send this job its rows of ``frame``; with the last of them, its result."""
+        rows = self.rows
+        final = bool(frame.complete[rows].all())
+        if not self.job.live:
+            self.finished = final  # nobody listens: skip its frames, stop when its rows stop
+            return
+        seqs = frame.seqs[rows]
+        images = codec.decode_batch(list(seqs))
+        cut = [len(s) for s in seqs]
+        row_bits = [float(b[min(k, len(b) - 1)]) for b, k in zip(bits[rows], cut, strict=True)]
+        label, of = frame.describe(rows)
+        self.job.emit("frame", {
+            "index": self.sent, "of": max(of, self.sent + 1), "label": label, "final": final,
+            "stage": frame.stage, "seconds": round(clock.seconds(), 3),
+            "images": [png_data_url(im) for im in images], "tokens": cut,
             "bits": [round(b, 1) for b in row_bits], "total_tokens": int(sum(cut)),
             "total_bits": round(sum(row_bits), 1)})
-    result = Result(spec.model, codec, list(seqs), [int(x) for x in spec.labels], spec.names,
-                    images)
-    rid = results.put(result)
-    job.emit("done", {"result": rid, "model": spec.model, "images": len(seqs),
-                      "classes": spec.names, "tokens": [len(s) for s in seqs],
-                      "bits": [round(float(b[-1]), 1) for b in bits],
-                      "seconds": round(seconds, 2), "batched_with": batched_with})
+        self.sent += 1
+        if not final:
+            return
+        self.finished = True
+        spec = self.spec
+        rid = results.put(Result(spec.model, codec, list(seqs), [int(x) for x in spec.labels],
+                                 spec.names, images))
+        self.job.emit("done", {
+            "result": rid, "model": spec.model, "images": len(seqs), "classes": spec.names,
+            "tokens": cut, "bits": [round(b, 1) for b in row_bits],
+            "seconds": round(clock.seconds(), 2), "batched_with": self.batched_with,
+            "stages": frame.stage, "stage_starts": [round(t, 3) for t in clock.gen.starts],
+            "started_at": round(clock.wall, 3)})
 
 
 # ----------------------------------------------------------------------------- uploads

@@ -25,6 +25,9 @@ class Settings:
     max_upload_bytes, max_side : the largest upload accepted, in bytes and in pixels a side.
     max_batch_rows : most rows in one generation when waiting requests are merged.
     keep_results : finished generations and uploads kept for downloads (each, oldest dropped).
+    live_frames : sample plane by plane and send each frame as its plane is sampled
+        (:mod:`wavar.serve.stages`; 2-3 times the model steps on a CPU); False: sample in one
+        go, then send the frames (a seed gives other images in the two modes).
     """
 
     models: tuple[str, ...] = ()
@@ -37,9 +40,10 @@ class Settings:
     max_side: int = 1024
     max_batch_rows: int = 64
     keep_results: int = 64
+    live_frames: bool = True
 
     def limits(self) -> dict:
         """The limits a client should know (the page reads them from ``/api/models``)."""
         return {"max_images": self.max_images, "max_upload_bytes": self.max_upload_bytes,
                 "max_side": self.max_side, "queue_size": self.queue_size,
-                "timeout_s": self.timeout_s}
+                "timeout_s": self.timeout_s, "live_frames": self.live_frames}

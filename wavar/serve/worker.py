@@ -10,7 +10,7 @@ of them alone (a sampling step is per-step overhead on a CPU, whatever the rows)
 A :class:`Job` reports through ``emit(kind, data)``; the web side turns those into
 server-sent events. A job whose client left, or that ran out of time, is skipped, and a
 generation in the CPU loop stops at its next step when all its jobs are given up
-(:func:`watching`).
+(:func:`watching`; on a GPU, at its next stage).
 """
 
 from __future__ import annotations
@@ -182,14 +182,17 @@ def _emit_all(jobs: list[Job], kind: str, data: dict) -> None:
 
 
 @contextmanager
-def watching(model, jobs: list[Job], every_s: float = 0.25) -> Iterator[None]:
-    """While the block runs, report each model step as progress (at most every ``every_s``)
-    and raise :class:`Cancelled` at a step once no job is live.
+def watching(model, jobs: list[Job], extra: dict | None = None,
+             every_s: float = 0.25) -> Iterator[None]:
+    """While the block runs, report each model step as progress (at most every ``every_s``;
+    with ``extra``'s items as they are then) and raise :class:`Cancelled` at a step once no
+    job is live.
 
     The sampler has no callback, so this listens where every step passes: a forward hook on
     the model's output head (called once per step by the CPU loop). Only on the CPU: on a GPU
     the generation is captured into a CUDA graph, which a hook must not disturb (and where it
-    would not fire), so there it runs to its end.
+    would not fire), so there it runs to the end of its current sampler call (a staged
+    generation, :mod:`wavar.serve.stages`, stops between calls).
     """
     head = getattr(model, "head", None)
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
@@ -207,7 +210,7 @@ def watching(model, jobs: list[Job], every_s: float = 0.25) -> Iterator[None]:
             if not any(j.live for j in jobs):
                 raise Cancelled()
             _emit_all(jobs, "progress", {"step": state["steps"],
-                                         "seconds": round(now - start, 2)})
+                                         "seconds": round(now - start, 2), **(extra or {})})
 
     handle = head.register_forward_hook(hook)
     try:

@@ -51,6 +51,10 @@ async function loadModels() {
   }
   $("n").max = answer.limits.max_images;
   state.limits = answer.limits;
+  if (!answer.limits.live_frames) {
+    $("frames-hint").textContent = "This server samples in one go, then sends the frames: the "
+      + "finished sequences cut at the end of each bit-plane.";
+  }
   chooseModel(select.value);
 }
 
@@ -132,7 +136,7 @@ async function showFrame(run, frame) {
   frame.tokens.forEach((t, i) => {
     run.tiles[i].numbers.textContent = `${fmt(t)} tok · ${fmt(frame.bits[i])} bits`;
   });
-  $("progress").value = (frame.index + 1) / frame.of;
+  $("progress").value = frame.final ? 1 : (frame.index + 1) / frame.of;
   setStatus(`${frame.label}: ${fmt(frame.total_tokens)} tokens, ${fmt(frame.total_bits)} bits so far`);
   state.log.push({ event: "drawn", index: frame.index, final: frame.final, t: performance.now() });
 }
@@ -150,7 +154,8 @@ function showDone(run, done) {
   const tokens = done.tokens.reduce((a, b) => a + b, 0);
   const bits = done.bits.reduce((a, b) => a + b, 0);
   const batched = done.batched_with ? `, in a batch with ${done.batched_with} other request(s)` : "";
-  setStatus(`${done.images} images in ${fmt(done.seconds, 1)} s${batched}: `
+  const calls = done.stages > 1 ? ` (${done.stages} sampler calls, a frame after each)` : "";
+  setStatus(`${done.images} images in ${fmt(done.seconds, 1)} s${calls}${batched}: `
     + `${fmt(tokens)} tokens, ${fmt(bits)} bits`);
 }
 
@@ -195,7 +200,7 @@ async function generate(extra = {}) {
   }
   const controller = new AbortController();
   state.controller = controller;
-  const run = { names: body.classes.flatMap((c) => Array(body.n).fill(c)), tiles: null };
+  const run = { names: body.classes.flatMap((c) => Array(body.n).fill(c)), tiles: null, label: "" };
   document.body.dataset.run = "running";
   $("stop").disabled = false;
   $("progress").removeAttribute("value");
@@ -212,11 +217,18 @@ async function generate(extra = {}) {
       throw new Error(err.error || `${response.status} ${response.statusText}`);
     }
     await readEvents(response, (kind, data) => {
-      state.log.push({ event: kind, index: data.index, final: data.final, t: performance.now() });
+      // t: when it came (for the order of things); wall: the epoch clock the server's
+      // started_at uses (the browser test checks that frames come while sampling goes on)
+      state.log.push({ event: kind, index: data.index, final: data.final, stage: data.stage,
+                       t: performance.now(), wall: Date.now(), started_at: data.started_at,
+                       stage_starts: data.stage_starts });
       if (kind === "queued") setStatus(data.ahead ? `Waiting: ${data.ahead} request(s) ahead` : "Starting...");
       else if (kind === "started") setStatus("Sampling..." + (data.batched_with ? ` (sharing a batch with ${data.batched_with} other request(s))` : ""));
-      else if (kind === "progress") setStatus(`Sampling: step ${fmt(data.step)} (${fmt(data.seconds, 1)} s)`);
-      else if (kind === "frame") chain = chain.then(() => showFrame(run, data)).then(() => sleep(FRAME_MS));
+      else if (kind === "progress") setStatus(`Sampling${run.label ? " after " + run.label : ""}: step ${fmt(data.step)} (${fmt(data.seconds, 1)} s)`);
+      else if (kind === "frame") {
+        run.label = data.label;
+        chain = chain.then(() => showFrame(run, data)).then(() => sleep(FRAME_MS));
+      }
       else if (kind === "done") { outcome = "done"; chain = chain.then(() => showDone(run, data)); }
       else if (kind === "error") chain = chain.then(() => { throw new Error(data.error); });
     });
