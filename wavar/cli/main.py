@@ -19,6 +19,7 @@ COMMANDS = {
     "sample": ("wavar.cli.sample", False),
     "plot": ("wavar.cli.plot", False),
     "eval": ("wavar.cli.eval", False),
+    "serve": ("wavar.cli.serve", False),
 }
 
 USAGE = """usage: wavar COMMAND ...
@@ -36,6 +37,7 @@ commands:
   sample   sample images from a model
   plot     learning curves of training runs (metrics.jsonl)
   eval     FID, KID, CAS and likelihood of a model or of external samples
+  serve    a web page to sample, watch images sharpen, upload and complete them
 
 Run 'wavar COMMAND --help' for the options of a command."""
 
