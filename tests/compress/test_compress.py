@@ -119,3 +119,26 @@ def test_cli_round_trip(tmp_path, capsys):
     out.write_bytes(out.read_bytes()[:-2])
     assert main(["decompress", str(out), "-o", str(tmp_path / "x.png")]) == 1
     assert "truncated" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_lossless_model_round_trips_50_images_bit_exactly():
+    """A lossless codec (cdf53, threshold 1) under a small model: every file decodes to its
+    image's exact pixels. (The zoo's one lossless model, cifar10-lossless, takes ~1 minute an
+    image each way on this CPU: benchmarks/compress.py checks it.)"""
+    from wavar import WaveletCodec
+    from wavar.model.transformer import config_from_preset
+
+    codec = WaveletCodec("cdf53", final_threshold=1.0)
+    cfg = config_from_preset("tiny", num_classes=2, max_seq_len=1024,
+                             vocab_size=codec.lang.vocab_size)
+    cfg.codec = {**codec.params(), "image_shape": [4, 4], "classes": ["a", "b"],
+                 "m_tilde_min": 1, "m_tilde_hist": [[1] * 10] * 2}
+    lossless = WaveletGPT(cfg).eval()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:4, :4]
+    for i in range(50):
+        img = np.clip(rng.integers(0, 200) + (yy * rng.integers(-20, 20) + xx * 7) % 50
+                      + rng.integers(0, 8, (4, 4)), 0, 255).astype(np.uint8)
+        data = compress(lossless, img, label=i % 2, lossless=True)
+        assert np.array_equal(decompress(data, lossless), img), i
