@@ -69,7 +69,7 @@ class TrainConfig:
     ckpt_every: int = 1000
     sample_every: int = 0  # how often on_eval (sample grids) runs
     log_every: int = 10
-    compile: bool = False
+    compile: bool = False  # torch.compile each transformer block (one graph per padded length)
     pad_to: int = 512  # on CUDA, batches are padded to a multiple of this: few compiled shapes
     length_buckets: int = 1  # >1: each batch one of this many length-sorted blocks of a
     # larger random draw (less padding: wavar.data.shards.bucketed_indices)
