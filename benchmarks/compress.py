@@ -4,7 +4,16 @@ On the first N test images of a dataset: file bits/dim (whole file and payload),
 between the payload and the model's code length, bit-exactness of the round trip against the
 codec, encode/decode images/s. Writes ``benchmarks/results/codec/compress_<model>.json``.
 
+``--rd`` adds rate-distortion for a lossy model: each file's payload cut to 1/4, 1/2, 3/4 and
+all of its bytes (whole 32-bit words: the progressive decode of a byte prefix) against JPEG
+2000 (OpenJPEG, 9/7, one layer, the largest payload not above the same payload bytes) and
+WebP lossy (Pillow/libwebp, method 6, the highest quality whose whole file is not above the
+.wvc file of the same cut); mean PSNR and mean bytes over the images, payload and whole file.
+JPEG 2000's main header (~70-90 bytes here) and the .wvc header (~50) weigh on files this
+small, so both columns are reported. Writes ``compress_<model>_rd.json``.
+
     WAVAR_CACHE=... python benchmarks/compress.py --model mnist --dataset mnist --n 20
+    python benchmarks/compress.py --model fashion-mnist --dataset fashion-mnist --n 20 --rd
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from PIL import Image
 from benchmarks._common import CODEC
 from wavar.compress import code_tokens, compress, decompress, read_header
 from wavar.data import datasets
+from wavar.eval import jpeg2000
+from wavar.eval.metrics import psnr
 from wavar.model.transformer import WaveletGPT
 from wavar.sample.generate import codec_of
 
@@ -33,11 +44,64 @@ def pil_bytes(img: np.ndarray, fmt: str, **kw) -> int | None:
     return buf.tell()
 
 
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+def webp_at_most(img: np.ndarray, max_bytes: int) -> tuple[int, np.ndarray] | None:
+    """The WebP (lossy, method 6) of ``img`` at the highest quality whose file fits in
+    ``max_bytes``: (bytes, decoded grey/RGB image), or None if even quality 0 is larger."""
+    best = None
+    lo, hi = 0, 100
+    while lo <= hi:  # file size grows with quality (nearly monotone): bisect it
+        q = (lo + hi) // 2
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "WEBP", quality=q, method=6)
+        if buf.tell() <= max_bytes:
+            best, lo = (buf.tell(), buf.getvalue()), q + 1
+        else:
+            hi = q - 1
+    if best is None:
+        return None
+    out = np.asarray(Image.open(io.BytesIO(best[1])).convert("L" if img.ndim == 2 else "RGB"))
+    return best[0], out
+
+
+def rate_distortion(model, x: np.ndarray, files: list[bytes]) -> dict:
+    """Mean bytes and PSNR at each payload cut, .wvc beside JPEG 2000 and WebP."""
+    rows = {f: {k: [] for k in ("wvc_payload", "wvc_file", "wvc_psnr", "j2k_payload", "j2k_file",
+                                 "j2k_psnr", "webp_file", "webp_psnr")} for f in FRACTIONS}
+    for img, data in zip(x, files, strict=True):
+        head = read_header(data)["payload_offset"]
+        pay = len(data) - head
+        for f in FRACTIONS:
+            cut = pay if f == 1.0 else int(f * pay) // 4 * 4
+            r = rows[f]
+            r["wvc_payload"].append(cut)
+            r["wvc_file"].append(head + cut)
+            r["wvc_psnr"].append(psnr(img, decompress(data, model, n_bytes=cut)))
+            j2k = jpeg2000.encode_at_rate(img, max(8 * cut, 8))
+            r["j2k_payload"].append(jpeg2000.payload_bits(j2k) / 8)
+            r["j2k_file"].append(len(j2k))
+            r["j2k_psnr"].append(psnr(img, jpeg2000.decode(j2k)))
+            webp = webp_at_most(img, head + cut)
+            r["webp_file"].append(None if webp is None else webp[0])
+            r["webp_psnr"].append(None if webp is None else psnr(img, webp[1]))
+    out = {}
+    for f, r in rows.items():
+        out[str(f)] = {k: (None if None in v else float(np.mean(v))) for k, v in r.items()}
+        out[str(f)]["webp_missing"] = sum(v is None for v in r["webp_file"])
+        out[str(f)]["webp_psnr_fitting"] = (float(np.mean([v for v in r["webp_psnr"] if v]))
+                                            if any(r["webp_psnr"]) else None)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="mnist")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--rd", action="store_true",
+                    help="PSNR against bytes at payload cuts, beside JPEG 2000 and WebP (lossy)")
     args = ap.parse_args()
     model = WaveletGPT.from_pretrained(args.model)
     codec = codec_of(model)
@@ -55,7 +119,7 @@ def main() -> None:
         exact += int(np.array_equal(out, codec.decode(seq)))
         model_bits += code_tokens(model, seq, model.config.num_classes)[2].sum()
         pay_bits += 8 * read_header(data)["payload_bytes"]
-        files.append(len(data))
+        files.append(data)
     dims = x[0].size * len(x)
     others = {}
     for name, fmt, kw in (("png", "PNG", dict(optimize=True)),
@@ -68,14 +132,23 @@ def main() -> None:
                 f"--n {args.n}",
         model=args.model, dataset=args.dataset, n=len(x), codec_lossless=codec.lossless,
         round_trip_exact=f"{exact}/{len(x)} (decoded image == codec.decode(codec.encode(img)))",
-        wvc_file_bpd=8 * sum(files) / dims, wvc_payload_bpd=pay_bits / dims,
+        wvc_file_bpd=8 * sum(map(len, files)) / dims, wvc_payload_bpd=pay_bits / dims,
         model_bpd=model_bits / dims, payload_over_model=pay_bits / model_bits - 1,
-        mean_file_bytes=sum(files) / len(x), header_bytes=read_header(data)["payload_offset"],
+        mean_file_bytes=sum(map(len, files)) / len(x),
+        header_bytes=read_header(data)["payload_offset"],
         others_bpd=others, encode_images_per_s=len(x) / t_enc,
         decode_images_per_s=len(x) / t_dec)
     out = CODEC / f"compress_{args.model}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
+    if args.rd:
+        t0 = time.perf_counter()
+        rd = dict(command=res["command"] + " --rd", model=args.model, dataset=args.dataset,
+                  n=len(x), fractions=rate_distortion(model, x, files),
+                  seconds=time.perf_counter() - t0)
+        out = CODEC / f"compress_{args.model}_rd.json"
+        out.write_text(json.dumps(rd, indent=2) + "\n")
+        print(json.dumps(rd, indent=2))
 
 
 if __name__ == "__main__":

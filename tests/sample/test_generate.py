@@ -72,6 +72,44 @@ def test_prefix_completion_keeps_the_forced_tokens(rng):
         codec.slots(s)  # and the whole is legal
 
 
+@pytest.mark.parametrize("settings", [{}, {"cfg": 2.0}])
+@pytest.mark.parametrize("decoder_state", [0, 1])
+def test_a_shared_forced_prefix_is_one_prefill_not_a_step_per_token(rng, monkeypatch, settings,
+                                                                    decoder_state):
+    from wavar.sample import cpu_loop
+
+    model = tiny_model(decoder_state=decoder_state)
+    codec = WaveletCodec("bior4.4", final_threshold=2**-2)
+    imgs = [smooth_image(rng, 12, 12) for _ in range(3)]
+    pres = [codec.encode(im) for im in imgs]
+    m = min(p.header.m_tilde for p in pres)
+    pres = [codec.encode(im) for im in imgs if codec.encode(im).header.m_tilde == m] or pres[:1]
+    prefix = [p.tokens[:40 + 7 * i] for i, p in enumerate(pres)]  # lengths differ per row
+    labels = list(range(len(prefix)))
+    steps, seen = [], []
+    real_step, real_draw = model.decode_step, cpu_loop.draw
+    monkeypatch.setattr(model, "decode_step", lambda *a, **k: steps.append(1) or real_step(*a, **k))
+    monkeypatch.setattr(cpu_loop, "draw", lambda logits, *a: seen.append(logits) or real_draw(
+        logits, *a))
+    run = dict(prefix=prefix, m_tilde=[m] * len(prefix), seed=5, max_tokens=70, **settings)
+    fast = generate(model, labels, **run)
+    # 40 tokens shared by every row: one prefill gives token 40; steps for tokens 41..69
+    assert len(steps) == 70 - 40 - 1 and len(seen) == 70 - 40
+    for f, p in zip(fast, prefix, strict=True):
+        assert np.array_equal(f.tokens[: len(p)], p) and len(f) == 70
+    # the model's view of token 40 is the one stepping through the prefix gives (the loop
+    # before the prefill; the draws differ after it: the skipped steps drew no noise)
+    first_free = seen[0]
+    monkeypatch.setattr(cpu_loop, "_take_common_prefix", lambda *a: (0, []))
+    steps.clear()
+    seen.clear()
+    slow = generate(model, labels, **run)
+    assert len(steps) == 70 - 1
+    torch.testing.assert_close(first_free, seen[40], atol=1e-4, rtol=1e-4)
+    for s, p in zip(slow, prefix, strict=True):
+        assert np.array_equal(s.tokens[: len(p)], p)
+
+
 def test_region_completion_keeps_the_kept_coefficients(rng):
     model = tiny_model(shape=(16, 16))
     codec = WaveletCodec("bior4.4", final_threshold=2**-2)

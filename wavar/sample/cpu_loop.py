@@ -7,6 +7,11 @@ rounded up to a block), :func:`~wavar.sample.draw.draw` picks the tokens and the
 consume them. Rows that finish (end of sequence, token budget or bit-plane) ride along until
 half of the batch has finished; then the cache, the states and everything per row are
 compacted to the live rows.
+
+A forced prefix costs no steps where the rows share it: the grammar takes the first
+``min(prefix lengths)`` forced tokens of every row at once, and one prefill runs the model over
+them and gives the logits of the first free token; the rest of longer prefixes is forced step
+by step. (Staged generations, one plane per call, force everything before the plane.)
 """
 
 from __future__ import annotations
@@ -54,7 +59,12 @@ def cpu_loop(model, options: SamplingOptions, states: BatchScanState, labels: np
     context = bool(model.config.decoder_state)
     schedule = PlaneSchedule.of(options, device)
     prev = None
-    for t in range(limit):
+    t0, known = 0, None
+    if forced is not None:
+        t0, known = _take_common_prefix(states, forced, options, context)
+        out[:, :t0] = forced.tokens[:, :t0].cpu().numpy()
+        length[:] = t0
+    for t in range(t0, limit):
         # the grammar: who is still generating, and what each row's next slot is
         inputs = StepInputs(*states.slots(), states.context() if context else None)
         stop = states.done.copy()
@@ -63,7 +73,7 @@ def cpu_loop(model, options: SamplingOptions, states: BatchScanState, labels: np
         live_idx = np.flatnonzero(~stop)
         if live_idx.size == 0:
             break
-        if live_idx.size <= len(stop) // 2 and t > 0:  # compact: finished rows stop costing
+        if live_idx.size <= len(stop) // 2 and t > t0:  # compact: finished rows stop costing
             keep = torch.as_tensor(live_idx, device=device)
             if forced is not None:
                 forced = forced.rows(keep)
@@ -87,7 +97,16 @@ def cpu_loop(model, options: SamplingOptions, states: BatchScanState, labels: np
         inputs = inputs.to(device)
         if guided:
             inputs = inputs.twins()
-        logits = host_logits(model, step, cache, lab, mt, prev, inputs, t)
+        if t == t0 and t0 > 0:  # the shared forced prefix, in one pass
+            seen = StepInputs(*(np.stack(a, 1) for a in zip(*known, strict=True))).to(device)
+            if guided:
+                seen = seen.twins()
+            prior = forced.tokens[:, :t0]
+            logits = prefill(model, cache, lab, mt, StepInputs(*(
+                torch.cat([a, b[:, None]], 1) for a, b in zip(seen, inputs, strict=True))),
+                torch.cat([prior, prior]) if guided else prior)
+        else:
+            logits = host_logits(model, step, cache, lab, mt, prev, inputs, t)
         b = len(legal)
         steps = torch.full((b,), t, device=device) if forced is not None else None
         tok = draw(logits, torch.as_tensor(legal, device=device), options, gen, steps, forced,
@@ -101,3 +120,20 @@ def cpu_loop(model, options: SamplingOptions, states: BatchScanState, labels: np
         if guided:
             prev = torch.cat([prev, prev])
     return out, length
+
+
+def _take_common_prefix(states: BatchScanState, forced: ForcedPrefix, options: SamplingOptions,
+                        context: bool) -> tuple[int, list[StepInputs]]:
+    """Push the forced tokens all rows share into the grammar states, up to where a row
+    would stop (end of sequence, ``max_plane``); return how many, and each step's inputs."""
+    tokens = forced.tokens.cpu().numpy()
+    seen: list[StepInputs] = []
+    for t in range(int(forced.lengths.min())):
+        inputs = StepInputs(*states.slots(), states.context() if context else None)
+        if states.done.any() or (options.max_plane is not None
+                                 and (inputs.slots[:, 0] >= options.max_plane).any()):
+            break
+        seen.append(inputs)
+        states.push(tokens[:, t])
+    return len(seen), seen
+

@@ -114,13 +114,15 @@ def plan(model, options: SamplingOptions | None = None,
     if blocker:
         return SamplingPlan("cpu", "model", "pytorch", "none", "pytorch", why={
             "loop": f"grammar on the host: {blocker}",
-            "step": "the model's decode_step",
+            "step": "the model's decode_step; a forced prefix the rows share: one prefill",
             "attention": "PyTorch, over the span of the cache the rows have filled (finished "
                          "rows compacted away)",
             "graphs": "the host steps the grammar between model steps",
             "draw": "PyTorch filters and draw"})
 
-    why = {"loop": "grammar on the GPU (numba-cuda): no host round trip per token"}
+    why = {"loop": "grammar on the GPU (numba-cuda): no host round trip per token"
+                   + ("; forced prefix tokens are stepped too (no prefill on this loop)"
+                      if options.prefix is not None else "")}
     attention_limit = attention_kernel_limit(c.n_embd // c.n_head)
     if not machine.triton:
         attention_limit = "Triton is not available"

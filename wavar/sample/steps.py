@@ -75,10 +75,25 @@ def conditions(model, labels: np.ndarray, m_tilde: np.ndarray, guided: bool,
     return lab, mt
 
 
-def prefill(model, cache, labels: Tensor, m_tilde: Tensor, inputs: StepInputs) -> Tensor:
-    """Raw logits (B, V) of every row's first token (the model's prefill, no known tokens)."""
-    return model.prefill(cache, labels, m_tilde, inputs.slots, inputs.pos,
-                         context=inputs.context)
+def prefill(model, cache, labels: Tensor, m_tilde: Tensor, inputs: StepInputs,
+            known: Tensor | None = None, tokens_per_call: int = 1 << 20) -> Tensor:
+    """Raw logits (B, V) of token P of every row: the model's prefill over the class prefix
+    and the P tokens ``known`` (B, P) (none: the first token). ``inputs`` holds the slots of
+    tokens 0..P, (B, P + 1, ...), or (B, ...) without known tokens. Rows go through in groups
+    of at most ``tokens_per_call`` positions, which bounds the activations' memory."""
+    if known is None:
+        return model.prefill(cache, labels, m_tilde, inputs.slots, inputs.pos,
+                             context=inputs.context)
+    rows = max(1, tokens_per_call // (known.size(1) + 2))
+    out = []
+    for a in range(0, len(labels), rows):
+        part = slice(a, a + rows)
+        sub = type(cache)(cache.k[:, part], cache.v[:, part])  # views: filled in place
+        out.append(model.prefill(sub, labels[part], m_tilde[part], inputs.slots[part],
+                                 inputs.pos[part], tokens=known[part],
+                                 context=None if inputs.context is None
+                                 else inputs.context[part]))
+    return torch.cat(out)
 
 
 class TorchStep:
