@@ -1,12 +1,13 @@
 """A forced prefix on the CPU loop: one prefill against a step per forced token (CPU).
 
-Completes ``--n`` Fashion-MNIST test images from their first ``--planes`` bit-planes (the
-tokens of the real image forced, the rest sampled; as ``wavar sample --prefix-image`` and the
-staged frames of ``wavar serve`` do), timed with the shared prefix prefilled and, side by
-side, with the prefill switched off (every forced token stepped, the loop before it). Writes
+Samples bit-plane ``--planes`` of ``--n`` Fashion-MNIST test images given their first
+``--planes`` planes (the real image's tokens forced, the plane after them sampled, then stop:
+one live frame of ``wavar serve``, or ``wavar sample --prefix-image ... --planes K+1``), timed
+with the shared prefix prefilled and, side by side, with the prefill switched off (every forced
+token stepped, the loop before it). Writes
 ``benchmarks/results/sampling/prefix_prefill_<model>.json``.
 
-    PYTHONPATH=. python benchmarks/prefix_prefill.py --model fashion-mnist --n 10 --planes 4
+    PYTHONPATH=. python benchmarks/prefix_prefill.py --model fashion-mnist --n 10 --planes 5
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def main() -> None:
     ap.add_argument("--model", default="fashion-mnist")
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--n", type=int, default=10)
-    ap.add_argument("--planes", type=int, default=4)
+    ap.add_argument("--planes", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
@@ -43,9 +44,10 @@ def main() -> None:
     m = int(np.bincount(mts).argmax())
     pick = np.flatnonzero(mts == m)[: args.n]
     pre = [prefix_tokens(codec, test.x[i], planes=args.planes) for i in pick]
-    run = dict(prefix=[p.tokens for p in pre], m_tilde=[m] * len(pick), seed=0)
+    run = dict(prefix=[p.tokens for p in pre], m_tilde=[m] * len(pick), seed=0,
+               max_plane=args.planes + 1)
     labels = test.y[pick].astype(np.int64)
-    generate(model, labels[:2], prefix=run["prefix"][:2], m_tilde=[m, m], seed=0)  # warm-up
+    generate(model, labels[:2], **{**run, "prefix": run["prefix"][:2], "m_tilde": [m, m]})
     real = cpu_loop._take_common_prefix
     times: dict[str, list[float]] = {"prefill": [], "stepped": []}
     for _ in range(args.repeats):
@@ -56,7 +58,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t)
     cpu_loop._take_common_prefix = real
     res = dict(command=f"python benchmarks/prefix_prefill.py --model {args.model} --n {args.n} "
-                       f"--planes {args.planes}",
+                       f"--planes {args.planes} --repeats {args.repeats}",
                model=args.model, images=len(pick), planes_forced=args.planes,
                forced_tokens_min=min(map(len, pre)), forced_tokens_mean=float(np.mean(
                    [len(p) for p in pre])),
