@@ -2,7 +2,9 @@
 
 On the first N test images of a dataset: file bits/dim (whole file and payload), the gap
 between the payload and the model's code length, bit-exactness of the round trip against the
-codec, encode/decode images/s. Writes ``benchmarks/results/codec/compress_<model>.json``.
+codec, encode/decode images/s one image at a time and in blocks of ``--rows`` images
+(``compress_many`` / ``decompress_many``). Writes
+``benchmarks/results/codec/compress_<model>.json``.
 
 ``--rd`` adds rate-distortion for a lossy model: each file's payload cut to 1/4, 1/2, 3/4 and
 all of its bytes (whole 32-bit words: the progressive decode of a byte prefix) against JPEG
@@ -27,7 +29,14 @@ import numpy as np
 from PIL import Image
 
 from benchmarks._common import CODEC
-from wavar.compress import code_tokens, compress, decompress, read_header
+from wavar.compress import (
+    code_tokens,
+    compress,
+    compress_many,
+    decompress,
+    decompress_many,
+    read_header,
+)
 from wavar.data import datasets
 from wavar.eval import jpeg2000
 from wavar.eval.metrics import psnr
@@ -100,6 +109,10 @@ def main() -> None:
     ap.add_argument("--model", default="mnist")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--single", type=int, default=None, metavar="K",
+                    help="code only the first K images one at a time (default: all n)")
+    ap.add_argument("--rows", type=int, default=16,
+                    help="also code the images in blocks of this many rows (compress_many)")
     ap.add_argument("--rd", action="store_true",
                     help="PSNR against bytes at payload cuts, beside JPEG 2000 and WebP (lossy)")
     args = ap.parse_args()
@@ -108,7 +121,8 @@ def main() -> None:
     x = datasets.load(args.dataset, "test").x[: args.n]
     compress(model, x[0], args.model)  # JIT warm-up, not timed
     files, t_enc, t_dec, exact, model_bits, pay_bits = [], 0.0, 0.0, 0, 0.0, 0
-    for img in x:
+    single = x[: args.n if args.single is None else args.single]
+    for img in single:
         t0 = time.perf_counter()
         data = compress(model, img, args.model)
         t1 = time.perf_counter()
@@ -120,31 +134,45 @@ def main() -> None:
         model_bits += code_tokens(model, seq, model.config.num_classes)[2].sum()
         pay_bits += 8 * read_header(data)["payload_bytes"]
         files.append(data)
-    dims = x[0].size * len(x)
+    dims, dims_single = x[0].size * len(x), x[0].size * len(single)
+    t0 = time.perf_counter()
+    block_files = compress_many(model, x, args.model, rows=args.rows)
+    t1 = time.perf_counter()
+    block_images = decompress_many(block_files, model)
+    t2 = time.perf_counter()
+    block_exact = sum(int(np.array_equal(a, codec.decode(codec.encode(img))))
+                      for a, img in zip(block_images, x, strict=True))
+    block = dict(rows=args.rows, encode_images_per_s=len(x) / (t1 - t0),
+                 decode_images_per_s=len(x) / (t2 - t1),
+                 round_trip_exact=f"{block_exact}/{len(x)}",
+                 file_bpd=8 * sum(map(len, block_files)) / dims)
     others = {}
     for name, fmt, kw in (("png", "PNG", dict(optimize=True)),
                           ("webp_lossless", "WEBP", dict(lossless=True, quality=100, method=6)),
                           ("jpeg2000_lossless", "JPEG2000", dict(irreversible=False))):
-        sizes = [pil_bytes(im, fmt, **kw) for im in x]
+        sizes = [pil_bytes(im, fmt, **kw) for im in x]  # all n images
         others[name] = None if None in sizes else 8 * sum(sizes) / dims
     res = dict(
         command=f"python benchmarks/compress.py --model {args.model} --dataset {args.dataset} "
-                f"--n {args.n}",
+                f"--n {args.n} --rows {args.rows}"
+                + ("" if args.single is None else f" --single {args.single}"),
         model=args.model, dataset=args.dataset, n=len(x), codec_lossless=codec.lossless,
-        round_trip_exact=f"{exact}/{len(x)} (decoded image == codec.decode(codec.encode(img)))",
-        wvc_file_bpd=8 * sum(map(len, files)) / dims, wvc_payload_bpd=pay_bits / dims,
-        model_bpd=model_bits / dims, payload_over_model=pay_bits / model_bits - 1,
+        round_trip_exact=f"{exact}/{len(single)} (decoded image == "
+                         "codec.decode(codec.encode(img)))",
+        single_n=len(single), wvc_file_bpd=8 * sum(map(len, files)) / dims_single,
+        wvc_payload_bpd=pay_bits / dims_single, model_bpd=model_bits / dims_single,
+        payload_over_model=pay_bits / model_bits - 1,
         mean_file_bytes=sum(map(len, files)) / len(x),
         header_bytes=read_header(data)["payload_offset"],
-        others_bpd=others, encode_images_per_s=len(x) / t_enc,
-        decode_images_per_s=len(x) / t_dec)
+        others_bpd=others, encode_images_per_s=len(single) / t_enc,
+        decode_images_per_s=len(single) / t_dec, blocks=block)
     out = CODEC / f"compress_{args.model}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
     if args.rd:
         t0 = time.perf_counter()
         rd = dict(command=res["command"] + " --rd", model=args.model, dataset=args.dataset,
-                  n=len(x), fractions=rate_distortion(model, x, files),
+                  n=len(x), fractions=rate_distortion(model, single, files),
                   seconds=time.perf_counter() - t0)
         out = CODEC / f"compress_{args.model}_rd.json"
         out.write_text(json.dumps(rd, indent=2) + "\n")

@@ -8,7 +8,7 @@ probabilities.
 
 How it works. The image is coded by the model's codec; each token is then range-coded
 (``constriction``'s queue coder, 32-bit words) with the model's grammar-masked probability of
-it given the tokens before it (KV cache, one row, float32 on the CPU: :func:`_token_models`).
+it given the tokens before it (KV cache, float32 on the CPU: :func:`_block_models`).
 Encoder and decoder must agree bit for bit on every probability, so the float probabilities
 over the *legal* tokens are quantised to integers summing to ``2**16`` (every legal token at
 least 1, the rest by floor and the remainder to the largest; :func:`quantise`), and the range
@@ -26,10 +26,19 @@ and from a prefix of ``W`` words keeps the tokens whose ``w_t + 1 <= W``: a byte
 payload decodes to a prefix of the original tokens, and the last 1-2 words of any prefix
 (the range coder's pending state) buy no token. ``n_bytes`` is rounded down to whole words.
 
+Blocks of files. :func:`compress_many` codes images in blocks of ``rows`` rows stepped
+together (one model step for the block: ~``rows`` times the throughput of one row). A row's
+probabilities depend only on its own tokens when the block's size and the row's place in it
+are fixed (the CPU's matrix kernels do not mix rows; a block of 1 and of 16 do differ in the
+last bits), so each file records both, and :func:`decompress` decodes a file alone in a block
+of that size at that place, the other rows idle; :func:`decompress_many` decodes files
+together, one block per set of places. A block's cache spans the model's ``max_seq_len``, so
+its attention shapes depend on the step alone.
+
 File layout (little-endian)::
 
     magic   4s   b"WVC1"
-    version u8   1
+    version u8   1 (one row), or 2 (coded in a block: the two fields before crc_hdr)
     name    u8 length + utf-8: the model's zoo name (or "" for a model loaded from a folder)
     weights 8s   first 8 bytes of the sha256 of the model's float32 state dict
     height u16, width u16, channels u8, m_tilde i8
@@ -37,6 +46,8 @@ File layout (little-endian)::
     n_tok   u32  tokens coded
     n_pay   u32  payload bytes
     crc_pay u32  CRC32 of the payload
+    rows    u16  version 2: rows of the block it was coded in
+    row     u16  version 2: its row in the block
     crc_hdr u32  CRC32 of everything before it
     payload      the range coder's uint32 words
 """
@@ -58,9 +69,10 @@ from wavar.sample.generate import codec_of
 from wavar.sample.steps import StepInputs, TorchStep
 
 MAGIC = b"WVC1"
-VERSION = 1
+VERSIONS = (1, 2)  # 2: coded in a block of rows
 TOTAL = 1 << 16  # the quantised frequencies of a step sum to this
 _FIXED = struct.Struct("<8sHHBbHIII")
+_BLOCK = struct.Struct("<HH")  # version 2: rows of the block, this file's row
 
 
 def weights_hash(model) -> str:
@@ -86,42 +98,59 @@ def quantise(probs: np.ndarray) -> np.ndarray:
     return f + 1
 
 
-def _token_models(model, codec: WaveletCodec, header: Header, label: int, n: int, choose):
-    """Step the model along a sequence of up to ``n`` tokens; at each step with more than one
-    legal token call ``choose(t, legal_ids, freqs, probs)``, which returns the token (or None
-    to stop); a step with one legal token takes it. Returns the tokens taken (uint8)."""
-    states = codec.batch_state(header.height, header.width, header.channels, [header.m_tilde])
+def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows: int,
+                  members: dict[int, tuple[int, int, int]], choose) -> dict[int, np.ndarray]:
+    """Step a block of ``rows`` sequences together. ``members`` maps a row to its (m~, label,
+    most tokens); the other rows are idle. At each step with more than one legal token,
+    ``choose(row, t, legal_ids, freqs, probs)`` returns the row's token, or None to stop the
+    row; a step with one legal token takes it (the model still sees it; ``choose`` gets None
+    for freqs and may stop the row). Returns each member's tokens (uint8).
+
+    One row alone (``rows == 1``) keeps a cache of its own length (version-1 files); a block
+    keeps ``max_seq_len``, so that a row's arithmetic does not depend on the other rows."""
+    first = next(iter(members.values()))
+    m_tilde = [members.get(r, first)[0] for r in range(rows)]
+    states = codec.batch_state(*shape, m_tilde)
+    live = np.zeros(rows, bool)
+    live[list(members)] = True
+    todo = np.array([members[r][2] if r in members else 0 for r in range(rows)])
+    limit = int(todo.max())
     context = bool(model.config.decoder_state)
-    cache = model.new_cache(1, max(n, 1), device="cpu", dtype=torch.float32)
-    lab = torch.tensor([label])
-    mt = torch.tensor([header.m_tilde])
+    cache = model.new_cache(rows, max(limit, 1) if rows == 1 else model.config.max_seq_len,
+                            device="cpu", dtype=torch.float32)
+    lab = torch.tensor([members.get(r, first)[1] for r in range(rows)])
+    mt = torch.tensor(m_tilde)
     step = TorchStep(model)
-    out = []
+    out: dict[int, list[int]] = {r: [] for r in members}
     prev = None
-    for t in range(n):
-        if states.done[0]:
+    for t in range(limit):
+        live &= ~states.done & (t < todo)
+        if not live.any():
             break
         inputs = StepInputs(*states.slots(), states.context() if context else None)
-        legal_mask = int(states.legal()[0])
-        ids = np.array([v for v in range(model.config.vocab_size) if legal_mask >> v & 1],
-                       np.int64)
-        if len(ids) == 1:
-            tok = int(ids[0])  # forced by the grammar: no bits, but the model still sees it
-            if choose(t, ids, None, None) is None:
-                break
-        inputs = inputs.to(torch.device("cpu"))
-        logits = host_logits(model, step, cache, lab, mt, prev, inputs, t)
-        if len(ids) > 1:
-            z = logits[0].numpy().astype(np.float32)[ids]
-            e = np.exp(z - z.max())
-            probs = e / e.sum()
-            tok = choose(t, ids, quantise(probs), probs)
-            if tok is None:
-                break
-        states.push(np.array([tok]))
-        out.append(tok)
-        prev = torch.tensor([tok])
-    return np.array(out, np.uint8)
+        for a in inputs:  # idle rows: valid inputs, ignored
+            a[~live] = 0
+        legal = states.legal()
+        logits = host_logits(model, step, cache, lab, mt, prev,
+                             inputs.to(torch.device("cpu")), t)
+        tok = np.full(rows, -1, np.int64)
+        for r in np.flatnonzero(live):
+            ids = np.flatnonzero((int(legal[r]) >> np.arange(model.config.vocab_size)) & 1)
+            if len(ids) == 1:  # forced by the grammar: no bits
+                got = None if choose(r, t, ids, None, None) is None else int(ids[0])
+            else:
+                z = logits[r].numpy().astype(np.float32)[ids]
+                e = np.exp(z - z.max())
+                probs = e / e.sum()
+                got = choose(r, t, ids, quantise(probs), probs)
+            if got is None:
+                live[r] = False
+                continue
+            tok[r] = got
+            out[r].append(got)
+        states.push(tok)
+        prev = torch.as_tensor(np.maximum(tok, 0))
+    return {r: np.array(v, np.uint8) for r, v in out.items()}
 
 
 def _check_model(model) -> WaveletCodec:
@@ -133,6 +162,12 @@ def _check_model(model) -> WaveletCodec:
         raise ValueError("compression runs the model in float32 on the CPU (bit-exact "
                          f"probabilities); this one is {p.dtype} on {p.device}")
     return codec
+
+
+def _check_lossless(codec: WaveletCodec, lossless: bool) -> None:
+    if lossless and not codec.lossless:
+        raise ValueError(f"--lossless needs a lossless model (e.g. cifar10-lossless); this "
+                         f"model's codec {codec!r} is lossy")
 
 
 def _categorical(freqs: np.ndarray):
@@ -163,20 +198,23 @@ def code_tokens(model, seq: CodedImage, label: int):
         sizes[t] = enc.num_words()
         return tok
 
-    got = _token_models(model, codec, seq.header, label, len(toks), choose)
+    h = seq.header
+    got = _block_models(model, codec, (h.height, h.width, h.channels), 1,
+                        {0: (h.m_tilde, label, len(toks))}, lambda r, *a: choose(*a))[0]
     if not np.array_equal(got, seq.tokens):
         raise RuntimeError("the model's steps did not follow the sequence")  # a bug, not input
     return sizes, enc.get_compressed(), bits
 
 
 def _pack(name: str, whash: str, header: Header, label: int, n_tok: int,
-          payload: bytes) -> bytes:
+          payload: bytes, rows: int = 1, row: int = 0) -> bytes:
     nm = name.encode()
     if len(nm) > 255:
         raise ValueError(f"model name too long for the file header: {name!r}")
-    head = (MAGIC + bytes([VERSION, len(nm)]) + nm
+    head = (MAGIC + bytes([1 if rows == 1 else 2, len(nm)]) + nm
             + _FIXED.pack(bytes.fromhex(whash), header.height, header.width, header.channels,
-                          header.m_tilde, label, n_tok, len(payload), zlib.crc32(payload)))
+                          header.m_tilde, label, n_tok, len(payload), zlib.crc32(payload))
+            + (b"" if rows == 1 else _BLOCK.pack(rows, row)))
     return head + struct.pack("<I", zlib.crc32(head)) + payload
 
 
@@ -191,9 +229,7 @@ def compress(model, image: np.ndarray, model_name: str = "", label: int | None =
     lossless. ``model_name``: the zoo name recorded so :func:`decompress` can load the model.
     """
     codec = _check_model(model)
-    if lossless and not codec.lossless:
-        raise ValueError(f"--lossless needs a lossless model (e.g. cifar10-lossless); this "
-                         f"model's codec {codec!r} is lossy")
+    _check_lossless(codec, lossless)
     label = model.config.num_classes if label is None else int(label)
     if not 0 <= label <= model.config.num_classes:
         raise ValueError(f"class {label} out of range [0, {model.config.num_classes}]")
@@ -221,30 +257,104 @@ def read_header(data: bytes) -> dict:
     is truncated or corrupted."""
     if len(data) < 6 or data[:4] != MAGIC:
         raise FileFormatError("not a wavar compressed file (.wvc): bad magic")
-    if data[4] != VERSION:
-        raise FileFormatError(f"unsupported .wvc version {data[4]} (this wavar reads {VERSION})")
-    end = 6 + data[5] + _FIXED.size
+    if data[4] not in VERSIONS:
+        raise FileFormatError(f"unsupported .wvc version {data[4]} (this wavar reads "
+                              f"{', '.join(map(str, VERSIONS))})")
+    end = 6 + data[5] + _FIXED.size + (_BLOCK.size if data[4] == 2 else 0)
     if len(data) < end + 4:
         raise FileFormatError(f"truncated .wvc header ({len(data)} bytes)")
     if zlib.crc32(data[:end]) != struct.unpack_from("<I", data, end)[0]:
         raise FileFormatError(".wvc header is corrupted (CRC mismatch)")
     name = data[6:6 + data[5]].decode()
     wh, h, w, c, mt, label, n_tok, n_pay, crc = _FIXED.unpack_from(data, 6 + data[5])
+    rows, row = _BLOCK.unpack_from(data, 6 + data[5] + _FIXED.size) if data[4] == 2 else (1, 0)
+    if not row < rows:
+        raise FileFormatError(f".wvc header names row {row} of a block of {rows}")
     return dict(model=name, weights=wh.hex(), height=h, width=w, channels=c, m_tilde=mt,
                 label=label, n_tokens=n_tok, payload_bytes=n_pay, payload_crc=crc,
-                payload_offset=end + 4)
+                rows=rows, row=row, payload_offset=end + 4)
 
 
-def decompress(data: bytes, model=None, n_bytes: int | None = None,
-               return_tokens: bool = False):
-    """The image (uint8) of a ``.wvc`` file; with ``n_bytes``, of the first ``n_bytes`` of its
-    payload only (a coarser image: a prefix of the tokens, see the module docstring).
-
-    ``model``: the model it was coded with (default: load the zoo model named in the file).
-    With ``return_tokens``, returns the :class:`CodedImage` decoded instead of the image.
-    """
+def compress_many(model, images, model_name: str = "", label: int | None = None,
+                  planes: int | None = None, rows: int = 16,
+                  lossless: bool = False) -> list[bytes]:
+    """``.wvc`` files of ``images`` (uint8, the model's image shape each), coded ``rows`` at
+    a time in blocks stepped together (see the module docstring): the same files
+    :func:`decompress` reads one by one. ``label``, ``planes`` and ``lossless`` as in
+    :func:`compress`."""
     import constriction
 
+    codec = _check_model(model)
+    _check_lossless(codec, lossless)
+    if not 1 <= rows <= 65535:
+        raise ValueError(f"rows must lie in [1, 65535], got {rows}")
+    label = model.config.num_classes if label is None else int(label)
+    if not 0 <= label <= model.config.num_classes:
+        raise ValueError(f"class {label} out of range [0, {model.config.num_classes}]")
+    seqs = [codec.encode(img) for img in images]
+    if planes is not None:
+        seqs = [s[: int(np.sum(codec.slots(s).plane[:-1] < planes))] for s in seqs]
+    for s in seqs:
+        if len(s) > model.config.max_seq_len:
+            raise ValueError(f"an image takes {len(s)} tokens, more than the model's "
+                             f"{model.config.max_seq_len}")
+    whash = weights_hash(model)
+    files = []
+    for start in range(0, len(seqs), rows):
+        block = seqs[start : start + rows]
+        h = block[0].header
+        encoders = [constriction.stream.queue.RangeEncoder() for _ in block]
+
+        def choose(r, t, ids, freqs, probs, block=block, encoders=encoders):
+            tok = int(block[r].tokens[t])
+            if freqs is not None:
+                j = int(np.flatnonzero(ids == tok)[0])
+                encoders[r].encode(np.array([j], np.int32), _categorical(freqs))
+            return tok
+
+        got = _block_models(model, codec, (h.height, h.width, h.channels), rows,
+                            {r: (s.header.m_tilde, label, len(s)) for r, s in enumerate(block)},
+                            choose)
+        for r, s in enumerate(block):
+            if not np.array_equal(got[r], s.tokens):
+                raise RuntimeError("the model's steps did not follow the sequence")  # a bug
+            files.append(_pack(model_name, whash, s.header, label, len(s),
+                               encoders[r].get_compressed().astype("<u4").tobytes(), rows, r))
+    return files
+
+
+class _FileDecoder:
+    """One file's side of a block decode: its range decoder, the shadow encoder that knows
+    how many words each token needed, and where a byte prefix stops it."""
+
+    def __init__(self, hd: dict, payload: bytes, n_bytes: int | None) -> None:
+        import constriction
+
+        self.hd = hd
+        words = np.frombuffer(payload[: len(payload) // 4 * 4], "<u4").astype(np.uint32)
+        self.avail = len(words) if n_bytes is None else min(len(words), max(int(n_bytes), 0)
+                                                             // 4)
+        # zeros past the kept words: the decoder reads ahead; tokens it decodes from them are
+        # dropped by the w_t + 1 <= W rule (the module docstring)
+        padded = np.concatenate([words[: self.avail], np.zeros(8, np.uint32)])
+        self.dec = constriction.stream.queue.RangeDecoder(padded)
+        self.shadow = constriction.stream.queue.RangeEncoder()
+        self.truncated = self.avail < len(words)
+
+    def choose(self, ids: np.ndarray, freqs: np.ndarray | None) -> int | None:
+        if freqs is None:
+            fits = not self.truncated or self.shadow.num_words() + 1 <= self.avail
+            return int(ids[0]) if fits else None
+        model_t = _categorical(freqs)
+        j = int(self.dec.decode(model_t))
+        self.shadow.encode(np.array([j], np.int32), model_t)
+        if self.truncated and self.shadow.num_words() + 1 > self.avail:
+            return None
+        return int(ids[j])
+
+
+def _open(data: bytes, model) -> tuple[dict, bytes, object]:
+    """Header, payload and the model of a file, with every check the file allows."""
     hd = read_header(data)
     payload = data[hd["payload_offset"]:]
     if len(payload) != hd["payload_bytes"]:
@@ -261,33 +371,72 @@ def decompress(data: bytes, model=None, n_bytes: int | None = None,
         from wavar.model.transformer import WaveletGPT
 
         model = WaveletGPT.from_pretrained(hd["model"])
-    codec = _check_model(model)
+    _check_model(model)
     if weights_hash(model) != hd["weights"]:
         raise ModelMismatchError(f"this file needs model {need} with weights "
                                  f"{hd['weights']}; the given model's weights are "
                                  f"{weights_hash(model)}")
-    header = codec.header(hd["height"], hd["width"], hd["channels"], hd["m_tilde"])
-    words = np.frombuffer(payload[: len(payload) // 4 * 4], "<u4").astype(np.uint32)
-    avail = len(words) if n_bytes is None else min(len(words), max(int(n_bytes), 0) // 4)
-    # zeros past the kept words: the decoder reads ahead; tokens it decodes from them are
-    # dropped by the w_t + 1 <= W rule below
-    padded = np.concatenate([words[:avail], np.zeros(8, np.uint32)])
-    dec = constriction.stream.queue.RangeDecoder(padded)
-    shadow = constriction.stream.queue.RangeEncoder()  # re-encodes to know w_t
-    truncated = avail < len(words)
+    return hd, payload, model
 
-    def choose(t, ids, freqs, probs):
-        if freqs is None:
-            return int(ids[0]) if not truncated or shadow.num_words() + 1 <= avail else None
-        model_t = _categorical(freqs)
-        j = int(dec.decode(model_t))
-        shadow.encode(np.array([j], np.int32), model_t)
-        if truncated and shadow.num_words() + 1 > avail:
-            return None
-        return int(ids[j])
 
-    toks = _token_models(model, codec, header, hd["label"], hd["n_tokens"], choose)
-    if not truncated and len(toks) != hd["n_tokens"]:
-        raise FileFormatError(f"decoded {len(toks)} tokens, the header says {hd['n_tokens']}")
-    seq = CodedImage(toks, header)
-    return seq if return_tokens else codec.decode(seq)
+def _decode_block(model, files: dict[int, _FileDecoder], rows: int) -> dict[int, CodedImage]:
+    """Decode the files placed at rows of one block; row -> the tokens decoded."""
+    codec = codec_of(model)
+    first = next(iter(files.values())).hd
+    shape = (first["height"], first["width"], first["channels"])
+    toks = _block_models(model, codec, shape, rows,
+                         {r: (f.hd["m_tilde"], f.hd["label"], f.hd["n_tokens"])
+                          for r, f in files.items()},
+                         lambda r, t, ids, freqs, probs: files[r].choose(ids, freqs))
+    out = {}
+    for r, f in files.items():
+        if not f.truncated and len(toks[r]) != f.hd["n_tokens"]:
+            raise FileFormatError(f"decoded {len(toks[r])} tokens, the header says "
+                                  f"{f.hd['n_tokens']}")
+        out[r] = CodedImage(toks[r], codec.header(*shape, f.hd["m_tilde"]))
+    return out
+
+
+def decompress_many(files, model=None) -> list[np.ndarray]:
+    """The images of several ``.wvc`` files, decoded together: files coded in one block
+    (:func:`compress_many`) share a block again; each file otherwise goes to the first block
+    with its row free. Every file needs the same model."""
+    opened = [_open(data, model) for data in files]
+    if not opened:
+        return []
+    model = opened[0][2] if model is None else model
+    if any(hd["weights"] != opened[0][0]["weights"] for hd, _, _ in opened):
+        raise ModelMismatchError("decompress_many needs files of one model")
+    blocks: list[tuple[int, dict[int, int]]] = []  # (rows, row -> file index)
+    for i, (hd, _, _) in enumerate(opened):
+        shape = (hd["height"], hd["width"], hd["channels"])
+        for rows, placed in blocks:
+            here = opened[next(iter(placed.values()))][0]
+            if rows == hd["rows"] and hd["row"] not in placed and shape == (
+                    here["height"], here["width"], here["channels"]):
+                placed[hd["row"]] = i
+                break
+        else:
+            blocks.append((hd["rows"], {hd["row"]: i}))
+    images: list[np.ndarray | None] = [None] * len(opened)
+    codec = codec_of(model)
+    for rows, placed in blocks:
+        decoders = {r: _FileDecoder(opened[i][0], opened[i][1], None) for r, i in placed.items()}
+        for r, seq in _decode_block(model, decoders, rows).items():
+            images[placed[r]] = codec.decode(seq)
+    return images
+
+
+def decompress(data: bytes, model=None, n_bytes: int | None = None,
+               return_tokens: bool = False):
+    """The image (uint8) of a ``.wvc`` file; with ``n_bytes``, of the first ``n_bytes`` of its
+    payload only (a coarser image: a prefix of the tokens, see the module docstring).
+
+    ``model``: the model it was coded with (default: load the zoo model named in the file).
+    With ``return_tokens``, returns the :class:`CodedImage` decoded instead of the image. A
+    file coded in a block decodes at its place in a block of that size, the other rows idle.
+    """
+    hd, payload, model = _open(data, model)
+    seq = _decode_block(model, {hd["row"]: _FileDecoder(hd, payload, n_bytes)},
+                        hd["rows"])[hd["row"]]
+    return seq if return_tokens else codec_of(model).decode(seq)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from wavar.cli.main import main
-from wavar.compress import compress, decompress, quantise, read_header
+from wavar.compress import (
+    compress,
+    compress_many,
+    decompress,
+    decompress_many,
+    quantise,
+    read_header,
+)
 from wavar.errors import FileFormatError, ModelMismatchError
 from wavar.model.transformer import WaveletGPT
 from wavar.sample.generate import codec_of
@@ -104,6 +111,37 @@ def test_corruption_and_wrong_model(model, tmp_path):
         compress(model, digit(5), lossless=True)
 
 
+def test_files_coded_in_blocks_decode_alone_and_together(model):
+    codec = codec_of(model)
+    imgs = [digit(s) for s in range(10, 15)]
+    files = compress_many(model, imgs, model_name="mnist", planes=3, rows=4)  # blocks 4 + 1
+    heads = [read_header(f) for f in files]
+    assert [(h["rows"], h["row"]) for h in heads] == [(4, 0), (4, 1), (4, 2), (4, 3), (4, 0)]
+    want = []
+    for img, f, h in zip(imgs, files, heads, strict=True):
+        seq = codec.encode(img)
+        k = int(np.sum(codec.slots(seq).plane[:-1] < 3))
+        assert h["n_tokens"] == k > 0
+        want.append(codec.decode(seq, k))
+        # alone, at its row of an otherwise idle block: the block's arithmetic, bit for bit
+        assert np.array_equal(decompress(f, model), want[-1])
+    # together (files 0 and 4 share row 0: two blocks), and in another order
+    got = decompress_many(files[::-1], model)
+    for g, w in zip(got, want[::-1], strict=True):
+        assert np.array_equal(g, w)
+    # a byte prefix of a block's file decodes to a token prefix, as a one-row file does
+    seq = codec.encode(imgs[2])
+    part = decompress(files[2], model, n_bytes=heads[2]["payload_bytes"] // 2,
+                      return_tokens=True)
+    assert 0 < len(part) < heads[2]["n_tokens"]
+    assert np.array_equal(part.tokens, seq.tokens[: len(part)])
+    # the block's place is part of the header's CRC: another row is a corrupt file
+    bad = bytearray(files[1])
+    bad[read_header(files[1])["payload_offset"] - 6] ^= 1
+    with pytest.raises(FileFormatError):
+        decompress(bytes(bad), model)
+
+
 def test_cli_round_trip(tmp_path, capsys):
     from wavar.viz import save_png
 
@@ -119,6 +157,36 @@ def test_cli_round_trip(tmp_path, capsys):
     out.write_bytes(out.read_bytes()[:-2])
     assert main(["decompress", str(out), "-o", str(tmp_path / "x.png")]) == 1
     assert "truncated" in capsys.readouterr().err
+
+
+def test_cli_several_images_go_to_a_folder(tmp_path, capsys, model):
+    from wavar.imageio import read_image
+    from wavar.viz import save_png
+
+    codec = codec_of(model)
+    imgs = [digit(s) for s in (20, 21, 22)]
+    for i, img in enumerate(imgs):
+        save_png(tmp_path / f"d{i}.png", img)
+    pngs = [str(tmp_path / f"d{i}.png") for i in range(3)]
+    codes = tmp_path / "codes"
+    assert main(["compress", *pngs, "-o", str(codes), "--model", "mnist", "--planes", "2",
+                 "--rows", "2"]) == 0
+    files = sorted(codes.glob("*.wvc"))
+    assert [f.name for f in files] == ["d0.wvc", "d1.wvc", "d2.wvc"]
+    assert [read_header(f.read_bytes())["row"] for f in files] == [0, 1, 0]
+    out = tmp_path / "out"
+    assert main(["decompress", *map(str, files), "-o", str(out)]) == 0
+    for i, img in enumerate(imgs):
+        seq = codec.encode(img)
+        k = int(np.sum(codec.slots(seq).plane[:-1] < 2))
+        assert np.array_equal(read_image(out / f"d{i}.png", "L"), codec.decode(seq, k))
+    capsys.readouterr()
+    assert main(["compress", *pngs, "-o", str(tmp_path / "x.wvc"), "--model", "mnist",
+                 "--bytes", "40"]) == 2
+    assert "--bytes codes one image" in capsys.readouterr().err
+    (tmp_path / "file").write_bytes(b"")
+    assert main(["compress", *pngs, "-o", str(tmp_path / "file"), "--model", "mnist"]) == 2
+    assert "names a folder" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -9,8 +9,11 @@ Examples
     wavar compress digit.png -o tiny.wvc --model mnist --bytes 60      # fits in 60 bytes
     wavar decompress digit.wvc -o digit.png
     wavar decompress digit.wvc -o coarse.png --bytes 40   # from the payload's first 40 bytes
+    wavar compress img/*.png -o codes/ --model mnist      # several: blocks of --rows at once
+    wavar decompress codes/*.wvc -o out/                  # several: decoded together
 
-The file names its zoo model; ``decompress`` loads it unless ``--model`` is given.
+The file names its zoo model; ``decompress`` loads it unless ``--model`` is given. With several
+inputs ``-o`` is a folder (made if missing) and each output takes its input's name.
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("compress", help="code an image into a .wvc file with a model")
-    p.add_argument("image")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.wvc")
+    p.add_argument("image", nargs="+", help="image file(s)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.wvc|DIR",
+                   help="the file; with several images, a folder")
+    p.add_argument("--rows", type=int, default=16, metavar="R",
+                   help="several images: code R at a time (default 16; each file records R)")
     p.add_argument("--model", required=True, help="zoo name or model folder")
     p.add_argument("--class", dest="label", default=None, metavar="C",
                    help="condition on this class (name or index; default unconditional)")
@@ -43,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_compress)
 
     p = sub.add_parser("decompress", help="decode a .wvc file (or a prefix of it) to an image")
-    p.add_argument("file")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.add_argument("file", nargs="+", help=".wvc file(s)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png|DIR",
+                   help="the image; with several files, a folder")
     p.add_argument("--model", default=None, help="the model (default: the one the file names)")
     p.add_argument("--bytes", type=int, default=None, metavar="N",
                    help="decode from the payload's first N bytes only (a coarser image)")
@@ -52,39 +59,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _outputs(inputs: list[str], output: str, suffix: str) -> list[Path]:
+    """Where each input's result goes: ``output`` itself for one input, else a file named
+    like the input (with ``suffix``) in the folder ``output``."""
+    if len(inputs) == 1:
+        return [Path(output)]
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {output}: with several inputs, -o names a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / (Path(i).stem + suffix) for i in inputs]
+    if len(set(paths)) < len(paths):
+        raise UsageError("several inputs share a name: their outputs would overwrite each other")
+    return paths
+
+
 def _compress(args: argparse.Namespace) -> int:
-    from wavar.compress import compress
+    from wavar.compress import compress, compress_many
     from wavar.model.transformer import WaveletGPT
     from wavar.sample.generate import class_indices, class_names, image_shape_of
 
+    several = len(args.image) > 1
+    if several and args.bytes is not None:
+        raise UsageError("--bytes codes one image; give one image, or use --planes")
+    if not 1 <= args.rows <= 65535:
+        raise UsageError(f"--rows must lie in [1, 65535], got {args.rows}")
+    outputs = _outputs(args.image, args.output, ".wvc")
     model = WaveletGPT.from_pretrained(args.model)
     h, w, c = image_shape_of(model)
-    img = read_image(args.image, "L" if c == 1 else "RGB")
-    if img.shape[:2] != (h, w):
-        raise UsageError(f"{args.image} is {img.shape[1]}x{img.shape[0]}; model {args.model!r} "
-                         f"codes {w}x{h} images")
+    images = []
+    for path in args.image:
+        img = read_image(path, "L" if c == 1 else "RGB")
+        if img.shape[:2] != (h, w):
+            raise UsageError(f"{path} is {img.shape[1]}x{img.shape[0]}; model {args.model!r} "
+                             f"codes {w}x{h} images")
+        images.append(img)
     label = None
     if args.label is not None:
         label = class_indices(class_names(model), args.label)[0]
     name = args.model if not Path(args.model).exists() else ""
-    data = compress(model, img, model_name=name, label=label, planes=args.planes,
-                    max_bytes=args.bytes, lossless=args.lossless)
-    Path(args.output).write_bytes(data)
-    print(f"{args.output}: {len(data)} bytes, {8 * len(data) / img.size:.3f} bits/dim")
+    if several:
+        files = compress_many(model, images, model_name=name, label=label, planes=args.planes,
+                              rows=args.rows, lossless=args.lossless)
+    else:
+        files = [compress(model, images[0], model_name=name, label=label, planes=args.planes,
+                          max_bytes=args.bytes, lossless=args.lossless)]
+    for out, data, img in zip(outputs, files, images, strict=True):
+        out.write_bytes(data)
+        print(f"{out}: {len(data)} bytes, {8 * len(data) / img.size:.3f} bits/dim")
     return 0
 
 
 def _decompress(args: argparse.Namespace) -> int:
-    from wavar.compress import decompress
+    from wavar.compress import decompress, decompress_many
 
+    if len(args.file) > 1 and args.bytes is not None:
+        raise UsageError("--bytes decodes one file's prefix; give one file")
+    outputs = _outputs(args.file, args.output, ".png")
     model = None
     if args.model is not None:
         from wavar.model.transformer import WaveletGPT
 
         model = WaveletGPT.from_pretrained(args.model)
-    img = decompress(Path(args.file).read_bytes(), model=model, n_bytes=args.bytes)
-    save_png(args.output, img)
-    print(f"{args.output}: {img.shape[1]}x{img.shape[0]}")
+    if len(args.file) > 1:
+        images = decompress_many([Path(f).read_bytes() for f in args.file], model=model)
+    else:
+        images = [decompress(Path(args.file[0]).read_bytes(), model=model, n_bytes=args.bytes)]
+    for out, img in zip(outputs, images, strict=True):
+        save_png(out, img)
+        print(f"{out}: {img.shape[1]}x{img.shape[0]}")
     return 0
 
 

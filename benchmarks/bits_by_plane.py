@@ -1,0 +1,82 @@
+"""Where a model's bits go: test-set bits per image split by bit-plane and by what the token
+decides (group, significance, refinement), for several models side by side (CPU).
+
+Teacher-forced on the first ``--n`` test images (the loss training minimises, exactly the
+code length): comparing two models shows which planes and decisions a larger or longer-trained
+model codes better. Writes ``benchmarks/results/eval/bits_by_plane_<dataset>.json``.
+
+    PYTHONPATH=. python benchmarks/bits_by_plane.py --dataset fashion-mnist --n 200 \\
+        --models fashion-mnist fashion-mnist-medium
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from benchmarks._common import EVAL
+from wavar.data.shards import TokenDataset
+from wavar.model.transformer import WaveletGPT, token_bits
+from wavar.sample.generate import codec_of
+from wavar.train.prefetch import pad_batch
+
+KINDS = ("4x4 block", "2x2 quad", "coefficient (significance)", "refinement")
+
+
+def bits_by_plane(model, dataset: str, n: int, batch: int) -> dict:
+    """Mean bits per image by bit-plane and node kind over the first ``n`` test images."""
+    codec = codec_of(model)
+    data = TokenDataset.load(dataset, codec, "test", limit=n,
+                             context=bool(model.config.decoder_state))
+    planes, kinds = np.zeros(64), np.zeros(len(KINDS))
+    plane_tokens = np.zeros(64)
+    images = 0
+    with torch.no_grad():
+        for np_batch in data.iter_batches(batch):
+            if images >= n:
+                break
+            b = {k: v for k, v in pad_batch(np_batch).items()}
+            bits = token_bits(model(b), b).numpy()  # (B, T), 0 at padding
+            valid = np_batch["valid"]
+            plane = np_batch["slots"][..., 0]
+            kind = np_batch["slots"][..., 4]
+            np.add.at(planes, plane[valid], bits[valid])
+            np.add.at(plane_tokens, plane[valid], 1)
+            np.add.at(kinds, kind[valid], bits[valid])
+            images += len(np_batch["label"])
+    top = int(np.flatnonzero(plane_tokens)[-1]) + 1
+    return {"images": images, "bits_per_image": float(planes.sum() / images),
+            "by_plane": (planes[:top] / images).round(2).tolist(),
+            "tokens_by_plane": (plane_tokens[:top] / images).round(1).tolist(),
+            "by_kind": dict(zip(KINDS, (kinds / images).round(2).tolist(), strict=True))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--models", nargs="+", default=["fashion-mnist", "fashion-mnist-medium"])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    res = {"command": f"python benchmarks/bits_by_plane.py --dataset {args.dataset} --n {args.n} "
+                      f"--models {' '.join(args.models)}", "models": {}}
+    for name in args.models:
+        t = time.perf_counter()
+        model = WaveletGPT.from_pretrained(name).eval()
+        res["models"][name] = {"parameters": model.num_params(),
+                               **bits_by_plane(model, args.dataset, args.n, args.batch),
+                               "seconds": round(time.perf_counter() - t, 1)}
+        print(name, json.dumps(res["models"][name]), flush=True)
+    out = EVAL / f"bits_by_plane_{args.dataset}.json"
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
