@@ -162,7 +162,7 @@ def main() -> None:
         single_n=len(single), wvc_file_bpd=8 * sum(map(len, files)) / dims_single,
         wvc_payload_bpd=pay_bits / dims_single, model_bpd=model_bits / dims_single,
         payload_over_model=pay_bits / model_bits - 1,
-        mean_file_bytes=sum(map(len, files)) / len(x),
+        mean_file_bytes=sum(map(len, files)) / len(single),
         header_bytes=read_header(data)["payload_offset"],
         others_bpd=others, encode_images_per_s=len(single) / t_enc,
         decode_images_per_s=len(single) / t_dec, blocks=block)
