@@ -112,6 +112,15 @@ class Gate:
         self.open.set()
         del self.worker._run  # back to the class's method
 
+    def wait_until_in(self, requests: int, timeout: float = 30) -> None:
+        """Until ``requests`` requests are in: held in the worker's job (the worker may have
+        merged unseeded ones that arrived together into it) or queued."""
+        deadline = time.monotonic() + timeout
+        while not (self.worker.running and
+                   len(self.worker.running) + self.worker.waiting() == requests):
+            assert time.monotonic() < deadline, (len(self.worker.running), self.worker.waiting())
+            time.sleep(0.01)
+
     def wait_until(self, running: int, waiting: int, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while (len(self.worker.running), self.worker.waiting()) != (running, waiting):

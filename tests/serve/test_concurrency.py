@@ -26,7 +26,7 @@ def test_eight_concurrent_requests_are_all_answered_correctly(live_server):
         alone = [ask(b).json() for b in bodies[4:]]  # the seeded ones, one at a time
         with Gate(live_server.app.state.worker) as gate, ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(ask, b) for b in bodies]
-            gate.wait_until(running=1, waiting=7)  # all eight in: one held, seven queued
+            gate.wait_until_in(8)  # all eight in: the first job held, the rest queued
             gate.open.set()
             answers = [f.result() for f in futures]
 
