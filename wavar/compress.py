@@ -122,6 +122,7 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
     mt = torch.tensor(m_tilde)
     step = TorchStep(model)
     out: dict[int, list[int]] = {r: [] for r in members}
+    token_bits = np.arange(model.config.vocab_size)
     prev = None
     for t in range(limit):
         live &= ~states.done & (t < todo)
@@ -135,7 +136,7 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
                              inputs.to(torch.device("cpu")), t)
         tok = np.full(rows, -1, np.int64)
         for r in np.flatnonzero(live):
-            ids = np.flatnonzero((int(legal[r]) >> np.arange(model.config.vocab_size)) & 1)
+            ids = np.flatnonzero((int(legal[r]) >> token_bits) & 1)
             if len(ids) == 1:  # forced by the grammar: no bits
                 got = None if choose(r, t, ids, None, None) is None else int(ids[0])
             else:
@@ -164,10 +165,25 @@ def _check_model(model) -> WaveletCodec:
     return codec
 
 
-def _check_lossless(codec: WaveletCodec, lossless: bool) -> None:
+def _sequences(model, images, label: int | None, planes: int | None,
+               lossless: bool) -> tuple[WaveletCodec, int, list[CodedImage]]:
+    """What :func:`compress` and :func:`compress_many` code: the codec, the class (default the
+    null label) and each image's sequence (its first ``planes`` planes), all checked."""
+    codec = _check_model(model)
     if lossless and not codec.lossless:
         raise ValueError(f"--lossless needs a lossless model (e.g. cifar10-lossless); this "
                          f"model's codec {codec!r} is lossy")
+    label = model.config.num_classes if label is None else int(label)
+    if not 0 <= label <= model.config.num_classes:
+        raise ValueError(f"class {label} out of range [0, {model.config.num_classes}]")
+    seqs = [codec.encode(img) for img in images]
+    if planes is not None:
+        seqs = [s[: int(np.sum(codec.slots(s).plane[:-1] < planes))] for s in seqs]
+    for s in seqs:
+        if len(s) > model.config.max_seq_len:
+            raise ValueError(f"the image takes {len(s)} tokens, more than the model's "
+                             f"{model.config.max_seq_len}")
+    return codec, label, seqs
 
 
 def _categorical(freqs: np.ndarray):
@@ -228,17 +244,7 @@ def compress(model, image: np.ndarray, model_name: str = "", label: int | None =
     whose whole file fits in this many bytes. ``lossless``: refuse a model whose codec is not
     lossless. ``model_name``: the zoo name recorded so :func:`decompress` can load the model.
     """
-    codec = _check_model(model)
-    _check_lossless(codec, lossless)
-    label = model.config.num_classes if label is None else int(label)
-    if not 0 <= label <= model.config.num_classes:
-        raise ValueError(f"class {label} out of range [0, {model.config.num_classes}]")
-    seq = codec.encode(image)
-    if planes is not None:
-        seq = seq[: int(np.sum(codec.slots(seq).plane[:-1] < planes))]
-    if len(seq) > model.config.max_seq_len:
-        raise ValueError(f"the image takes {len(seq)} tokens, more than the model's "
-                         f"{model.config.max_seq_len}")
+    _, label, (seq,) = _sequences(model, [image], label, planes, lossless)
     sizes, words, _ = code_tokens(model, seq, label)
     whash = weights_hash(model)
     k = len(seq)
@@ -284,20 +290,9 @@ def compress_many(model, images, model_name: str = "", label: int | None = None,
     :func:`compress`."""
     import constriction
 
-    codec = _check_model(model)
-    _check_lossless(codec, lossless)
     if not 1 <= rows <= 65535:
         raise ValueError(f"rows must lie in [1, 65535], got {rows}")
-    label = model.config.num_classes if label is None else int(label)
-    if not 0 <= label <= model.config.num_classes:
-        raise ValueError(f"class {label} out of range [0, {model.config.num_classes}]")
-    seqs = [codec.encode(img) for img in images]
-    if planes is not None:
-        seqs = [s[: int(np.sum(codec.slots(s).plane[:-1] < planes))] for s in seqs]
-    for s in seqs:
-        if len(s) > model.config.max_seq_len:
-            raise ValueError(f"an image takes {len(s)} tokens, more than the model's "
-                             f"{model.config.max_seq_len}")
+    codec, label, seqs = _sequences(model, images, label, planes, lossless)
     whash = weights_hash(model)
     files = []
     for start in range(0, len(seqs), rows):
@@ -353,8 +348,9 @@ class _FileDecoder:
         return int(ids[j])
 
 
-def _open(data: bytes, model) -> tuple[dict, bytes, object]:
-    """Header, payload and the model of a file, with every check the file allows."""
+def _open(data: bytes, model, whash: str | None = None) -> tuple[dict, bytes, object, str]:
+    """Header, payload, model and the model's weights hash (``whash``, if known already) of
+    a file, with every check the file allows."""
     hd = read_header(data)
     payload = data[hd["payload_offset"]:]
     if len(payload) != hd["payload_bytes"]:
@@ -372,11 +368,11 @@ def _open(data: bytes, model) -> tuple[dict, bytes, object]:
 
         model = WaveletGPT.from_pretrained(hd["model"])
     _check_model(model)
-    if weights_hash(model) != hd["weights"]:
+    whash = whash or weights_hash(model)
+    if whash != hd["weights"]:
         raise ModelMismatchError(f"this file needs model {need} with weights "
-                                 f"{hd['weights']}; the given model's weights are "
-                                 f"{weights_hash(model)}")
-    return hd, payload, model
+                                 f"{hd['weights']}; the given model's weights are {whash}")
+    return hd, payload, model, whash
 
 
 def _decode_block(model, files: dict[int, _FileDecoder], rows: int) -> dict[int, CodedImage]:
@@ -401,14 +397,16 @@ def decompress_many(files, model=None) -> list[np.ndarray]:
     """The images of several ``.wvc`` files, decoded together: files coded in one block
     (:func:`compress_many`) share a block again; each file otherwise goes to the first block
     with its row free. Every file needs the same model."""
-    opened = [_open(data, model) for data in files]
-    if not opened:
+    files = list(files)
+    if not files:
         return []
-    model = opened[0][2] if model is None else model
-    if any(hd["weights"] != opened[0][0]["weights"] for hd, _, _ in opened):
-        raise ModelMismatchError("decompress_many needs files of one model")
+    # the first file loads the model (if none is given) and hashes its weights, once; every
+    # other file must name the same weights (ModelMismatchError otherwise)
+    opened = [_open(files[0], model)]
+    model, whash = opened[0][2], opened[0][3]
+    opened += [_open(data, model, whash) for data in files[1:]]
     blocks: list[tuple[int, dict[int, int]]] = []  # (rows, row -> file index)
-    for i, (hd, _, _) in enumerate(opened):
+    for i, (hd, *_) in enumerate(opened):
         shape = (hd["height"], hd["width"], hd["channels"])
         for rows, placed in blocks:
             here = opened[next(iter(placed.values()))][0]
@@ -436,7 +434,7 @@ def decompress(data: bytes, model=None, n_bytes: int | None = None,
     With ``return_tokens``, returns the :class:`CodedImage` decoded instead of the image. A
     file coded in a block decodes at its place in a block of that size, the other rows idle.
     """
-    hd, payload, model = _open(data, model)
+    hd, payload, model, _ = _open(data, model)
     seq = _decode_block(model, {hd["row"]: _FileDecoder(hd, payload, n_bytes)},
                         hd["rows"])[hd["row"]]
     return seq if return_tokens else codec_of(model).decode(seq)

@@ -126,9 +126,10 @@ def _take_common_prefix(states: BatchScanState, forced: ForcedPrefix, options: S
                         context: bool) -> tuple[int, list[StepInputs]]:
     """Push the forced tokens all rows share into the grammar states, up to where a row
     would stop (end of sequence, ``max_plane``); return how many, and each step's inputs."""
-    tokens = forced.tokens.cpu().numpy()
+    shared = int(forced.lengths.min())
+    tokens = forced.tokens[:, :shared].cpu().numpy()
     seen: list[StepInputs] = []
-    for t in range(int(forced.lengths.min())):
+    for t in range(shared):
         inputs = StepInputs(*states.slots(), states.context() if context else None)
         if states.done.any() or (options.max_plane is not None
                                  and (inputs.slots[:, 0] >= options.max_plane).any()):
