@@ -26,6 +26,17 @@ and from a prefix of ``W`` words keeps the tokens whose ``w_t + 1 <= W``: a byte
 payload decodes to a prefix of the original tokens, and the last 1-2 words of any prefix
 (the range coder's pending state) buy no token. ``n_bytes`` is rounded down to whole words.
 
+The shortest payload. The flushed stream ends in whole words, up to ~2 bytes of them not needed
+to tell the last token's interval. The payload is the stream's words big-endian (most
+significant byte first, so that a byte prefix is a coarser number) cut to the fewest bytes that
+still decode to every token when the reader pads them with zeros: for each shorter length the
+cut stream and the cut stream plus one in its last byte are the only candidates (the shortest
+number in the final interval is one of them), checked by decoding again with the quantised
+models the encoder used, without the network (:func:`_shortest_payload`). A payload so cut, or
+rounded up, still obeys the prefix rule above (a rounded-up number is larger, and its first
+``W`` words no smaller than the stream's). This saves ~1.5 bytes a file: for MNIST's ~42-byte
+payloads, a gap to the model's code length of <1% instead of ~3%.
+
 Blocks of files. :func:`compress_many` codes images in blocks of ``rows`` rows stepped
 together (one model step for the block: ~``rows`` times the throughput of one row). A row's
 probabilities depend only on its own tokens when the block's size and the row's place in it
@@ -38,7 +49,7 @@ its attention shapes depend on the step alone.
 File layout (little-endian)::
 
     magic   4s   b"WVC1"
-    version u8   1 (one row), or 2 (coded in a block: the two fields before crc_hdr)
+    version u8   3 (1 and 2, from earlier releases, are read too: see below)
     name    u8 length + utf-8: the model's zoo name (or "" for a model loaded from a folder)
     weights 8s   first 8 bytes of the sha256 of the model's float32 state dict
     height u16, width u16, channels u8, m_tilde i8
@@ -46,10 +57,13 @@ File layout (little-endian)::
     n_tok   u32  tokens coded
     n_pay   u32  payload bytes
     crc_pay u32  CRC32 of the payload
-    rows    u16  version 2: rows of the block it was coded in
-    row     u16  version 2: its row in the block
+    rows    u16  rows of the block it was coded in (1: coded alone)
+    row     u16  its row in the block
     crc_hdr u32  CRC32 of everything before it
-    payload      the range coder's uint32 words
+    payload      the range coder's 32-bit words, big-endian, cut to the shortest payload
+
+Versions 1 and 2 stored whole words little-endian, uncut; version 1 had no rows and row (a file
+coded alone).
 """
 
 from __future__ import annotations
@@ -69,10 +83,11 @@ from wavar.sample.generate import codec_of
 from wavar.sample.steps import StepInputs, TorchStep
 
 MAGIC = b"WVC1"
-VERSIONS = (1, 2)  # 2: coded in a block of rows
+VERSION = 3  # what this wavar writes
+VERSIONS = (1, 2, 3)  # what it reads: 1 without the block fields; 1-2 whole little-endian words
 TOTAL = 1 << 16  # the quantised frequencies of a step sum to this
 _FIXED = struct.Struct("<8sHHBbHIII")
-_BLOCK = struct.Struct("<HH")  # version 2: rows of the block, this file's row
+_BLOCK = struct.Struct("<HH")  # versions >= 2: rows of the block, this file's row
 
 
 def weights_hash(model) -> str:
@@ -106,7 +121,7 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
     row; a step with one legal token takes it (the model still sees it; ``choose`` gets None
     for freqs and may stop the row). Returns each member's tokens (uint8).
 
-    One row alone (``rows == 1``) keeps a cache of its own length (version-1 files); a block
+    One row alone (``rows == 1``) keeps a cache of its own length (a file coded alone); a block
     keeps ``max_seq_len``, so that a row's arithmetic does not depend on the other rows."""
     first = next(iter(members.values()))
     m_tilde = [members.get(r, first)[0] for r in range(rows)]
@@ -194,13 +209,62 @@ def _categorical(freqs: np.ndarray):
     return constriction.stream.model.Categorical(freqs / TOTAL, perfect=False)
 
 
-def code_tokens(model, seq: CodedImage, label: int):
-    """Range-code all of ``seq``: (words uint32 of each prefix's flushed stream size per token
-    coded, the full stream, model bits per token). Internal to :func:`compress`."""
+def _words(payload: bytes, version: int) -> np.ndarray:
+    """A payload's 32-bit words: big-endian, missing tail bytes zero (version 3), or whole
+    little-endian words (versions 1-2)."""
+    if version < 3:
+        return np.frombuffer(payload[: len(payload) // 4 * 4], "<u4").astype(np.uint32)
+    return np.frombuffer(payload + bytes(-len(payload) % 4), ">u4").astype(np.uint32)
+
+
+def _decodes(payload: bytes, coded: list) -> bool:
+    """Whether ``payload``, read as :class:`_FileDecoder` reads it, gives back every coded
+    (model, symbol)."""
     import constriction
 
+    dec = constriction.stream.queue.RangeDecoder(
+        np.concatenate([_words(payload, VERSION), np.zeros(8, np.uint32)]))
+    return all(int(dec.decode(m)) == j for m, j in coded)
+
+
+def _shortest_payload(words: np.ndarray, coded: list) -> bytes:
+    """The fewest big-endian bytes that still decode to the coded symbols (module docstring)."""
+    data = words.astype(">u4").tobytes()
+    best = data
+    for k in range(len(data) - 1, -1, -1):
+        cut = data[:k]
+        up = int.from_bytes(cut, "big") + 1  # the cut rounded up in its last byte
+        tries = [cut] + ([up.to_bytes(k, "big")] if any(data[k:]) and up < 256**k else [])
+        found = next((c for c in tries if _decodes(c, coded)), None)
+        if found is None:  # no number of k bytes lies in the final interval: none shorter
+            break
+        best = found
+    return best
+
+
+class _Encoder:
+    """One file's range encoder, keeping what it coded to cut the payload short at the end."""
+
+    def __init__(self) -> None:
+        import constriction
+
+        self.enc = constriction.stream.queue.RangeEncoder()
+        self.coded: list = []  # (quantised model, symbol) of every coded token
+
+    def encode(self, j: int, freqs: np.ndarray) -> None:
+        m = _categorical(freqs)
+        self.enc.encode(np.array([j], np.int32), m)
+        self.coded.append((m, j))
+
+    def payload(self) -> bytes:
+        return _shortest_payload(self.enc.get_compressed(), self.coded)
+
+
+def code_tokens(model, seq: CodedImage, label: int):
+    """Range-code all of ``seq``: (words uint32 of each prefix's flushed stream size per token
+    coded, the payload bytes, model bits per token). Internal to :func:`compress`."""
     codec = _check_model(model)
-    enc = constriction.stream.queue.RangeEncoder()
+    enc = _Encoder()
     toks = seq.tokens.astype(np.int64)
     sizes = np.zeros(len(toks), np.int64)  # flushed stream words after token t
     bits = np.zeros(len(toks))
@@ -209,9 +273,9 @@ def code_tokens(model, seq: CodedImage, label: int):
         tok = int(toks[t])
         if freqs is not None:
             j = int(np.flatnonzero(ids == tok)[0])
-            enc.encode(np.array([j], np.int32), _categorical(freqs))
+            enc.encode(j, freqs)
             bits[t] = -np.log2(float(probs[j]))
-        sizes[t] = enc.num_words()
+        sizes[t] = enc.enc.num_words()
         return tok
 
     h = seq.header
@@ -219,7 +283,7 @@ def code_tokens(model, seq: CodedImage, label: int):
                         {0: (h.m_tilde, label, len(toks))}, lambda r, *a: choose(*a))[0]
     if not np.array_equal(got, seq.tokens):
         raise RuntimeError("the model's steps did not follow the sequence")  # a bug, not input
-    return sizes, enc.get_compressed(), bits
+    return sizes, enc.payload(), bits
 
 
 def _pack(name: str, whash: str, header: Header, label: int, n_tok: int,
@@ -227,10 +291,10 @@ def _pack(name: str, whash: str, header: Header, label: int, n_tok: int,
     nm = name.encode()
     if len(nm) > 255:
         raise ValueError(f"model name too long for the file header: {name!r}")
-    head = (MAGIC + bytes([1 if rows == 1 else 2, len(nm)]) + nm
+    head = (MAGIC + bytes([VERSION, len(nm)]) + nm
             + _FIXED.pack(bytes.fromhex(whash), header.height, header.width, header.channels,
                           header.m_tilde, label, n_tok, len(payload), zlib.crc32(payload))
-            + (b"" if rows == 1 else _BLOCK.pack(rows, row)))
+            + _BLOCK.pack(rows, row))
     return head + struct.pack("<I", zlib.crc32(head)) + payload
 
 
@@ -245,7 +309,7 @@ def compress(model, image: np.ndarray, model_name: str = "", label: int | None =
     lossless. ``model_name``: the zoo name recorded so :func:`decompress` can load the model.
     """
     _, label, (seq,) = _sequences(model, [image], label, planes, lossless)
-    sizes, words, _ = code_tokens(model, seq, label)
+    sizes, payload, _ = code_tokens(model, seq, label)
     whash = weights_hash(model)
     k = len(seq)
     if max_bytes is not None:
@@ -254,8 +318,8 @@ def compress(model, image: np.ndarray, model_name: str = "", label: int | None =
         k = int(fits[-1]) + 1 if fits.size else 0
         if k < len(seq):
             seq = seq[:k]
-            _, words, _ = code_tokens(model, seq, label)
-    return _pack(model_name, whash, seq.header, label, k, words.astype("<u4").tobytes())
+            _, payload, _ = code_tokens(model, seq, label)
+    return _pack(model_name, whash, seq.header, label, k, payload)
 
 
 def read_header(data: bytes) -> dict:
@@ -266,19 +330,20 @@ def read_header(data: bytes) -> dict:
     if data[4] not in VERSIONS:
         raise FileFormatError(f"unsupported .wvc version {data[4]} (this wavar reads "
                               f"{', '.join(map(str, VERSIONS))})")
-    end = 6 + data[5] + _FIXED.size + (_BLOCK.size if data[4] == 2 else 0)
+    blocked = data[4] >= 2  # the rows and row fields
+    end = 6 + data[5] + _FIXED.size + (_BLOCK.size if blocked else 0)
     if len(data) < end + 4:
         raise FileFormatError(f"truncated .wvc header ({len(data)} bytes)")
     if zlib.crc32(data[:end]) != struct.unpack_from("<I", data, end)[0]:
         raise FileFormatError(".wvc header is corrupted (CRC mismatch)")
     name = data[6:6 + data[5]].decode()
     wh, h, w, c, mt, label, n_tok, n_pay, crc = _FIXED.unpack_from(data, 6 + data[5])
-    rows, row = _BLOCK.unpack_from(data, 6 + data[5] + _FIXED.size) if data[4] == 2 else (1, 0)
+    rows, row = _BLOCK.unpack_from(data, 6 + data[5] + _FIXED.size) if blocked else (1, 0)
     if not row < rows:
         raise FileFormatError(f".wvc header names row {row} of a block of {rows}")
     return dict(model=name, weights=wh.hex(), height=h, width=w, channels=c, m_tilde=mt,
                 label=label, n_tokens=n_tok, payload_bytes=n_pay, payload_crc=crc,
-                rows=rows, row=row, payload_offset=end + 4)
+                rows=rows, row=row, version=data[4], payload_offset=end + 4)
 
 
 def compress_many(model, images, model_name: str = "", label: int | None = None,
@@ -288,8 +353,6 @@ def compress_many(model, images, model_name: str = "", label: int | None = None,
     a time in blocks stepped together (see the module docstring): the same files
     :func:`decompress` reads one by one. ``label``, ``planes`` and ``lossless`` as in
     :func:`compress`."""
-    import constriction
-
     if not 1 <= rows <= 65535:
         raise ValueError(f"rows must lie in [1, 65535], got {rows}")
     codec, label, seqs = _sequences(model, images, label, planes, lossless)
@@ -298,13 +361,12 @@ def compress_many(model, images, model_name: str = "", label: int | None = None,
     for start in range(0, len(seqs), rows):
         block = seqs[start : start + rows]
         h = block[0].header
-        encoders = [constriction.stream.queue.RangeEncoder() for _ in block]
+        encoders = [_Encoder() for _ in block]
 
         def choose(r, t, ids, freqs, probs, block=block, encoders=encoders):
             tok = int(block[r].tokens[t])
             if freqs is not None:
-                j = int(np.flatnonzero(ids == tok)[0])
-                encoders[r].encode(np.array([j], np.int32), _categorical(freqs))
+                encoders[r].encode(int(np.flatnonzero(ids == tok)[0]), freqs)
             return tok
 
         got = _block_models(model, codec, (h.height, h.width, h.channels), rows,
@@ -314,7 +376,7 @@ def compress_many(model, images, model_name: str = "", label: int | None = None,
             if not np.array_equal(got[r], s.tokens):
                 raise RuntimeError("the model's steps did not follow the sequence")  # a bug
             files.append(_pack(model_name, whash, s.header, label, len(s),
-                               encoders[r].get_compressed().astype("<u4").tobytes(), rows, r))
+                               encoders[r].payload(), rows, r))
     return files
 
 
@@ -326,9 +388,9 @@ class _FileDecoder:
         import constriction
 
         self.hd = hd
-        words = np.frombuffer(payload[: len(payload) // 4 * 4], "<u4").astype(np.uint32)
-        self.avail = len(words) if n_bytes is None else min(len(words), max(int(n_bytes), 0)
-                                                             // 4)
+        words = _words(payload, hd["version"])
+        whole = n_bytes is None or int(n_bytes) >= len(payload)
+        self.avail = len(words) if whole else max(int(n_bytes), 0) // 4
         # zeros past the kept words: the decoder reads ahead; tokens it decodes from them are
         # dropped by the w_t + 1 <= W rule (the module docstring)
         padded = np.concatenate([words[: self.avail], np.zeros(8, np.uint32)])
