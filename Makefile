@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/wavar sample --model fashion-mnist --classes all --n 2 -o samples.png --gif samples.gif
+	$(VENV)/bin/wavar sample --model fashion-mnist-small --classes all --n 2 -o samples.png --gif samples.gif
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q

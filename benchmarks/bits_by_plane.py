@@ -6,7 +6,7 @@ code length): comparing two models shows which planes and decisions a larger or 
 model codes better. Writes ``benchmarks/results/eval/bits_by_plane_<dataset>.json``.
 
     PYTHONPATH=. python benchmarks/bits_by_plane.py --dataset fashion-mnist --n 200 \\
-        --models fashion-mnist fashion-mnist-medium
+        --models fashion-mnist-small fashion-mnist
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def bits_by_plane(model, dataset: str, n: int, batch: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dataset", default="fashion-mnist")
-    ap.add_argument("--models", nargs="+", default=["fashion-mnist", "fashion-mnist-medium"])
+    ap.add_argument("--models", nargs="+", default=["fashion-mnist-small", "fashion-mnist"])
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--batch", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)

@@ -106,7 +106,7 @@ def rate_distortion(model, x: np.ndarray, files: list[bytes]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="mnist")
+    ap.add_argument("--model", default="mnist-small")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--single", type=int, default=None, metavar="K",

@@ -29,8 +29,9 @@ RESULTS = Path(__file__).parent / "results" / "eval"
 FP32_COMMIT = "e7e5bb2"
 
 
-def zoo_change(name: str) -> float:
-    path = f"{FP32_COMMIT}:wavar/zoo/weights/{name}/model.safetensors"
+def zoo_change(name: str, then: str) -> float:
+    """Largest weight change of zoo model ``name`` (called ``then`` at FP32_COMMIT)."""
+    path = f"{FP32_COMMIT}:wavar/zoo/weights/{then}/model.safetensors"
     blob = subprocess.run(["git", "show", path], capture_output=True, check=True).stdout
     old = load(blob)
     new = WaveletGPT.from_pretrained(name).state_dict()
@@ -41,7 +42,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", type=int, default=20)
     args = ap.parse_args()
-    out = {"zoo_max_abs_weight_change": {m: zoo_change(m) for m in ("mnist", "fashion-mnist")}}
+    out = {"zoo_max_abs_weight_change": {m: zoo_change(m, m.removesuffix("-small"))
+                                         for m in ("mnist-small", "fashion-mnist-small")}}
     x = load_dataset("fashion-mnist", "test").x[: args.images]
     ref = fid.inception_features(x, network=fid.load_network("cpu"))
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,7 +7,7 @@ with the shared prefix prefilled and, side by side, with the prefill switched of
 token stepped, the loop before it). Writes
 ``benchmarks/results/sampling/prefix_prefill_<model>.json``.
 
-    PYTHONPATH=. python benchmarks/prefix_prefill.py --model fashion-mnist --n 10 --planes 5
+    PYTHONPATH=. python benchmarks/prefix_prefill.py --model fashion-mnist-small --n 10 --planes 5
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from wavar.sample.generate import codec_of, generate, prefix_tokens
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="fashion-mnist")
+    ap.add_argument("--model", default="fashion-mnist-small")
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--planes", type=int, default=5)

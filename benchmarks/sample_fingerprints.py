@@ -4,7 +4,7 @@ every setting's sequences hashed. A refactor of the sampler must leave them iden
     python benchmarks/sample_fingerprints.py > /tmp/fingerprints.json
 
 Prints JSON to stdout only (no result file): {model: {setting: {"sha1", "lengths"}}}.
-Budgets keep each model well under a minute on one CPU core; mnist also samples complete
+Budgets keep each model well under a minute on one CPU core; mnist-small also samples complete
 sequences, and a plane limit ends rows at different steps (the CPU loop's compaction runs).
 """
 
@@ -24,8 +24,8 @@ from wavar.sample.generate import codec_of, generate, image_shape_of, prefix_tok
 from wavar.sample.options import Region
 
 MODELS = {  # name: token budget per sequence
-    "mnist": 600,
-    "fashion-mnist": 400,
+    "mnist-small": 600,
+    "fashion-mnist-small": 400,
     "fashion-mnist-raster": 300,
     "cifar10": 300,
     "cifar10-lossless": 250,

@@ -4,9 +4,9 @@ The bound of a decode step is the bytes it must read from memory (the weights on
 keys and values cached so far for every live sequence) over the memory bandwidth (4.8 TB/s on
 an H200 by its datasheet). The ratio bound/measured says how close generation runs to it.
 
-    python benchmarks/sample_speed.py --model fashion-mnist --batch 1 64 1024 --compare  # GPU
-    python benchmarks/sample_speed.py --model fashion-mnist --profile 1024 --step-check
-    python benchmarks/sample_speed.py --model fashion-mnist --batch 16 --cpu     # CPU latency
+    python benchmarks/sample_speed.py --model fashion-mnist-small --batch 1 64 1024 --compare  # GPU
+    python benchmarks/sample_speed.py --model fashion-mnist-small --profile 1024 --step-check
+    python benchmarks/sample_speed.py --model fashion-mnist-small --batch 16 --cpu     # CPU latency
     python benchmarks/sample_speed.py --model cifar10 --kernel --tf32
 
 Each generation runs the sampling plan (``wavar.sample.plan``) the machine picks; ``--compare``
@@ -70,7 +70,7 @@ def run(model, batch: int, seed: int, bandwidth: float, dtype_bytes: int,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="fashion-mnist")
+    ap.add_argument("--model", default="fashion-mnist-small")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 64, 1024])
     ap.add_argument("--cpu", action="store_true")
     ap.add_argument("--threads", type=int, default=2)

@@ -5,7 +5,7 @@ shares per class, one seed), and measure KID (unbiased at small n, unlike FID) a
 the first ``--refs`` test images, plus CAS with the cached classifier. Not the 10k protocol:
 these numbers only rank settings against each other.
 
-    python benchmarks/sampling_settings.py --model mnist --n 400 --refs 1000
+    python benchmarks/sampling_settings.py --model mnist-small --n 400 --refs 1000
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SETTINGS = [  # (cfg, temperature, top_p)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="mnist")
+    ap.add_argument("--model", default="mnist-small")
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--refs", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)

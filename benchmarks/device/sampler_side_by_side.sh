@@ -32,7 +32,7 @@ from wavar.model.config import ModelConfig
 from wavar.model.transformer import WaveletGPT
 from wavar.sample.generate import generate
 
-c = WaveletGPT.from_pretrained("mnist").config.to_dict()
+c = WaveletGPT.from_pretrained("mnist-small").config.to_dict()
 c.update(n_layer=2, n_embd=224, n_head=4, n_kv_head=4)
 m = WaveletGPT(ModelConfig.from_dict(c)).cuda().eval()
 t = time.time()

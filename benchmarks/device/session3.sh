@@ -83,13 +83,13 @@ bench)
   cd /tmp/repo && mkdir -p $RES/bench
   export CUDA_VISIBLE_DEVICES=3
   # each under a timeout: the lossy evals wait for GPU 3
-  timeout 300 python3 benchmarks/sample_speed.py --model fashion-mnist --batch 1 64 1024 4096 \
+  timeout 300 python3 benchmarks/sample_speed.py --model fashion-mnist-small --batch 1 64 1024 4096 \
     --graphs step model off --profile 1024 --out sample_speed_fashion-mnist_h200_graphs
   timeout 240 python3 benchmarks/sample_speed.py --model cifar10 --batch 1 64 1024 \
     --graphs step model --out sample_speed_cifar10_h200_graphs
-  timeout 300 python3 benchmarks/sample_speed.py --model fashion-mnist --batch 1024 \
+  timeout 300 python3 benchmarks/sample_speed.py --model fashion-mnist-small --batch 1024 \
     --graphs step --compile-step --out sample_speed_fashion-mnist_h200_compiled
-  timeout 240 python3 benchmarks/sample_speed.py --model fashion-mnist --batch 1024 4096 \
+  timeout 240 python3 benchmarks/sample_speed.py --model fashion-mnist-small --batch 1024 4096 \
     --graphs step --compile-step --bf16 --out sample_speed_fashion-mnist_h200_compiled_bf16
   cp benchmarks/results/sampling/sample_speed_*_h200_{graphs,compiled}* $RES/bench/
   ls $RES/bench

@@ -58,7 +58,7 @@ def test_codec_cli_errors(tmp_path, capsys):
     assert cli.main(["show"]) == 2
 
 
-SAMPLE = ["sample", "--model", "mnist", "--n", "2", "--tokens", "40"]
+SAMPLE = ["sample", "--model", "mnist-small", "--n", "2", "--tokens", "40"]
 
 
 @pytest.mark.parametrize("flags", [

@@ -21,7 +21,7 @@ from wavar.sample.generate import codec_of
 
 @pytest.fixture(scope="module")
 def model():
-    return WaveletGPT.from_pretrained("mnist")
+    return WaveletGPT.from_pretrained("mnist-small")
 
 
 def digit(seed: int) -> np.ndarray:
@@ -46,7 +46,7 @@ def test_round_trip_bit_exact_and_near_model_bits(model):
     codec = codec_of(model)
     for seed in range(3):
         img = digit(seed)
-        data = compress(model, img, model_name="mnist", planes=4)
+        data = compress(model, img, model_name="mnist-small", planes=4)
         seq = codec.encode(img)
         got = decompress(data, model, return_tokens=True)
         k = read_header(data)["n_tokens"]
@@ -63,7 +63,7 @@ def test_round_trip_bit_exact_and_near_model_bits(model):
 def test_full_sequence_reproduces_the_codec(model):
     codec = codec_of(model)
     img = digit(7)
-    data = compress(model, img, model_name="mnist")
+    data = compress(model, img, model_name="mnist-small")
     assert np.array_equal(decompress(data), codec.decode(codec.encode(img)))
 
 
@@ -71,7 +71,7 @@ def test_byte_prefix_decodes_to_token_prefix(model):
     codec = codec_of(model)
     img = digit(3)
     seq = codec.encode(img)
-    data = compress(model, img, model_name="mnist", planes=4)
+    data = compress(model, img, model_name="mnist-small", planes=4)
     n_pay = read_header(data)["payload_bytes"]
     lengths = []
     for nb in [*range(0, n_pay, 4), n_pay]:  # the payload ends where it is shortest
@@ -91,8 +91,8 @@ def test_version_2_files_still_decode(model, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(wc, "VERSION", 2)
         m.setattr(wc, "_shortest_payload", lambda words, coded: words.astype("<u4").tobytes())
-        old = compress(model, img, model_name="mnist", planes=4)
-    new = compress(model, img, model_name="mnist", planes=4)
+        old = compress(model, img, model_name="mnist-small", planes=4)
+    new = compress(model, img, model_name="mnist-small", planes=4)
     assert old[4] == 2 and new[4] == 3
     assert read_header(old)["payload_bytes"] % 4 == 0
     assert read_header(new)["payload_bytes"] < read_header(old)["payload_bytes"]
@@ -103,13 +103,13 @@ def test_version_2_files_still_decode(model, monkeypatch):
 
 def test_bytes_budget(model):
     img = digit(4)
-    data = compress(model, img, model_name="mnist", max_bytes=60)
+    data = compress(model, img, model_name="mnist-small", max_bytes=60)
     assert len(data) <= 60 and read_header(data)["n_tokens"] > 0
     assert decompress(data, model).shape == (28, 28)
 
 
 def test_corruption_and_wrong_model(model, tmp_path):
-    data = compress(model, digit(5), model_name="mnist", planes=2)
+    data = compress(model, digit(5), model_name="mnist-small", planes=2)
     off = read_header(data)["payload_offset"]
     bad = bytearray(data)
     bad[off] ^= 1
@@ -125,8 +125,8 @@ def test_corruption_and_wrong_model(model, tmp_path):
         decompress(data[:-1], model)
     with pytest.raises(FileFormatError, match="magic"):
         decompress(b"WVAR" + data[4:], model)
-    other = WaveletGPT.from_pretrained("fashion-mnist")
-    with pytest.raises(ModelMismatchError, match="needs model 'mnist'"):
+    other = WaveletGPT.from_pretrained("fashion-mnist-small")
+    with pytest.raises(ModelMismatchError, match="needs model 'mnist-small'"):
         decompress(data, other)
     with pytest.raises(ValueError, match="lossless"):
         compress(model, digit(5), lossless=True)
@@ -135,7 +135,7 @@ def test_corruption_and_wrong_model(model, tmp_path):
 def test_files_coded_in_blocks_decode_alone_and_together(model):
     codec = codec_of(model)
     imgs = [digit(s) for s in range(10, 15)]
-    files = compress_many(model, imgs, model_name="mnist", planes=3, rows=4)  # blocks 4 + 1
+    files = compress_many(model, imgs, model_name="mnist-small", planes=3, rows=4)  # blocks 4 + 1
     heads = [read_header(f) for f in files]
     assert [(h["rows"], h["row"]) for h in heads] == [(4, 0), (4, 1), (4, 2), (4, 3), (4, 0)]
     want = []
@@ -169,7 +169,7 @@ def test_cli_round_trip(tmp_path, capsys):
     img = digit(6)
     save_png(tmp_path / "d.png", img)
     out = tmp_path / "d.wvc"
-    assert main(["compress", str(tmp_path / "d.png"), "-o", str(out), "--model", "mnist",
+    assert main(["compress", str(tmp_path / "d.png"), "-o", str(out), "--model", "mnist-small",
                  "--planes", "3", "--class", "1"]) == 0
     assert read_header(out.read_bytes())["label"] == 1
     assert main(["decompress", str(out), "-o", str(tmp_path / "r.png")]) == 0
@@ -190,7 +190,7 @@ def test_cli_several_images_go_to_a_folder(tmp_path, capsys, model):
         save_png(tmp_path / f"d{i}.png", img)
     pngs = [str(tmp_path / f"d{i}.png") for i in range(3)]
     codes = tmp_path / "codes"
-    assert main(["compress", *pngs, "-o", str(codes), "--model", "mnist", "--planes", "2",
+    assert main(["compress", *pngs, "-o", str(codes), "--model", "mnist-small", "--planes", "2",
                  "--rows", "2"]) == 0
     files = sorted(codes.glob("*.wvc"))
     assert [f.name for f in files] == ["d0.wvc", "d1.wvc", "d2.wvc"]
@@ -202,11 +202,11 @@ def test_cli_several_images_go_to_a_folder(tmp_path, capsys, model):
         k = int(np.sum(codec.slots(seq).plane[:-1] < 2))
         assert np.array_equal(read_image(out / f"d{i}.png", "L"), codec.decode(seq, k))
     capsys.readouterr()
-    assert main(["compress", *pngs, "-o", str(tmp_path / "x.wvc"), "--model", "mnist",
+    assert main(["compress", *pngs, "-o", str(tmp_path / "x.wvc"), "--model", "mnist-small",
                  "--bytes", "40"]) == 2
     assert "--bytes codes one image" in capsys.readouterr().err
     (tmp_path / "file").write_bytes(b"")
-    assert main(["compress", *pngs, "-o", str(tmp_path / "file"), "--model", "mnist"]) == 2
+    assert main(["compress", *pngs, "-o", str(tmp_path / "file"), "--model", "mnist-small"]) == 2
     assert "names a folder" in capsys.readouterr().err
 
 

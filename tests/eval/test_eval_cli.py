@@ -93,14 +93,14 @@ def test_model_mode(toy, monkeypatch):
 
     monkeypatch.setattr(evalcli, "generate_samples", fake_generate)
     out = toy / "m.json"
-    assert cli.main(["eval", "--model", "mnist", "--dataset", "toy10", "--cas", "--fid",
+    assert cli.main(["eval", "--model", "mnist-small", "--dataset", "toy10", "--cas", "--fid",
                      "--n", "20", "-o", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert r["model"] == "mnist" and r["samples"] == 20 and r["cfg"] == 1.0
+    assert r["model"] == "mnist-small" and r["samples"] == 20 and r["cfg"] == 1.0
     assert r["samples_per_class"] == [2] * 10 and r["sample_batch"] == 100
     with np.load(toy / "m_samples.npz") as z:  # the samples, for --samples later
         assert z["x"].shape == (20, 28, 28) and list(z["y"][:11]) == [*range(10), 0]
-    assert cli.main(["eval", "--model", "mnist", "--dataset", "toy10", "--cas", "--n", "20",
+    assert cli.main(["eval", "--model", "mnist-small", "--dataset", "toy10", "--cas", "--n", "20",
                      "--cfg", "3", "--temperature", "0.8", "-o", str(out)]) == 0
     assert seen == {"cfg": 3.0, "temperature": 0.8}
     assert json.loads(out.read_text())["temperature"] == 0.8
@@ -108,7 +108,7 @@ def test_model_mode(toy, monkeypatch):
 
 def test_nll(toy):
     out = toy / "nll.json"
-    assert cli.main(["eval", "--model", "mnist", "--dataset", "toy10", "--nll", "--nll-limit",
+    assert cli.main(["eval", "--model", "mnist-small", "--dataset", "toy10", "--nll", "--nll-limit",
                      "3", "-o", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["nll"]["images"] == 3 and r["nll"]["bits_per_token"] > 0
@@ -127,7 +127,7 @@ def test_generate_samples_tiles_labels(monkeypatch):
         return real(model, labels, max_tokens=40, **kw)
 
     monkeypatch.setattr(gen, "generate", short)
-    model = WaveletGPT.from_pretrained("mnist")
+    model = WaveletGPT.from_pretrained("mnist-small")
     x, y = generate_samples(model, 13, cfg=1.0, seed=0, batch=5, log=None)
     assert x.shape == (13, 28, 28) and x.dtype == np.uint8 and list(y) == [*range(10), 0, 1, 2]
     assert calls == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [0, 1, 2]]

@@ -29,12 +29,12 @@ def choices(p: SamplingPlan) -> tuple[str, ...]:
 @pytest.fixture(scope="module")
 def zoo():
     return {name: WaveletGPT.from_pretrained(name) for name in (
-        "mnist", "fashion-mnist", "fashion-mnist-raster", "cifar10", "cifar10-lossless",
-        "fashion-mnist-medium")}
+        "mnist-small", "fashion-mnist-small", "fashion-mnist-raster", "cifar10", "cifar10-lossless",
+        "fashion-mnist")}
 
 
 def test_the_small_zoo_models_take_the_fastest_path_on_a_gpu(zoo):
-    for name in ("mnist", "fashion-mnist"):
+    for name in ("mnist-small", "fashion-mnist-small"):
         p = plan(zoo[name], SamplingOptions(), GPU)
         assert choices(p) == ("gpu", "fused", "triton", "step", "kernel"), name
         assert "last kernel" in p.why["draw"]
@@ -51,7 +51,7 @@ def test_the_small_zoo_models_take_the_fastest_path_on_a_gpu(zoo):
 
 def test_wide_models_take_the_model_step_with_the_attention_kernel(zoo):
     for name, width in (("cifar10", 320), ("cifar10-lossless", 256),
-                        ("fashion-mnist-medium", 256)):
+                        ("fashion-mnist", 256)):
         p = plan(zoo[name], SamplingOptions(), GPU)
         assert choices(p) == ("gpu", "model", "triton", "step", "pytorch"), name
         assert f"fused step: n_embd {width} > 128" in p.why["step"]
@@ -71,7 +71,7 @@ def test_the_cpu_loop_serves_what_the_gpu_grammar_cannot(zoo):
     cpu = ("cpu", "model", "pytorch", "none", "pytorch")
     raster = plan(zoo["fashion-mnist-raster"], SamplingOptions(), GPU)
     assert choices(raster) == cpu and "raster" in raster.why["loop"]
-    model = zoo["fashion-mnist"]
+    model = zoo["fashion-mnist-small"]
     image, keep = np.zeros((28, 28), np.uint8), np.ones((28, 28), bool)
     region = plan(model, SamplingOptions(region=Region(image, keep)), GPU)
     assert choices(region) == cpu and "region completion" in region.why["loop"]
@@ -85,7 +85,7 @@ def test_the_cpu_loop_serves_what_the_gpu_grammar_cannot(zoo):
 
 
 def test_without_triton_the_gpu_loop_runs_pytorch(zoo):
-    p = plan(zoo["fashion-mnist"], SamplingOptions(), Machine(cuda=True, numba_cuda=True))
+    p = plan(zoo["fashion-mnist-small"], SamplingOptions(), Machine(cuda=True, numba_cuda=True))
     assert choices(p) == ("gpu", "model", "pytorch", "step", "pytorch")
     assert "Triton is not available" in p.why["attention"]
 

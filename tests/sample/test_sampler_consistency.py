@@ -126,7 +126,7 @@ def _token_logp(model, batch) -> torch.Tensor:
 def _decoder_state_model() -> WaveletGPT:
     """A small model that reads the decoder-state features, on the mnist zoo model's codec,
     with random weights large enough that every input moves the logits."""
-    zoo = WaveletGPT.from_pretrained("mnist").config.to_dict()
+    zoo = WaveletGPT.from_pretrained("mnist-small").config.to_dict()
     model = WaveletGPT(ModelConfig.from_dict({**zoo, "n_layer": 2, "n_embd": 64, "n_head": 4,
                                               "n_kv_head": 2, "decoder_state": 1}))
     gen = torch.Generator().manual_seed(0)
@@ -137,8 +137,8 @@ def _decoder_state_model() -> WaveletGPT:
 
 
 @pytest.mark.parametrize("name, kwargs", [
-    ("mnist", {}),  # complete sequences: rows end at different steps -> compaction
-    ("fashion-mnist", {"max_plane": 4}),  # planes 0..3: ~600 tokens, lengths differ per m~
+    ("mnist-small", {}),  # complete sequences: rows end at different steps -> compaction
+    ("fashion-mnist-small", {"max_plane": 4}),  # planes 0..3: ~600 tokens, lengths differ per m~
     ("decoder-state", {"max_plane": 2}),  # a model that reads context_of's features
 ])
 def test_sampler_and_training_forward_agree(name, kwargs, monkeypatch):

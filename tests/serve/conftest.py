@@ -83,10 +83,10 @@ class LiveServer:
 
 @pytest.fixture(scope="session")
 def live_server(model_root):
-    """One live server for the concurrency and browser tests: the tiny model and mnist."""
+    """One live server for the concurrency and browser tests: the tiny model and mnist-small."""
     from wavar.serve import Settings, create_app
 
-    app = create_app(Settings(models=("tiny", "mnist"), model_root=model_root))
+    app = create_app(Settings(models=("tiny", "mnist-small"), model_root=model_root))
     with LiveServer(app) as server:
         yield server
 

@@ -61,7 +61,7 @@ def canvases_not_blank(page, selector: str) -> list[bool]:
 
 def test_sample_upload_slide_and_complete_a_region(page, tmp_path):
     # sample two images of one class: coarse frames first, the final one last, not blank
-    page.select_option("#model", "mnist")
+    page.select_option("#model", "mnist-small")
     page.click("#classes-none")
     page.check("#classes input[value='3']")
     page.fill("#n", "2")

@@ -47,7 +47,7 @@ def test_a_client_that_leaves_frees_the_worker(live_server):
     """A stream closed mid-generation stops the generation at its next model step."""
     worker = live_server.app.state.worker
     stopped = worker.stopped
-    body = {"model": "mnist", "classes": ["0"], "n": 8}  # several seconds of sampling
+    body = {"model": "mnist-small", "classes": ["0"], "n": 8}  # several seconds of sampling
     with httpx.Client(base_url=live_server.url, timeout=60) as client:
         with client.stream("POST", "/api/generate?stream=true", json=body) as r:
             for line in r.iter_lines():

@@ -14,7 +14,7 @@ per bit-plane, forcing the planes sampled so far and the m~ the first call drew,
 derived from the request's and the plane's; each plane's frame (images, tokens, model bits
 so far) is sent as soon as its call returns, while the next plane is sampled (a raster model:
 one call per token budget). The cost: the sampler steps a forced prefix one token at a time,
-so each call steps again through the planes before it: for two mnist images 3.0 times the
+so each call steps again through the planes before it: for two mnist-small images 3.0 times the
 model steps and 2.7 times the time of one call (README, "Web app"). ``--no-live-frames``
 (``Settings.live_frames=False``) samples in one call and sends the frames afterwards. Between
 frames the stream carries the step count, read by a forward hook on the model's output head

@@ -12,7 +12,7 @@ through log-spaced token budgets (``max_tokens=``).
 The price: the sampler steps a forced prefix one token at a time, as it samples (a model step
 per token; only the very first position is a prefill), so stage p costs as many steps as the
 sequences are long at its end, and a whole generation the sum over the planes of the rows'
-length at each plane's end: for two mnist images 3.0 times the steps of one call, 2.7 times
+length at each plane's end: for two mnist-small images 3.0 times the steps of one call, 2.7 times
 its time on a CPU (the README's serve section has the measurements). :class:`OneShotGeneration`
 is the other way (``Settings.live_frames=False``): one call, then the frames cut from the
 finished sequences.

@@ -34,24 +34,25 @@ class ZooEntry:
 
 MODELS: dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("mnist", "mnist",
-             "MNIST, Haar 2^-3, zero-block; 4 x 128, 1 KV head (0.72M): the bundled CPU model",
-             "364ffecfcc428e49951a1fcd39adb086ee1cf48347fe54bd70b6b38cd035de02"),
-    ZooEntry("fashion-mnist", "fashion-mnist",
-             "Fashion-MNIST, bior4.4 2^-4, zero-block; 4 x 128, 1 KV head (0.72M): the bundled "
-             "CPU model",
-             "5808dffd0c33d5e239fc96596e999c8ffb6cd916b40fd0233ef6fac32960c63e"),
-    ZooEntry("mnist-medium", "mnist",
              "MNIST, Haar 2^-3, zero-block, decoder-state features; 8 x 256, 1 KV head (5.6M), "
-             "4.5 H200-minutes: FID 35.5 (the bundled mnist: 108.9)",
+             "4.5 H200-minutes: FID 35.5, 28.2 with a per-plane schedule; the best MNIST model",
              "ff77d682051bd26ff4e0a490b11ae2534a585e6aded00efbe0f43009310801f5"),
-    ZooEntry("fashion-mnist-medium", "fashion-mnist",
+    ZooEntry("fashion-mnist", "fashion-mnist",
              "Fashion-MNIST, bior4.4 2^-4, zero-block, decoder-state features; 8 x 256, 1 KV "
-             "head (5.6M), 7 H200-minutes: FID 50.2, 37.2 with a per-plane schedule (the "
-             "bundled fashion-mnist: 104.6)",
+             "head (5.6M), 7 H200-minutes: FID 50.2, 37.2 with a per-plane schedule; the best "
+             "Fashion-MNIST model",
              "9ce03b3356264d55dbe641aa20bf2a1c97bb9ec84c89c0ab1d4800de571da3d6"),
+    ZooEntry("mnist-small", "mnist",
+             "MNIST, Haar 2^-3, zero-block; 4 x 128, 1 KV head (0.72M), 5 H200-minutes: FID "
+             "108.9; fast on a CPU (tests, examples)",
+             "364ffecfcc428e49951a1fcd39adb086ee1cf48347fe54bd70b6b38cd035de02"),
+    ZooEntry("fashion-mnist-small", "fashion-mnist",
+             "Fashion-MNIST, bior4.4 2^-4, zero-block; 4 x 128, 1 KV head (0.72M), 6 "
+             "H200-minutes: FID 104.6; fast on a CPU (make demo)",
+             "5808dffd0c33d5e239fc96596e999c8ffb6cd916b40fd0233ef6fac32960c63e"),
     ZooEntry("fashion-mnist-raster", "fashion-mnist",
              "Fashion-MNIST, raster baseline (one 256-way token per pixel); 4 x 120, 1 KV head "
-             "(0.70M), trained for the same GPU time as fashion-mnist",
+             "(0.70M), trained for the same GPU time as fashion-mnist-small",
              "c571077b3d1c8023e11355b99c02ade5c45ecb0191665dac677d1543ec0c22b7"),
     ZooEntry("cifar10", "cifar10",
              "CIFAR-10, bior4.4 + YCbCr 2^-4 (lossy, ~31 dB), zero-block; 8 x 320, 1 KV head "
