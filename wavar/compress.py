@@ -49,7 +49,8 @@ its attention shapes depend on the step alone.
 File layout (little-endian)::
 
     magic   4s   b"WVC1"
-    version u8   3 (1 and 2, from earlier releases, are read too: see below)
+    version u8   3 (coded alone), or 4 (coded in a block: the two fields before crc_hdr);
+                 1 and 2, from earlier releases, are read too (see below)
     name    u8 length + utf-8: the model's zoo name (or "" for a model loaded from a folder)
     weights 8s   first 8 bytes of the sha256 of the model's float32 state dict
     height u16, width u16, channels u8, m_tilde i8
@@ -57,13 +58,12 @@ File layout (little-endian)::
     n_tok   u32  tokens coded
     n_pay   u32  payload bytes
     crc_pay u32  CRC32 of the payload
-    rows    u16  rows of the block it was coded in (1: coded alone)
-    row     u16  its row in the block
+    rows    u16  version 4: rows of the block it was coded in
+    row     u16  version 4: its row in the block
     crc_hdr u32  CRC32 of everything before it
     payload      the range coder's 32-bit words, big-endian, cut to the shortest payload
 
-Versions 1 and 2 stored whole words little-endian, uncut; version 1 had no rows and row (a file
-coded alone).
+Versions 1 and 2 (alone, in a block) stored the payload as whole words little-endian, uncut.
 """
 
 from __future__ import annotations
@@ -83,11 +83,11 @@ from wavar.sample.generate import codec_of
 from wavar.sample.steps import StepInputs, TorchStep
 
 MAGIC = b"WVC1"
-VERSION = 3  # what this wavar writes
-VERSIONS = (1, 2, 3)  # what it reads: 1 without the block fields; 1-2 whole little-endian words
+VERSION, BLOCK_VERSION = 3, 4  # what this wavar writes: a file coded alone, in a block
+VERSIONS = (1, 2, 3, 4)  # what it reads; 2 and 4 carry the block fields; 1-2 whole LE words
 TOTAL = 1 << 16  # the quantised frequencies of a step sum to this
 _FIXED = struct.Struct("<8sHHBbHIII")
-_BLOCK = struct.Struct("<HH")  # versions >= 2: rows of the block, this file's row
+_BLOCK = struct.Struct("<HH")  # versions 2 and 4: rows of the block, this file's row
 
 
 def weights_hash(model) -> str:
@@ -291,10 +291,10 @@ def _pack(name: str, whash: str, header: Header, label: int, n_tok: int,
     nm = name.encode()
     if len(nm) > 255:
         raise ValueError(f"model name too long for the file header: {name!r}")
-    head = (MAGIC + bytes([VERSION, len(nm)]) + nm
+    head = (MAGIC + bytes([VERSION if rows == 1 else BLOCK_VERSION, len(nm)]) + nm
             + _FIXED.pack(bytes.fromhex(whash), header.height, header.width, header.channels,
                           header.m_tilde, label, n_tok, len(payload), zlib.crc32(payload))
-            + _BLOCK.pack(rows, row))
+            + (b"" if rows == 1 else _BLOCK.pack(rows, row)))
     return head + struct.pack("<I", zlib.crc32(head)) + payload
 
 
@@ -330,7 +330,7 @@ def read_header(data: bytes) -> dict:
     if data[4] not in VERSIONS:
         raise FileFormatError(f"unsupported .wvc version {data[4]} (this wavar reads "
                               f"{', '.join(map(str, VERSIONS))})")
-    blocked = data[4] >= 2  # the rows and row fields
+    blocked = data[4] in (2, 4)  # the rows and row fields
     end = 6 + data[5] + _FIXED.size + (_BLOCK.size if blocked else 0)
     if len(data) < end + 4:
         raise FileFormatError(f"truncated .wvc header ({len(data)} bytes)")

@@ -82,18 +82,18 @@ def test_byte_prefix_decodes_to_token_prefix(model):
     assert lengths[-1] == read_header(data)["n_tokens"] and lengths[-2] < lengths[-1]
 
 
-def test_version_2_files_still_decode(model, monkeypatch):
+def test_version_1_files_still_decode(model, monkeypatch):
     """Files of the earlier layout (whole little-endian words, uncut) decode as before."""
     import wavar.compress as wc
 
     codec = codec_of(model)
     img = digit(6)
     with monkeypatch.context() as m:
-        m.setattr(wc, "VERSION", 2)
+        m.setattr(wc, "VERSION", 1)
         m.setattr(wc, "_shortest_payload", lambda words, coded: words.astype("<u4").tobytes())
         old = compress(model, img, model_name="mnist-small", planes=4)
     new = compress(model, img, model_name="mnist-small", planes=4)
-    assert old[4] == 2 and new[4] == 3
+    assert old[4] == 1 and new[4] == 3
     assert read_header(old)["payload_bytes"] % 4 == 0
     assert read_header(new)["payload_bytes"] < read_header(old)["payload_bytes"]
     k = read_header(old)["n_tokens"]
@@ -138,6 +138,7 @@ def test_files_coded_in_blocks_decode_alone_and_together(model):
     files = compress_many(model, imgs, model_name="mnist-small", planes=3, rows=4)  # blocks 4 + 1
     heads = [read_header(f) for f in files]
     assert [(h["rows"], h["row"]) for h in heads] == [(4, 0), (4, 1), (4, 2), (4, 3), (4, 0)]
+    assert {h["version"] for h in heads} == {4}
     want = []
     for img, f, h in zip(imgs, files, heads, strict=True):
         seq = codec.encode(img)
