@@ -47,9 +47,10 @@ def test_train_writes_metrics_checkpoint_and_published_ema_weights(tmp_path):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
 
 
-def test_training_lowers_the_validation_code_length(tmp_path):
+@pytest.mark.parametrize("batching", [{}, dict(pack_len=64)])
+def test_training_lowers_the_validation_code_length(tmp_path, batching):
     result = train(cfg(tmp_path, max_steps=60, lr=1e-2, min_lr=1e-3, eval_every=0,
-                       eval_batches=0, ckpt_every=0, log_every=60), SOURCE, SOURCE)
+                       eval_batches=0, ckpt_every=0, log_every=60, **batching), SOURCE, SOURCE)
     n_legal = [bin(int(x)).count("1") for it in SOURCE.items for x in it["legal"]]
     uniform = float(np.mean(np.log2(n_legal)))  # the untrained (zero-head) model's rate
     assert result["val_bits_per_token"] < 0.8 * uniform
@@ -100,8 +101,10 @@ def test_killed_run_resumes_into_the_uninterrupted_one(tmp_path):
     assert_same_run(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
 
 
-def test_a_killed_run_with_length_buckets_resumes_into_the_uninterrupted_one(tmp_path):
-    kw = dict(model_args={"max_seq_len": 32}, sample_every=5, length_buckets=4)
+@pytest.mark.parametrize("batching", [dict(length_buckets=4), dict(pack_len=64)])
+def test_a_killed_run_with_buckets_or_packing_resumes_into_the_uninterrupted_one(tmp_path,
+                                                                                 batching):
+    kw = dict(model_args={"max_seq_len": 32, "class_dropout": 0.3}, sample_every=5, **batching)
     train(cfg(tmp_path / "a", **kw), SOURCE, VAL, on_eval=lambda *a: None)
 
     def die(model, step, out):

@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 from wavar.codec.grammar import CONTEXT_SIZES, CONTEXT_VERSION
 from wavar.errors import CheckpointError
@@ -71,6 +72,22 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x1, x2 = x.float().chunk(2, dim=-1)
     cos, sin = cos.float(), sin.float()  # buffers may have been cast by model.to(bf16)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+def sequence_mask(doc: Tensor, flex: bool | None = None) -> Tensor | BlockMask:
+    """Attention of packed rows (:mod:`wavar.train.packing`): a position sees the positions of
+    its own sequence (``doc`` (B, P), -1 for padding, which sees padding) up to itself. A dense
+    boolean mask (B, 1, P, P) on the CPU; on CUDA a FlexAttention block mask, which skips the
+    blocks that no position sees (dense, 16 rows of 8,192 would take a gigabyte). ``flex``
+    chooses the kind (default: by the device)."""
+    B, P = doc.shape
+    if doc.is_cuda if flex is None else flex:
+        def same_sequence(b, h, q, k):
+            return (doc[b, q] == doc[b, k]) & (q >= k)
+
+        return create_block_mask(same_sequence, B, None, P, P, device=doc.device)
+    causal = torch.ones(P, P, dtype=torch.bool, device=doc.device).tril()
+    return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
 
 
 @torch.library.custom_op("wavar::cached_attention", mutates_args=("k_all", "v_all"))
@@ -143,13 +160,15 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, cos: Tensor | None, sin: Tensor | None,
-                kv: tuple[Tensor, Tensor, int] | None, positions: Tensor) -> Tensor:
+                kv: tuple[Tensor, Tensor, int] | None, positions: Tensor,
+                mask: Tensor | BlockMask | None = None) -> Tensor:
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv, self.hd)
         qk = qkv[:, :, : self.n_head + self.n_kv]
         if cos is not None:  # queries and keys rotated together: one set of kernels
             qk = apply_rope(qk, cos, sin)
-        if positions.dim() == 2:  # a decode step, each row at its own position (B, 1)
+        if kv is not None and positions.dim() == 2:  # a decode step, each row at its own
+            # position (B, 1)
             y = row_attention(qk[:, 0, : self.n_head], qk[:, 0, self.n_head :],
                               qkv[:, 0, self.n_head + self.n_kv :], kv[0], kv[1], kv[2],
                               positions[:, 0])  # (B, H, hd)
@@ -164,7 +183,14 @@ class CausalSelfAttention(nn.Module):
                 # fp32 tokens)
                 k = k.repeat_interleave(self.n_head // self.n_kv, dim=1)
                 v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+            if mask is None:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+            elif isinstance(mask, Tensor):  # packed rows, dense mask (the CPU)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            else:  # packed rows on CUDA: FlexAttention skips the blocks no position sees
+                if p > 0:
+                    raise ValueError("packed batches on CUDA take no attention dropout")
+                y = flex_attention(q, k, v, block_mask=mask)
         else:
             y = cached_attention(q, k, v, kv[0], kv[1], kv[2], positions)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
@@ -189,8 +215,9 @@ class Block(nn.Module):
         self.norm2, self.mlp = nn.RMSNorm(cfg.n_embd), MLP(cfg)
 
     def forward(self, x: Tensor, cos: Tensor | None, sin: Tensor | None,
-                kv: tuple[Tensor, Tensor, int] | None, positions: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x), cos, sin, kv, positions)
+                kv: tuple[Tensor, Tensor, int] | None, positions: Tensor,
+                mask: Tensor | BlockMask | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), cos, sin, kv, positions, mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -215,9 +242,11 @@ class SlotEmbedding(nn.Module):
         self.fourier = nn.Linear(2 * cfg.fourier_features, d, bias=False)
 
     def forward(self, slots: Tensor, pos: Tensor, m_tilde: Tensor) -> Tensor:
-        # slots (B, T, 5) = [plane, channel, level, orientation, kind]; pos (B, T, 2); m_tilde (B,)
+        # slots (B, T, 5) = [plane, channel, level, orientation, kind]; pos (B, T, 2); m_tilde
+        # (B,), or (B, T) in packed rows
         plane, channel, level, orient, kind = slots.unbind(-1)
-        e = (m_tilde[:, None] - 1 - plane - self.e_min).clamp(0, self.exponent.num_embeddings - 1)
+        m_tilde = m_tilde[:, None] if m_tilde.dim() == 1 else m_tilde
+        e = (m_tilde - 1 - plane - self.e_min).clamp(0, self.exponent.num_embeddings - 1)
         angle = 2 * math.pi * (pos.float() @ self.freqs.float())  # (B, T, F), fp32 phases
         feats = torch.cat([angle.sin(), angle.cos()], dim=-1).to(self.fourier.weight.dtype)
         fourier = self.fourier(feats)
@@ -340,15 +369,17 @@ class WaveletGPT(nn.Module):
         return m_tilde.clamp(self.config.m_tilde_min, self.config.m_tilde_max)
 
     def _prefix(self, labels: Tensor, m_tilde: Tensor) -> Tensor:
-        m = self.m_tilde(self._clamp(m_tilde) - self.config.m_tilde_min)
-        return (self.cls(labels) + m)[:, None]  # (B, 1, C)
+        # (B,) -> (B, 1, C); per position of packed rows (B, T) -> (B, T, C)
+        x = self.cls(labels) + self.m_tilde(self._clamp(m_tilde) - self.config.m_tilde_min)
+        return x[:, None] if labels.dim() == 1 else x
 
     def _steps(self, prev: Tensor, slots: Tensor, pos: Tensor, m_tilde: Tensor,
                context: Tensor | None = None) -> Tensor:
         # prev (B, T) token t-1; slots (B, T, 5), pos (B, T, 2), context (B, T, N_CONTEXT) of
         # token t  ->  (B, T, C)
-        m_tilde = self._clamp(m_tilde)
-        m = self.m_tilde(m_tilde - self.config.m_tilde_min)[:, None]
+        m_tilde = self._clamp(m_tilde)  # (B,), or (B, T) in packed rows
+        m = self.m_tilde(m_tilde - self.config.m_tilde_min)
+        m = m[:, None] if m_tilde.dim() == 1 else m
         x = self.tok(prev) + self.slot(slots, pos, m_tilde) + m
         if self.context is not None:
             if context is None:
@@ -357,16 +388,18 @@ class WaveletGPT(nn.Module):
             x = x + self.context(context)
         return x
 
-    def _trunk(self, x: Tensor, positions: Tensor, cache: KVCache | None = None) -> Tensor:
-        # x (B, T, C) at sequence `positions`: (T,) shared by all rows, or (B, 1) one per row
-        # (a decode step; -1 = skip the row)  ->  normed hidden states (B, T, C)
+    def _trunk(self, x: Tensor, positions: Tensor, cache: KVCache | None = None,
+               mask: Tensor | BlockMask | None = None) -> Tensor:
+        # x (B, T, C) at sequence `positions`: (T,) shared by all rows, (B, 1) one per row (a
+        # decode step; -1 = skip the row) or (B, T) (packed rows, attending through `mask`)
+        # ->  normed hidden states (B, T, C)
         cos = sin = None
         if self.config.rope:  # broadcast against (B, T, heads, hd / 2)
             cos, sin = (table[positions][..., None, :] for table in (self.rope_cos, self.rope_sin))
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             kv = None if cache is None else (cache.k, cache.v, i)  # the layer's part of it
-            x = block(x, cos, sin, kv, positions)
+            x = block(x, cos, sin, kv, positions, mask)
         return self.norm(x)
 
     # -- training
@@ -378,6 +411,8 @@ class WaveletGPT(nn.Module):
         pos (B, T, 2), m_tilde (B,), label (B,), and legal, valid (B, T); with
         ``config.decoder_state`` also context (B, T, N_CONTEXT).
         """
+        if "doc" in batch:
+            return self._forward_packed(batch)
         tokens, labels, m_tilde = batch["tokens"], batch["label"], batch["m_tilde"]
         B, T = tokens.shape
         if T > self.config.max_seq_len:
@@ -396,6 +431,25 @@ class WaveletGPT(nn.Module):
         if "legal" in batch:
             logits = mask_logits(logits, batch["legal"], batch.get("valid"))
         return logits
+
+    def _forward_packed(self, batch: dict[str, Tensor]) -> Tensor:
+        """Logits (R, P, V) of packed rows (:mod:`wavar.train.packing`): the same logits as
+        unpacked at each token's position, nothing (invalid) at prefixes and padding."""
+        tokens, labels, m_tilde, prefix = (batch[k] for k in ("tokens", "label", "m_tilde",
+                                                              "prefix"))
+        if int(batch["position"].max()) > self.config.max_seq_len:
+            raise ValueError(f"a packed sequence exceeds max_seq_len {self.config.max_seq_len}")
+        if self.training and self.config.class_dropout > 0:  # per sequence: at its prefix
+            drop = torch.rand(labels.shape, device=labels.device) < self.config.class_dropout
+            labels = labels.masked_fill(drop, self.config.num_classes)
+        prev = torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1)
+        after_prefix = torch.cat([prefix[:, :1], prefix[:, :-1]], dim=1)
+        prev = prev.masked_fill(after_prefix, self.config.vocab_size)  # a sequence's BOS
+        x = torch.where(prefix[..., None], self._prefix(labels, m_tilde),
+                        self._steps(prev, batch["slots"], batch["pos"], m_tilde,
+                                    batch.get("context")))
+        h = self._trunk(x, batch["position"], mask=sequence_mask(batch["doc"]))
+        return mask_logits(self.head(h).float(), batch["legal"], batch["valid"])
 
     def bits_per_sequence(self, batch: dict[str, Tensor]) -> Tensor:
         """Code length in bits (B,) of each sequence of ``batch`` under the model."""

@@ -73,6 +73,9 @@ class TrainConfig:
     pad_to: int = 512  # on CUDA, batches are padded to a multiple of this: few compiled shapes
     length_buckets: int = 1  # >1: each batch one of this many length-sorted blocks of a
     # larger random draw (less padding: wavar.data.shards.bucketed_indices)
+    pack_len: int = 0  # >0: each batch's sequences packed end to end into rows of this many
+    # positions (wavar.train.packing): no padding, the plain uniform draw; batch_size still
+    # counts sequences. At least max_seq_len + 1; on CUDA wants compile (FlexAttention)
     seed: int = 0
     time_limit_s: float = 0.0  # stop, checkpoint and return after this much wall time; 0 = never
     budget_s: float = 0.0  # >0: the run lasts this much training wall time (across resumes),
@@ -96,13 +99,17 @@ class TrainConfig:
         positive = ("batch_size", "log_every", "pad_to", "length_buckets")
         non_negative = ("max_steps", "warmup_steps", "eval_every", "eval_batches", "ckpt_every",
                         "sample_every", "lr", "min_lr", "weight_decay", "grad_clip",
-                        "time_limit_s", "budget_s", "val_holdout", "snapshot_every_s")
+                        "time_limit_s", "budget_s", "val_holdout", "snapshot_every_s",
+                        "pack_len")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.pack_len and self.length_buckets > 1:
+            raise ConfigError("pack_len and length_buckets > 1 both cut padding: packing keeps "
+                              "the uniform draw (buckets make batches of like lengths); use one")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         self.betas = tuple(self.betas)

@@ -40,7 +40,7 @@ from wavar.errors import CheckpointError
 from wavar.model.transformer import WaveletGPT, loss_bits
 from wavar.train import distributed
 from wavar.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from wavar.train.config import TrainConfig
+from wavar.train.config import ConfigError, TrainConfig
 from wavar.train.prefetch import Prefetcher, pad_batch
 
 
@@ -167,6 +167,9 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
 
 
     pad_to = cfg.pad_to if device.type == "cuda" else 1  # few shapes for compile
+    if cfg.pack_len and cfg.pack_len < model.config.max_seq_len + 1:
+        raise ConfigError(f"pack_len {cfg.pack_len} cannot hold the longest sequence: it "
+                          f"needs max_seq_len + 1 = {model.config.max_seq_len + 1} positions")
     if cfg.compile:
         _compile_blocks(model, pad_to)
     train_model: nn.Module = model
@@ -182,7 +185,8 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     # Batches are drawn ahead on a thread (pinned memory on CUDA): the host no longer waits
     # for each copy, so it queues the next step while the GPU runs this one.
     batches = Prefetcher(data_train, cfg.batch_size, data_rng, device, pad_to,
-                         model.config.max_seq_len, buckets=cfg.length_buckets)
+                         model.config.max_seq_len, buckets=cfg.length_buckets,
+                         pack_len=cfg.pack_len, row_multiple=2 if device.type == "cuda" else 1)
     result: dict[str, Any] = {}
     stopped = "max_steps"
     acc_bits = torch.zeros((), device=device)
@@ -211,7 +215,9 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
             acc_tokens += n
             n_valid = int(np_batch["valid"].sum())
             acc_valid += n_valid
-            acc_flops += model.flops_per_token(batch["tokens"].shape[1] + 1) * n_valid
+            # attention FLOPs as at the batch's padded length (packed: its longest sequence)
+            t_attn = np_batch["tokens"].shape[1] if cfg.pack_len else batch["tokens"].shape[1]
+            acc_flops += model.flops_per_token(t_attn + 1) * n_valid
             final = step == cfg.max_steps or (cfg.budget_s > 0 and distributed.agree(
                 elapsed() >= cfg.budget_s, info))
             if step % cfg.log_every == 0 or final:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-PER_POSITION = ("tokens", "slots", "pos", "legal", "valid", "context")  # arrays with a T axis
+from wavar.train.packing import PER_POSITION, pack_batch
 
 
 def pad_batch(batch: dict[str, np.ndarray], pad_to: int = 1,
@@ -38,11 +38,13 @@ def pad_batch(batch: dict[str, np.ndarray], pad_to: int = 1,
 
 class Prefetcher:
     """``next()`` gives ``(np_batch, batch)``: the numpy batch and its padded tensors on
-    ``device``, ``depth`` batches drawn ahead by a daemon thread."""
+    ``device`` (with ``pack_len``, packed: :func:`wavar.train.packing.pack_batch`), ``depth``
+    batches drawn ahead by a daemon thread."""
 
     def __init__(self, source, batch_size: int, rng: np.random.Generator,
                  device: torch.device, pad_to: int = 1, max_len: int | None = None,
-                 depth: int = 3, buckets: int = 1) -> None:
+                 depth: int = 3, buckets: int = 1, pack_len: int = 0,
+                 row_multiple: int = 1) -> None:
         self.device = device
         self.consumed_state: dict[str, Any] = rng.bit_generator.state
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -54,7 +56,8 @@ class Prefetcher:
                 while not self._stop.is_set():
                     np_batch = (source.sample_batch(batch_size, rng, buckets) if buckets > 1
                                 else source.sample_batch(batch_size, rng))
-                    tensors = pad_batch(np_batch, pad_to, max_len)
+                    tensors = (pack_batch(np_batch, pack_len, row_multiple) if pack_len
+                               else pad_batch(np_batch, pad_to, max_len))
                     if pin:
                         tensors = {k: v.pin_memory() for k, v in tensors.items()}
                     item = (np_batch, tensors, rng.bit_generator.state)

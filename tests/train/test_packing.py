@@ -1,0 +1,96 @@
+"""Packed batches (wavar.train.packing): every token placed once, the same loss as unpacked,
+the FlexAttention block mask equal to the dense mask, and resume with packing."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.train.synthetic_source import SyntheticSource
+from wavar.codec.grammar import CONTEXT_SIZES
+from wavar.model.config import ModelConfig
+from wavar.model.transformer import WaveletGPT, loss_bits, sequence_mask
+from wavar.train.config import ConfigError, TrainConfig
+from wavar.train.packing import pack_batch, place
+from wavar.train.prefetch import pad_batch
+
+SOURCE = SyntheticSource(n=40, min_len=3, max_len=30)
+
+
+def batch_with_context(n: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
+    b = SOURCE.sample_batch(n, np.random.default_rng(seed))
+    g = np.random.default_rng(seed + 1)
+    b["context"] = np.stack([g.integers(0, k, b["tokens"].shape) for k in CONTEXT_SIZES],
+                            -1).astype(np.int8)
+    return b
+
+
+def test_place_fills_rows_first_fit_longest_first():
+    need = np.array([5, 9, 3, 7, 4])
+    row, offset, n = place(need, 12)
+    assert n == 3  # 9 + 3 | 7 + 5 | 4
+    for r in range(n):  # no overlaps, nothing past the row
+        spans = sorted((offset[i], offset[i] + need[i]) for i in np.flatnonzero(row == r))
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+        assert spans[-1][1] <= 12
+    with pytest.raises(ValueError, match="more than pack_len"):
+        place(np.array([13]), 12)
+
+
+def test_every_token_is_placed_once_after_its_prefix():
+    b = batch_with_context()
+    p = {k: v.numpy() for k, v in pack_batch(b, 40, row_multiple=4).items()}
+    assert p["doc"].shape[0] % 4 == 0 and p["doc"].shape[1] == 40
+    lengths = b["valid"].sum(1)
+    assert p["valid"].sum() == lengths.sum() and p["prefix"].sum() == len(lengths)
+    for i, n in enumerate(lengths):
+        r, at = np.nonzero(p["doc"] == i)
+        assert len(set(r)) == 1 and np.array_equal(at, np.arange(at[0], at[0] + n + 1))
+        row, steps = r[0], at[1:]
+        assert p["prefix"][row, at[0]] and p["position"][row, at].tolist() == list(range(n + 1))
+        for key in ("tokens", "slots", "pos", "legal", "context"):
+            assert np.array_equal(p[key][row, steps], b[key][i, :n]), key
+        assert (p["label"][row, at] == b["label"][i]).all()
+        assert (p["m_tilde"][row, at] == b["m_tilde"][i]).all()
+    assert (p["doc"] >= 0).sum() == (lengths + 1).sum()
+
+
+@pytest.mark.parametrize("decoder_state", [0, 1])
+def test_packed_batch_gives_the_unpacked_loss(decoder_state):
+    torch.manual_seed(0)
+    model = WaveletGPT(ModelConfig(n_layer=2, n_head=4, n_kv_head=2, n_embd=32, max_seq_len=40,
+                                   decoder_state=decoder_state)).eval()
+    b = batch_with_context()
+    if not decoder_state:
+        del b["context"]
+    with torch.no_grad():
+        unpacked = pad_batch(b)
+        packed = pack_batch(b, 64)
+        bits_u, n_u = loss_bits(model(unpacked), unpacked)
+        bits_p, n_p = loss_bits(model(packed), packed)
+        per_u = model.bits_per_sequence(unpacked)
+    assert n_p == n_u and packed["doc"].shape[0] < len(b["label"])  # fewer rows than sequences
+    torch.testing.assert_close(bits_p, bits_u, rtol=1e-5, atol=1e-4)
+    assert per_u.sum().item() == pytest.approx(bits_u.item(), rel=1e-5)
+
+
+def test_flex_block_mask_matches_the_dense_mask():
+    """The CUDA path's mask (FlexAttention), run here on the CPU against the dense one."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    doc = pack_batch(batch_with_context(), 128)["doc"]
+    q, k, v = (torch.randn(doc.shape[0], 2, doc.shape[1], 16) for _ in range(3))
+    dense = torch.nn.functional.scaled_dot_product_attention(q, k, v,
+                                                             attn_mask=sequence_mask(doc))
+    block = sequence_mask(doc, flex=True)
+    torch.testing.assert_close(flex_attention(q, k, v, block_mask=block), dense,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_pack_len_must_hold_a_sequence_and_excludes_buckets(tmp_path):
+    with pytest.raises(ConfigError, match="use one"):
+        TrainConfig(pack_len=64, length_buckets=4)
+    from tests.train.test_loop import VAL, cfg
+    from wavar.train.loop import train
+
+    with pytest.raises(ConfigError, match="max_seq_len \\+ 1 = 33"):
+        train(cfg(tmp_path, pack_len=32), SOURCE, VAL)
