@@ -12,11 +12,7 @@
 #
 # Needs what train_one.sh needs (the dataset cache under WAVAR_CACHE, the PyWavelets wheel).
 set -uo pipefail
-python3 -c 'import pywt' 2>/dev/null \
-  || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
-  || exit 1
-export PYTHONPATH=/tmp/site:$PWD WAVAR_CACHE=${WAVAR_CACHE:-$PWD/.carry/cache} PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" runs
+source "$(dirname "$0")/env.sh"
 NAME=${NAME:?a run name}; RUN=$PWD/runs/$NAME; WAIT=${WAIT:-560}
 if [ "${STEP:?start or wait}" = start ]; then
   CONFIG=${CONFIG:?a configs/*.toml}; echo "$CONFIG" > "runs/$NAME.config"

@@ -8,11 +8,7 @@
 # Needs the dataset cache under .carry/cache (WAVAR_CACHE) and the PyWavelets wheel in .whl.
 # The run folder stays under runs/ on the device (an ignored path: a warm machine keeps it).
 set -uo pipefail
-python3 -c 'import pywt' 2>/dev/null \
-  || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
-  || exit 1
-export PYTHONPATH=/tmp/site:$PWD WAVAR_CACHE=${WAVAR_CACHE:-$PWD/.carry/cache} PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" runs
+source "$(dirname "$0")/env.sh"
 CONFIG=${CONFIG:?a configs/*.toml}; NAME=${NAME:-$(basename "$CONFIG" .toml)}; RUN=$PWD/runs/$NAME
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/${NAME}_summary.txt"
 if [ -z "${FINISH_ONLY:-}" ]; then  # FINISH_ONLY=1: the run is done (long_run.sh): report it
