@@ -9,11 +9,23 @@
 #   STEP=start CONFIG=configs/X.toml NAME=N EXTRA="..." BUDGET=1260 SNAPSHOT=420 WAIT=560 \
 #     bash benchmarks/device/long_run.sh
 #   STEP=wait NAME=N WAIT=560 bash benchmarks/device/long_run.sh   # until it prints "finished"
+#   STEP=eval NAME=N DATASET=fashion-mnist SETTINGS='ramp-cool: --cfg 1,1.5,2 ...' \
+#     bash benchmarks/device/long_run.sh     # schedule_sweep.sh, then FID by bit-plane of the
+#                                            # first setting's samples ($OUT/fid_by_plane_N.json)
 #
-# Needs what train_one.sh needs (the dataset cache under WAVAR_CACHE, the PyWavelets wheel).
+# Needs what train_one.sh needs (the dataset cache under WAVAR_CACHE, the PyWavelets wheel);
+# STEP=eval what schedule_sweep.sh needs (.carry/fid16, the test set under WAVAR_CACHE).
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
 NAME=${NAME:?a run name}; RUN=$PWD/runs/$NAME; WAIT=${WAIT:-560}
+if [ "${STEP:-}" = eval ]; then
+  MODEL=$RUN/model16 TAG=$NAME bash benchmarks/device/schedule_sweep.sh
+  first=$(printf '%s\n' "$SETTINGS" | sed -n '/./{s/:.*//p;q}')
+  python3 benchmarks/fid_by_plane.py --samples "/tmp/schedules_$NAME/eval_${first}_samples.npz" \
+    --model "$RUN/model16" --dataset "${DATASET:?}" --device cuda \
+    --fid-network /tmp/wavar-fid/default_1_fp16.pt -o "$OUT/fid_by_plane_$NAME.json"
+  exit
+fi
 if [ "${STEP:?start or wait}" = start ]; then
   CONFIG=${CONFIG:?a configs/*.toml}; echo "$CONFIG" > "runs/$NAME.config"
   # time_limit_s: the run must end by itself, whatever happens to the calls
