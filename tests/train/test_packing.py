@@ -52,6 +52,8 @@ def test_every_token_is_placed_once_after_its_prefix():
         assert (p["label"][row, at] == b["label"][i]).all()
         assert (p["m_tilde"][row, at] == b["m_tilde"][i]).all()
     assert (p["doc"] >= 0).sum() == (lengths + 1).sum()
+    with pytest.raises(ValueError, match="exceeds max_seq_len 20"):
+        pack_batch(b, 40, max_len=20)
 
 
 @pytest.mark.parametrize("decoder_state", [0, 1])

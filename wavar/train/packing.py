@@ -45,12 +45,16 @@ def place(need: np.ndarray, row_len: int) -> tuple[np.ndarray, np.ndarray, int]:
     return row, offset, len(free)
 
 
-def pack_batch(batch: dict[str, np.ndarray], row_len: int,
-               row_multiple: int = 1) -> dict[str, torch.Tensor]:
+def pack_batch(batch: dict[str, np.ndarray], row_len: int, row_multiple: int = 1,
+               max_len: int | None = None) -> dict[str, torch.Tensor]:
     """A numpy batch (as :meth:`TokenDataset.batch` gives it) -> packed CPU tensors of rows of
     ``row_len`` positions, their number rounded up to a multiple of ``row_multiple`` (few
-    shapes for compiled code; the extra rows are padding)."""
+    shapes for compiled code; the extra rows are padding). ``max_len``: the model's
+    ``max_seq_len``, checked here (the host) rather than in the model's step."""
     lengths = batch["valid"].sum(1).astype(np.int64)
+    if max_len is not None and lengths.size and int(lengths.max()) > max_len:
+        raise ValueError(f"a sequence of {int(lengths.max())} tokens exceeds max_seq_len "
+                         f"{max_len}")
     row, offset, n_rows = place(lengths + 1, row_len)
     n_rows = max(1, -(-n_rows // row_multiple) * row_multiple)
     shape = (n_rows, row_len)

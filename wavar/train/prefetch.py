@@ -56,7 +56,7 @@ class Prefetcher:
                 while not self._stop.is_set():
                     np_batch = (source.sample_batch(batch_size, rng, buckets) if buckets > 1
                                 else source.sample_batch(batch_size, rng))
-                    tensors = (pack_batch(np_batch, pack_len, row_multiple) if pack_len
+                    tensors = (pack_batch(np_batch, pack_len, row_multiple, max_len) if pack_len
                                else pad_batch(np_batch, pad_to, max_len))
                     if pin:
                         tensors = {k: v.pin_memory() for k, v in tensors.items()}
