@@ -141,3 +141,26 @@ def test_plot_learning_curves(tmp_path, capsys):
     (run / "metrics.jsonl").write_text("{not json")
     assert cli.main(["plot", str(run), "-o", str(out)]) == 2
     assert "not a JSON line" in one_line_error(capsys)
+
+
+def test_sample_uses_the_models_recommended_setting_unless_named(tmp_path, capsys):
+    from wavar.model.transformer import WaveletGPT
+
+    model = WaveletGPT.from_pretrained("mnist-small")
+    model.config.sampling = {"cfg": [1.0, 3.0], "temperature": 0.5}
+    model.save_pretrained(tmp_path / "m")
+    base = ["sample", "--model", str(tmp_path / "m"), "--class", "3", "--n", "2",
+            "--tokens", "60"]
+
+    def images(*flags) -> np.ndarray:
+        out = tmp_path / f"s{len(list(tmp_path.glob('*.npz')))}.npz"
+        assert cli.main([*base, *flags, "-o", str(tmp_path / "s.png"), "--npz", str(out)]) == 0
+        return np.load(out)["x"]
+
+    recommended = images()
+    assert "recommended --cfg 1.0,3.0, --temperature 0.5" in capsys.readouterr().out
+    assert np.array_equal(recommended, images("--cfg", "1,3", "--temperature", "0.5"))
+    assert "recommended" not in capsys.readouterr().out
+    assert not np.array_equal(recommended, images("--cfg", "1", "--temperature", "1"))
+    images("--cfg", "1")  # one named: the other still recommended
+    assert "recommended --temperature 0.5 " in capsys.readouterr().out

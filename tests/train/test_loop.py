@@ -165,6 +165,9 @@ def test_resume_on_other_data_keeps_going(tmp_path):
 def test_init_from_starts_at_the_published_weights_with_a_fresh_optimizer(tmp_path):
     train(cfg(tmp_path / "a", max_steps=4), SOURCE)
     start = WaveletGPT.from_pretrained(tmp_path / "a" / "model")
+    # a recommended sampling setting (the zoo's best models carry one) is not architecture
+    start.config.sampling = {"cfg": [1.0, 2.0]}
+    start.save_pretrained(tmp_path / "a" / "model")
     # zero steps: the run publishes exactly the weights it started from
     result = train(cfg(tmp_path / "b", max_steps=0, init_from=str(tmp_path / "a" / "model")),
                    SOURCE)

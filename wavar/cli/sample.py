@@ -50,11 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="'all', or a comma-separated list of names or indices")
     p.add_argument("--n", type=int, default=16, help="images per class (default 16)")
     p.add_argument("-o", "--output", default="samples.png", metavar="PNG")
-    p.add_argument("--cfg", type=per_plane, default=1.0,
+    p.add_argument("--cfg", type=per_plane, default=None,
                    help="classifier-free guidance scale (1 = conditional, 0 = unconditional); "
-                        "comma-separated: one per bit-plane, the last for the rest")
-    p.add_argument("--temperature", type=per_plane, default=1.0,
-                   help="sampling temperature; comma-separated: one per bit-plane")
+                        "comma-separated: one per bit-plane, the last for the rest (default: "
+                        "the model's recommended setting, else 1)")
+    p.add_argument("--temperature", type=per_plane, default=None,
+                   help="sampling temperature; comma-separated: one per bit-plane (default: "
+                        "the model's recommended setting, else 1)")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -113,8 +115,9 @@ def _sample(args: argparse.Namespace) -> int:
         v = getattr(args, flag)
         if v is not None and v < 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {v}")
-    settings = dict(cfg=args.cfg, temperature=args.temperature, top_k=args.top_k,
-                    top_p=args.top_p, seed=args.seed, max_tokens=args.tokens,
+    settings = dict(cfg=1.0 if args.cfg is None else args.cfg,
+                    temperature=1.0 if args.temperature is None else args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, seed=args.seed, max_tokens=args.tokens,
                     max_plane=args.planes)
 
     def options(**conditions) -> SamplingOptions:  # the settings' checks, as usage errors
@@ -132,6 +135,14 @@ def _sample(args: argparse.Namespace) -> int:
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     model = WaveletGPT.from_pretrained(args.model, device=args.device)
+    # what the command line leaves open, the model's recommended setting fills (said aloud)
+    recommended = {k: tuple(v) if isinstance(v, list) else v
+                   for k, v in model.config.sampling.items() if getattr(args, k) is None}
+    if recommended:
+        settings.update(recommended)
+        print("sampling with the model's recommended " + ", ".join(
+            f"--{k} {','.join(map(str, v)) if isinstance(v, tuple) else v}"
+            for k, v in recommended.items()) + " (config.json 'sampling'; name them to change)")
     names = class_names(model)
     classes = parse_classes(args.classes, args.classes_list, names)
     # one column per class (one row per draw); a single class fills rows of --n

@@ -48,6 +48,10 @@ class ModelConfig:
     codec : dict
         The codec parameters the sequences were made with. Opaque to the model; recorded so a
         saved model says which language it speaks.
+    sampling : dict
+        The sampling settings measured best for this model (``cfg``, ``temperature``: a value
+        or one per bit-plane), which ``wavar sample`` uses where its command line names none;
+        empty: plain sampling (1, 1). Not part of the architecture.
     """
 
     vocab_size: int = 7
@@ -69,8 +73,12 @@ class ModelConfig:
     rope: bool = True
     decoder_state: int = 0
     codec: dict[str, Any] = field(default_factory=dict)
+    sampling: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.sampling) - {"cfg", "temperature"})
+        if unknown:
+            raise ValueError(f"sampling recommends only cfg and temperature, not {unknown}")
         if self.n_kv_head == 0:
             self.n_kv_head = self.n_head
         if self.n_head % self.n_kv_head:

@@ -324,7 +324,7 @@ DATA_STATISTICS = ("m_tilde_min", "m_tilde_hist", "ll_bank")
 def _architecture(model_config: dict[str, Any]) -> dict[str, Any]:
     """A model config without the data statistics: what must match to resume."""
     codec = {k: v for k, v in model_config.get("codec", {}).items() if k not in DATA_STATISTICS}
-    return {**model_config, "codec": codec}
+    return {**model_config, "codec": codec, "sampling": None}  # settings, not architecture
 
 
 def _init_from(name_or_path: str, model: WaveletGPT, ema: nn.Module) -> None:
