@@ -256,6 +256,9 @@ class _Encoder:
         self.enc.encode(np.array([j], np.int32), m)
         self.coded.append((m, j))
 
+    def num_words(self) -> int:  # the stream's size if flushed now
+        return self.enc.num_words()
+
     def payload(self) -> bytes:
         return _shortest_payload(self.enc.get_compressed(), self.coded)
 
@@ -275,7 +278,7 @@ def code_tokens(model, seq: CodedImage, label: int):
             j = int(np.flatnonzero(ids == tok)[0])
             enc.encode(j, freqs)
             bits[t] = -np.log2(float(probs[j]))
-        sizes[t] = enc.enc.num_words()
+        sizes[t] = enc.num_words()
         return tok
 
     h = seq.header
