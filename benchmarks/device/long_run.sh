@@ -12,6 +12,8 @@
 #   STEP=eval NAME=N DATASET=fashion-mnist SETTINGS='ramp-cool: --cfg 1,1.5,2 ...' \
 #     bash benchmarks/device/long_run.sh     # schedule_sweep.sh, then FID by bit-plane of the
 #                                            # first setting's samples ($OUT/fid_by_plane_N.json)
+#   (SNAPSHOTS=1: also the first setting for every earlier snapshot, schedules_N-sSSSSSS.tgz;
+#   NO_PLANES=1: no FID by bit-plane)
 #
 # Needs what train_one.sh needs (the dataset cache under WAVAR_CACHE, the PyWavelets wheel);
 # STEP=eval what schedule_sweep.sh needs (.carry/fid16, the test set under WAVAR_CACHE).
@@ -21,6 +23,14 @@ NAME=${NAME:?a run name}; RUN=$PWD/runs/$NAME; WAIT=${WAIT:-560}
 if [ "${STEP:-}" = eval ]; then
   MODEL=$RUN/model16 TAG=$NAME bash benchmarks/device/schedule_sweep.sh
   first=$(printf '%s\n' "$SETTINGS" | sed -n '/./{s/:.*//p;q}')
+  if [ -n "${SNAPSHOTS:-}" ]; then  # FID against GPU-minutes: each earlier snapshot, first setting
+    for snap in $(ls -d "$RUN"/snapshots/s* | head -n -1); do
+      MODEL=$snap TAG=$NAME-$(basename "$snap" | cut -d- -f1) \
+        SETTINGS=$(printf '%s\n' "$SETTINGS" | sed -n '/./{p;q}') \
+        bash benchmarks/device/schedule_sweep.sh
+    done
+  fi
+  [ -n "${NO_PLANES:-}" ] && exit
   python3 benchmarks/fid_by_plane.py --samples "/tmp/schedules_$NAME/eval_${first}_samples.npz" \
     --model "$RUN/model16" --dataset "${DATASET:?}" --device cuda \
     --fid-network /tmp/wavar-fid/default_1_fp16.pt -o "$OUT/fid_by_plane_$NAME.json"

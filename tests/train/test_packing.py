@@ -75,17 +75,45 @@ def test_packed_batch_gives_the_unpacked_loss(decoder_state):
     assert per_u.sum().item() == pytest.approx(bits_u.item(), rel=1e-5)
 
 
-def test_flex_block_mask_matches_the_dense_mask():
+@pytest.mark.parametrize("row_len", [128, 96])  # whole blocks of 128 (built from the layout), not
+def test_flex_block_mask_matches_the_dense_mask(row_len):
     """The CUDA path's mask (FlexAttention), run here on the CPU against the dense one."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    doc = pack_batch(batch_with_context(), 128)["doc"]
+    doc = pack_batch(batch_with_context(), row_len)["doc"]
     q, k, v = (torch.randn(doc.shape[0], 2, doc.shape[1], 16) for _ in range(3))
     dense = torch.nn.functional.scaled_dot_product_attention(q, k, v,
                                                              attn_mask=sequence_mask(doc))
     block = sequence_mask(doc, flex=True)
     torch.testing.assert_close(flex_attention(q, k, v, block_mask=block), dense,
                                rtol=1e-4, atol=1e-5)
+
+
+def test_block_mask_from_the_layout_is_flex_attentions_own():
+    """Rows of several blocks, sequences crossing block edges, padding rows: the block mask
+    built from the runs of ``doc`` lists the same partial and full blocks as
+    ``create_block_mask`` evaluating the mask at every position."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from wavar.model.transformer import _packed_block_mask
+
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        need = rng.integers(20, 400, size=12)
+        row, offset, n_rows = place(need, 1024)
+        doc = torch.full((n_rows + 1, 1024), -1, dtype=torch.int64)
+        for i, (r, o, n) in enumerate(zip(row, offset, need, strict=True)):
+            doc[r, o:o + n] = i
+
+        def same_sequence(b, h, q, k, doc=doc):
+            return (doc[b, q] == doc[b, k]) & (q >= k)
+
+        ours = _packed_block_mask(doc, same_sequence)
+        theirs = create_block_mask(same_sequence, doc.shape[0], None, 1024, 1024, device="cpu")
+        for attr in ("kv_num_blocks", "full_kv_num_blocks"):
+            assert torch.equal(getattr(ours, attr), getattr(theirs, attr))
+        assert torch.equal(ours.to_dense(), theirs.to_dense())
+        assert ours.full_kv_num_blocks.sum() > 0 and ours.kv_num_blocks.sum() > 0
 
 
 def test_pack_len_must_hold_a_sequence_and_excludes_buckets(tmp_path):

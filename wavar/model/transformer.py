@@ -85,9 +85,46 @@ def sequence_mask(doc: Tensor, flex: bool | None = None) -> Tensor | BlockMask:
         def same_sequence(b, h, q, k):
             return (doc[b, q] == doc[b, k]) & (q >= k)
 
-        return create_block_mask(same_sequence, B, None, P, P, device=doc.device)
+        if P % FLEX_BLOCK:  # rows not in whole blocks: let FlexAttention work the blocks out
+            return create_block_mask(same_sequence, B, None, P, P, device=doc.device)
+        return _packed_block_mask(doc, same_sequence)
     causal = torch.ones(P, P, dtype=torch.bool, device=doc.device).tril()
     return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
+
+
+FLEX_BLOCK = 128  # FlexAttention's default block size
+
+
+def _packed_block_mask(doc: Tensor, mask_mod) -> BlockMask:
+    """The block mask of packed rows, built from the rows' layout in a few small tensor ops.
+
+    ``create_block_mask`` would evaluate ``mask_mod`` at every (row, query, key), a billion
+    points for 16 rows of 8,192, at every step. Packing lays each sequence out contiguously and
+    padding only at a row's end, so the runs of equal ``doc`` along a row, numbered in order,
+    give each block of 128 positions a range of run numbers; a (query block, key block) pair
+    holds a visible position iff the ranges meet and the key block is not later, and is fully
+    visible iff both blocks lie in one run and the key block is earlier (no causal cut)."""
+    B, P = doc.shape
+    n = P // FLEX_BLOCK
+    starts = torch.ones_like(doc, dtype=torch.bool)
+    starts[:, 1:] = doc[:, 1:] != doc[:, :-1]
+    run = starts.cumsum(1, dtype=torch.int32).view(B, n, FLEX_BLOCK)
+    lo, hi = run[..., 0], run[..., -1]  # (B, n): runs are numbered in order along a row
+    blocks = torch.arange(n, device=doc.device)
+    earlier = blocks[None, :, None] >= blocks[None, None, :]  # key block not after query block
+    meet = (lo[:, None, :] <= hi[:, :, None]) & (hi[:, None, :] >= lo[:, :, None]) & earlier
+    single = lo == hi
+    full = (single[:, :, None] & single[:, None, :] & (lo[:, :, None] == lo[:, None, :])
+            & (blocks[None, :, None] > blocks[None, None, :]))
+    partial = meet & ~full
+
+    def as_kv_blocks(pairs: Tensor) -> tuple[Tensor, Tensor]:  # (B, 1, n) counts, (B, 1, n, n)
+        order = torch.argsort(pairs.to(torch.int8), dim=-1, descending=True, stable=True)
+        return (pairs.sum(-1, dtype=torch.int32)[:, None],
+                order.to(torch.int32)[:, None].contiguous())
+
+    return BlockMask.from_kv_blocks(*as_kv_blocks(partial), *as_kv_blocks(full),
+                                    BLOCK_SIZE=FLEX_BLOCK, mask_mod=mask_mod, seq_lengths=(P, P))
 
 
 @torch.library.custom_op("wavar::cached_attention", mutates_args=("k_all", "v_all"))
