@@ -51,7 +51,7 @@ def test_the_small_zoo_models_take_the_fastest_path_on_a_gpu(zoo):
 
 def test_wide_models_take_the_model_step_with_the_attention_kernel(zoo):
     for name, width in (("cifar10", 320), ("cifar10-lossless", 256),
-                        ("fashion-mnist", 256)):
+                        ("fashion-mnist", 320)):
         p = plan(zoo[name], SamplingOptions(), GPU)
         assert choices(p) == ("gpu", "model", "triton", "step", "pytorch"), name
         assert f"fused step: n_embd {width} > 128" in p.why["step"]
