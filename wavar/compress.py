@@ -8,7 +8,7 @@ probabilities.
 
 How it works. The image is coded by the model's codec; each token is then range-coded
 (``constriction``'s queue coder, 32-bit words) with the model's grammar-masked probability of
-it given the tokens before it (KV cache, float32 on the CPU: :func:`_block_models`).
+it given the tokens before it (KV cache, float32 on the CPU or a GPU: :func:`_block_models`).
 Encoder and decoder must agree bit for bit on every probability, so the float probabilities
 over the *legal* tokens are quantised to integers summing to ``2**16`` (every legal token at
 least 1, the rest by floor and the remainder to the largest; :func:`quantise`), and the range
@@ -46,11 +46,21 @@ of that size at that place, the other rows idle; :func:`decompress_many` decodes
 together, one block per set of places. A block's cache spans the model's ``max_seq_len``, so
 its attention shapes depend on the step alone.
 
+Files coded on a GPU. A model on a CUDA device codes blocks there (float32, TF32 off for the
+coding: :func:`_exact_float32`), hundreds of rows a step. A GPU's kernels, like the CPU's, do
+not mix rows and depend on the shapes alone, but they round differently from the CPU's and
+from another GPU's or library's, so such a file (version 5) records its device tag (the GPU's
+name, torch's and CUDA's versions: :func:`device_tag`) and decodes only where the tag is the
+same; elsewhere :class:`DeviceMismatchError` names what it needs. The file decides where it
+is decoded: :func:`decompress` moves a copy of the model there (a CPU file decodes on the CPU
+whatever device the given model is on).
+
 File layout (little-endian)::
 
     magic   4s   b"WVC1"
-    version u8   3 (coded alone), or 4 (coded in a block: the two fields before crc_hdr);
-                 1 and 2, from earlier releases, are read too (see below)
+    version u8   3 (coded alone), or 4 (coded in a block: the two fields before crc_hdr), or
+                 5 (coded on a GPU: those two fields and the device tag); 1 and 2, from
+                 earlier releases, are read too (see below)
     name    u8 length + utf-8: the model's zoo name (or "" for a model loaded from a folder)
     weights 8s   first 8 bytes of the sha256 of the model's float32 state dict
     height u16, width u16, channels u8, m_tilde i8
@@ -60,6 +70,7 @@ File layout (little-endian)::
     crc_pay u32  CRC32 of the payload
     rows    u16  version 4: rows of the block it was coded in
     row     u16  version 4: its row in the block
+    device  u8 length + utf-8: version 5: the device tag (:func:`device_tag`)
     crc_hdr u32  CRC32 of everything before it
     payload      the range coder's 32-bit words, big-endian, cut to the shortest payload
 
@@ -68,23 +79,26 @@ Versions 1 and 2 (alone, in a block) stored the payload as whole words little-en
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import struct
 import zlib
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from wavar.codec import WaveletCodec
 from wavar.codec.bitstream import CodedImage, Header
-from wavar.errors import FileFormatError, ModelMismatchError
+from wavar.errors import DeviceMismatchError, FileFormatError, ModelMismatchError
 from wavar.sample.cpu_loop import host_logits
 from wavar.sample.generate import codec_of
 from wavar.sample.steps import StepInputs, TorchStep
 
 MAGIC = b"WVC1"
-VERSION, BLOCK_VERSION = 3, 4  # what this wavar writes: a file coded alone, in a block
-VERSIONS = (1, 2, 3, 4)  # what it reads; 2 and 4 carry the block fields; 1-2 whole LE words
+VERSION, BLOCK_VERSION, DEVICE_VERSION = 3, 4, 5  # what this wavar writes: a file coded
+# alone or in a block on the CPU, a file coded on a GPU
+VERSIONS = (1, 2, 3, 4, 5)  # what it reads; 2, 4 and 5 carry the block fields; 1-2 whole LE words
 TOTAL = 1 << 16  # the quantised frequencies of a step sum to this
 _FIXED = struct.Struct("<8sHHBbHIII")
 _BLOCK = struct.Struct("<HH")  # versions 2 and 4: rows of the block, this file's row
@@ -97,6 +111,31 @@ def weights_hash(model) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def device_tag(device: torch.device | str) -> str:
+    """What a file coded on ``device`` needs to decode again: "" for the CPU (files of
+    versions 3-4, which record no device), else the GPU's name and torch's and CUDA's
+    versions, e.g. ``"NVIDIA H200; torch 2.11.0+cu128; CUDA 12.8"``."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return ""
+    if device.type != "cuda":
+        raise ValueError(f"compression runs on the CPU or a CUDA GPU, not on {device}")
+    return (f"{torch.cuda.get_device_name(device)}; torch {torch.__version__}; "
+            f"CUDA {torch.version.cuda}")
+
+
+@contextmanager
+def _exact_float32():
+    """Full float32 matrix products while coding (TF32 off): a user's global TF32 setting
+    must not change the probabilities between the encoder and the decoder."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 def quantise(probs: np.ndarray) -> np.ndarray:
@@ -122,7 +161,9 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
     for freqs and may stop the row). Returns each member's tokens (uint8).
 
     One row alone (``rows == 1``) keeps a cache of its own length (a file coded alone); a block
-    keeps ``max_seq_len``, so that a row's arithmetic does not depend on the other rows."""
+    keeps ``max_seq_len``, so that a row's arithmetic does not depend on the other rows. The
+    model runs where it is (the CPU or a GPU); its logits come to the host once a step."""
+    device = next(model.parameters()).device
     first = next(iter(members.values()))
     m_tilde = [members.get(r, first)[0] for r in range(rows)]
     states = codec.batch_state(*shape, m_tilde)
@@ -132,9 +173,9 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
     limit = int(todo.max())
     context = bool(model.config.decoder_state)
     cache = model.new_cache(rows, max(limit, 1) if rows == 1 else model.config.max_seq_len,
-                            device="cpu", dtype=torch.float32)
-    lab = torch.tensor([members.get(r, first)[1] for r in range(rows)])
-    mt = torch.tensor(m_tilde)
+                            device=device, dtype=torch.float32)
+    lab = torch.tensor([members.get(r, first)[1] for r in range(rows)], device=device)
+    mt = torch.tensor(m_tilde, device=device)
     step = TorchStep(model)
     out: dict[int, list[int]] = {r: [] for r in members}
     token_bits = np.arange(model.config.vocab_size)
@@ -147,8 +188,8 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
         for a in inputs:  # idle rows: valid inputs, ignored
             a[~live] = 0
         legal = states.legal()
-        logits = host_logits(model, step, cache, lab, mt, prev,
-                             inputs.to(torch.device("cpu")), t)
+        with _exact_float32():
+            logits = host_logits(model, step, cache, lab, mt, prev, inputs.to(device), t).cpu()
         tok = np.full(rows, -1, np.int64)
         for r in np.flatnonzero(live):
             ids = np.flatnonzero((int(legal[r]) >> token_bits) & 1)
@@ -165,7 +206,7 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
             tok[r] = got
             out[r].append(got)
         states.push(tok)
-        prev = torch.as_tensor(np.maximum(tok, 0))
+        prev = torch.as_tensor(np.maximum(tok, 0), device=device)
     return {r: np.array(v, np.uint8) for r, v in out.items()}
 
 
@@ -174,10 +215,28 @@ def _check_model(model) -> WaveletCodec:
     if not isinstance(codec, WaveletCodec):
         raise ValueError("compression needs a wavelet-language model (not a raster one)")
     p = next(model.parameters())
-    if p.device.type != "cpu" or p.dtype != torch.float32:
-        raise ValueError("compression runs the model in float32 on the CPU (bit-exact "
-                         f"probabilities); this one is {p.dtype} on {p.device}")
+    if p.device.type not in ("cpu", "cuda") or p.dtype != torch.float32:
+        raise ValueError("compression runs the model in float32 on the CPU or a CUDA GPU "
+                         f"(bit-exact probabilities); this one is {p.dtype} on {p.device}")
     return codec
+
+
+def _placed(model, tag: str, placed: dict):
+    """``model`` where a file with device tag ``tag`` decodes (a copy if it is elsewhere;
+    ``placed`` keeps the copies by tag), or :class:`DeviceMismatchError`."""
+    if tag in placed:
+        return placed[tag]
+    device = torch.device("cpu")
+    if tag:
+        here = device_tag("cuda") if torch.cuda.is_available() else "no CUDA device"
+        if here != tag:
+            raise DeviceMismatchError(f"this file was coded on a GPU ({tag}) and decodes only "
+                                      f"on the same GPU, torch and CUDA; this machine has "
+                                      f"{here}")
+        device = torch.device("cuda")
+    on = next(model.parameters()).device
+    placed[tag] = model if on.type == device.type else copy.deepcopy(model).to(device)
+    return placed[tag]
 
 
 def _sequences(model, images, label: int | None, planes: int | None,
@@ -290,14 +349,17 @@ def code_tokens(model, seq: CodedImage, label: int):
 
 
 def _pack(name: str, whash: str, header: Header, label: int, n_tok: int,
-          payload: bytes, rows: int = 1, row: int = 0) -> bytes:
-    nm = name.encode()
-    if len(nm) > 255:
-        raise ValueError(f"model name too long for the file header: {name!r}")
-    head = (MAGIC + bytes([VERSION if rows == 1 else BLOCK_VERSION, len(nm)]) + nm
+          payload: bytes, rows: int = 1, row: int = 0, tag: str = "") -> bytes:
+    nm, tg = name.encode(), tag.encode()
+    if len(nm) > 255 or len(tg) > 255:
+        raise ValueError(f"model name or device tag too long for the file header: {name!r}, "
+                         f"{tag!r}")
+    version = DEVICE_VERSION if tag else VERSION if rows == 1 else BLOCK_VERSION
+    head = (MAGIC + bytes([version, len(nm)]) + nm
             + _FIXED.pack(bytes.fromhex(whash), header.height, header.width, header.channels,
                           header.m_tilde, label, n_tok, len(payload), zlib.crc32(payload))
-            + (b"" if rows == 1 else _BLOCK.pack(rows, row)))
+            + (b"" if version == VERSION else _BLOCK.pack(rows, row))
+            + (bytes([len(tg)]) + tg if tag else b""))
     return head + struct.pack("<I", zlib.crc32(head)) + payload
 
 
@@ -313,16 +375,16 @@ def compress(model, image: np.ndarray, model_name: str = "", label: int | None =
     """
     _, label, (seq,) = _sequences(model, [image], label, planes, lossless)
     sizes, payload, _ = code_tokens(model, seq, label)
-    whash = weights_hash(model)
+    whash, tag = weights_hash(model), device_tag(next(model.parameters()).device)
     k = len(seq)
     if max_bytes is not None:
-        over = len(_pack(model_name, whash, seq.header, label, 0, b"")) + 4  # header + slack
+        over = len(_pack(model_name, whash, seq.header, label, 0, b"", tag=tag)) + 4  # + slack
         fits = np.flatnonzero(4 * sizes + over <= max_bytes)
         k = int(fits[-1]) + 1 if fits.size else 0
         if k < len(seq):
             seq = seq[:k]
             _, payload, _ = code_tokens(model, seq, label)
-    return _pack(model_name, whash, seq.header, label, k, payload)
+    return _pack(model_name, whash, seq.header, label, k, payload, tag=tag)
 
 
 def read_header(data: bytes) -> dict:
@@ -333,8 +395,13 @@ def read_header(data: bytes) -> dict:
     if data[4] not in VERSIONS:
         raise FileFormatError(f"unsupported .wvc version {data[4]} (this wavar reads "
                               f"{', '.join(map(str, VERSIONS))})")
-    blocked = data[4] in (2, 4)  # the rows and row fields
+    blocked = data[4] in (2, 4, 5)  # the rows and row fields
     end = 6 + data[5] + _FIXED.size + (_BLOCK.size if blocked else 0)
+    tag = b""
+    if data[4] == DEVICE_VERSION:  # the device tag, its length first
+        if len(data) <= end:
+            raise FileFormatError(f"truncated .wvc header ({len(data)} bytes)")
+        tag, end = data[end + 1 : end + 1 + data[end]], end + 1 + data[end]
     if len(data) < end + 4:
         raise FileFormatError(f"truncated .wvc header ({len(data)} bytes)")
     if zlib.crc32(data[:end]) != struct.unpack_from("<I", data, end)[0]:
@@ -346,7 +413,8 @@ def read_header(data: bytes) -> dict:
         raise FileFormatError(f".wvc header names row {row} of a block of {rows}")
     return dict(model=name, weights=wh.hex(), height=h, width=w, channels=c, m_tilde=mt,
                 label=label, n_tokens=n_tok, payload_bytes=n_pay, payload_crc=crc,
-                rows=rows, row=row, version=data[4], payload_offset=end + 4)
+                rows=rows, row=row, device=tag.decode(errors="replace"), version=data[4],
+                payload_offset=end + 4)
 
 
 def compress_many(model, images, model_name: str = "", label: int | None = None,
@@ -359,7 +427,7 @@ def compress_many(model, images, model_name: str = "", label: int | None = None,
     if not 1 <= rows <= 65535:
         raise ValueError(f"rows must lie in [1, 65535], got {rows}")
     codec, label, seqs = _sequences(model, images, label, planes, lossless)
-    whash = weights_hash(model)
+    whash, tag = weights_hash(model), device_tag(next(model.parameters()).device)
     files = []
     for start in range(0, len(seqs), rows):
         block = seqs[start : start + rows]
@@ -379,7 +447,7 @@ def compress_many(model, images, model_name: str = "", label: int | None = None,
             if not np.array_equal(got[r], s.tokens):
                 raise RuntimeError("the model's steps did not follow the sequence")  # a bug
             files.append(_pack(model_name, whash, s.header, label, len(s),
-                               encoders[r].payload(), rows, r))
+                               encoders[r].payload(), rows, r, tag))
     return files
 
 
@@ -465,6 +533,7 @@ def decompress_many(files, model=None) -> list[np.ndarray]:
     files = list(files)
     if not files:
         return []
+    placed: dict = {}  # device tag -> the model there
     # the first file loads the model (if none is given) and hashes its weights, once; every
     # other file must name the same weights (ModelMismatchError otherwise)
     opened = [_open(files[0], model)]
@@ -472,21 +541,23 @@ def decompress_many(files, model=None) -> list[np.ndarray]:
     opened += [_open(data, model, whash) for data in files[1:]]
     blocks: list[tuple[int, dict[int, int]]] = []  # (rows, row -> file index)
     for i, (hd, *_) in enumerate(opened):
-        shape = (hd["height"], hd["width"], hd["channels"])
-        for rows, placed in blocks:
-            here = opened[next(iter(placed.values()))][0]
-            if rows == hd["rows"] and hd["row"] not in placed and shape == (
-                    here["height"], here["width"], here["channels"]):
-                placed[hd["row"]] = i
+        kind = (hd["height"], hd["width"], hd["channels"], hd["device"])
+        for rows, rows_files in blocks:
+            here = opened[next(iter(rows_files.values()))][0]
+            if rows == hd["rows"] and hd["row"] not in rows_files and kind == (
+                    here["height"], here["width"], here["channels"], here["device"]):
+                rows_files[hd["row"]] = i
                 break
         else:
             blocks.append((hd["rows"], {hd["row"]: i}))
     images: list[np.ndarray | None] = [None] * len(opened)
     codec = codec_of(model)
-    for rows, placed in blocks:
-        decoders = {r: _FileDecoder(opened[i][0], opened[i][1], None) for r, i in placed.items()}
-        for r, seq in _decode_block(model, decoders, rows).items():
-            images[placed[r]] = codec.decode(seq)
+    for rows, rows_files in blocks:
+        decoders = {r: _FileDecoder(opened[i][0], opened[i][1], None)
+                    for r, i in rows_files.items()}
+        tag = next(iter(decoders.values())).hd["device"]
+        for r, seq in _decode_block(_placed(model, tag, placed), decoders, rows).items():
+            images[rows_files[r]] = codec.decode(seq)
     return images
 
 
@@ -497,9 +568,11 @@ def decompress(data: bytes, model=None, n_bytes: int | None = None,
 
     ``model``: the model it was coded with (default: load the zoo model named in the file).
     With ``return_tokens``, returns the :class:`CodedImage` decoded instead of the image. A
-    file coded in a block decodes at its place in a block of that size, the other rows idle.
+    file coded in a block decodes at its place in a block of that size, the other rows idle,
+    and on the device it was coded on (the model copied there if it is elsewhere).
     """
     hd, payload, model, _ = _open(data, model)
+    model = _placed(model, hd["device"], {})
     seq = _decode_block(model, {hd["row"]: _FileDecoder(hd, payload, n_bytes)},
                         hd["rows"])[hd["row"]]
     return seq if return_tokens else codec_of(model).decode(seq)

@@ -34,3 +34,7 @@ class CheckpointError(WavarError):
 
 class ModelMismatchError(WavarError, ValueError):
     """A compressed file (.wvc) was coded with another model than the one given."""
+
+
+class DeviceMismatchError(WavarError, ValueError):
+    """A compressed file (.wvc) coded on a GPU is decoded where that GPU's arithmetic is not."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from wavar.cli.main import main
 from wavar.compress import (
@@ -14,7 +15,7 @@ from wavar.compress import (
     quantise,
     read_header,
 )
-from wavar.errors import FileFormatError, ModelMismatchError
+from wavar.errors import DeviceMismatchError, FileFormatError, ModelMismatchError
 from wavar.model.transformer import WaveletGPT
 from wavar.sample.generate import codec_of
 
@@ -209,6 +210,61 @@ def test_cli_several_images_go_to_a_folder(tmp_path, capsys, model):
     (tmp_path / "file").write_bytes(b"")
     assert main(["compress", *pngs, "-o", str(tmp_path / "file"), "--model", "mnist-small"]) == 2
     assert "names a folder" in capsys.readouterr().err
+
+
+def as_coded_on(data: bytes, tag: str, model) -> bytes:
+    """``data`` (a CPU file) with its header saying it was coded on the device ``tag``."""
+    from wavar.compress import _pack
+
+    hd = read_header(data)
+    header = codec_of(model).header(hd["height"], hd["width"], hd["channels"], hd["m_tilde"])
+    return _pack(hd["model"], hd["weights"], header, hd["label"], hd["n_tokens"],
+                 data[hd["payload_offset"]:], hd["rows"], hd["row"], tag)
+
+
+def test_files_coded_on_a_gpu_name_it_and_decode_only_there(model):
+    """Version 5: a file coded on a GPU records the GPU, torch and CUDA; decoding it anywhere
+    else is a clear error, never wrong pixels. (Coding on a GPU itself runs in the GPU
+    benchmark, benchmarks/compress.py --device cuda.)"""
+    from wavar.compress import device_tag
+
+    assert device_tag("cpu") == ""
+    with pytest.raises(ValueError, match="CPU or a CUDA GPU"):
+        device_tag("meta")
+    files = compress_many(model, [digit(s) for s in (20, 21)], model_name="mnist-small",
+                          planes=2, rows=2)
+    tag = "Imaginary GPU; torch 9.9; CUDA 99.9"
+    gpu = as_coded_on(files[1], tag, model)
+    hd = read_header(gpu)
+    assert (hd["version"], hd["device"], hd["rows"], hd["row"]) == (5, tag, 2, 1)
+    assert gpu[hd["payload_offset"]:] == files[1][read_header(files[1])["payload_offset"]:]
+    assert read_header(files[1])["device"] == ""  # a CPU file: version 4, no tag
+    with pytest.raises(DeviceMismatchError, match="coded on a GPU \\(Imaginary GPU; torch 9.9"):
+        decompress(gpu, model)
+    with pytest.raises(DeviceMismatchError, match="Imaginary GPU"):
+        decompress_many([files[0], gpu], model)
+    for cut in range(hd["payload_offset"] - len(tag) - 6, hd["payload_offset"]):
+        with pytest.raises(FileFormatError, match="truncated .wvc header"):
+            read_header(gpu[:cut])
+    bad = bytearray(gpu)
+    bad[hd["payload_offset"] - 8] ^= 1  # a letter of the tag: the header's CRC covers it
+    with pytest.raises(FileFormatError, match="header is corrupted"):
+        decompress(bytes(bad), model)
+
+
+def test_coding_turns_tf32_off_and_restores_it():
+    from wavar.compress import _exact_float32
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with pytest.raises(RuntimeError), _exact_float32():
+            assert not torch.backends.cuda.matmul.allow_tf32
+            assert not torch.backends.cudnn.allow_tf32
+            raise RuntimeError("inside")
+        assert torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 @pytest.mark.slow
