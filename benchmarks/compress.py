@@ -6,7 +6,8 @@ codec, encode/decode images/s one image at a time and in blocks of ``--rows`` im
 (``compress_many`` / ``decompress_many``). Writes
 ``benchmarks/results/codec/compress_<model>.json``.
 
-``--rd`` adds rate-distortion for a lossy model: each file's payload cut to 1/4, 1/2, 3/4 and
+``--rd`` adds rate-distortion for a lossy model, on the files coded one at a time (the first
+``--single`` images): each file's payload cut to 1/4, 1/2, 3/4 and
 all of its bytes (whole 32-bit words: the progressive decode of a byte prefix) against JPEG
 2000 (OpenJPEG, 9/7, one layer, the largest payload not above the same payload bytes) and
 WebP lossy (Pillow/libwebp, method 6, the highest quality whose whole file is not above the
@@ -172,7 +173,7 @@ def main() -> None:
     if args.rd:
         t0 = time.perf_counter()
         rd = dict(command=res["command"] + " --rd", model=args.model, dataset=args.dataset,
-                  n=len(x), fractions=rate_distortion(model, single, files),
+                  n=len(single), fractions=rate_distortion(model, single, files),
                   seconds=time.perf_counter() - t0)
         out = CODEC / f"compress_{args.model}_rd.json"
         out.write_text(json.dumps(rd, indent=2) + "\n")

@@ -283,7 +283,10 @@ def _decodes(payload: bytes, coded: list) -> bool:
 
     dec = constriction.stream.queue.RangeDecoder(
         np.concatenate([_words(payload, VERSION), np.zeros(8, np.uint32)]))
-    return all(int(dec.decode(m)) == j for m, j in coded)
+    try:
+        return all(int(dec.decode(m)) == j for m, j in coded)
+    except AssertionError:  # constriction: a number no encoder could have written
+        return False
 
 
 def _shortest_payload(words: np.ndarray, coded: list) -> bytes:
@@ -474,7 +477,14 @@ class _FileDecoder:
             fits = not self.truncated or self.shadow.num_words() + 1 <= self.avail
             return int(ids[0]) if fits else None
         model_t = _categorical(freqs)
-        j = int(self.dec.decode(model_t))
+        try:
+            j = int(self.dec.decode(model_t))
+        except AssertionError:  # constriction: data no encoder could have written here
+            if self.truncated:  # the zeros past a prefix: the prefix ends here
+                return None
+            raise FileFormatError("the payload does not decode under this model's "
+                                  "probabilities (coded on another machine or torch "
+                                  "build?)") from None
         self.shadow.encode(np.array([j], np.int32), model_t)
         if self.truncated and self.shadow.num_words() + 1 > self.avail:
             return None

@@ -102,6 +102,27 @@ def test_version_1_files_still_decode(model, monkeypatch):
     assert np.array_equal(decompress(old, model), decompress(new, model))
 
 
+def test_the_shortest_payload_skips_cuts_the_range_decoder_rejects():
+    """A cut (or a cut rounded up) can be a number no encoder writes: constriction then
+    raises instead of decoding wrongly. That cut does not decode; the payload stays longer.
+    (Found coding the first 20 MNIST test images in one block with the zoo's mnist.)"""
+    from wavar.compress import _decodes, _Encoder
+
+    rng = np.random.default_rng(1)
+    for _ in range(233):  # trial 232 of this stream holds such a cut
+        enc, n = _Encoder(), rng.integers(50, 400)
+        for _ in range(n):
+            k = rng.integers(2, 8)
+            p = rng.dirichlet(np.ones(k) * 0.2).astype(np.float32)
+            enc.encode(int(rng.choice(k, p=p / p.sum())), quantise(p))
+    data = enc.enc.get_compressed().astype(">u4").tobytes()
+    cut = data[:33]
+    up = (int.from_bytes(cut, "big") + 1).to_bytes(33, "big")
+    assert not _decodes(cut, enc.coded) and not _decodes(up, enc.coded)  # no exception
+    payload = enc.payload()
+    assert _decodes(payload, enc.coded) and len(payload) <= len(data)
+
+
 def test_bytes_budget(model):
     img = digit(4)
     data = compress(model, img, model_name="mnist-small", max_bytes=60)
