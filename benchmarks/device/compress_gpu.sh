@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Whole test sets as .wvc files coded on one H200 (issue 21): benchmarks/compress_batched.py for
+# each line "model dataset n rows workers" of RUNS (default: the MNIST and Fashion-MNIST test
+# sets with the zoo's best models, 1,000 CIFAR-10 test images with cifar10-lossless), each
+# under TIMEOUT seconds; its JSON and log go to $OUT. The host steps the range coder row by
+# row (~50 us a row and a step on this project's CPU), so a whole test set may take minutes:
+# give each call one line of RUNS if the three do not fit in one.
+#
+#   WAVAR_CACHE=$PWD/.carry/testsets RUNS='mnist mnist 10000 256 14' \
+#     bash benchmarks/device/compress_gpu.sh
+#
+# Needs .whl (PyWavelets and constriction, cp312: the machine has neither) and the test sets
+# under WAVAR_CACHE (datasets/{mnist,fashion-mnist,cifar10}/ with meta.json and test.npz).
+set -uo pipefail
+source "$(dirname "$0")/env.sh"
+python3 -c 'import constriction' 2>/dev/null \
+  || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+RUNS=${RUNS:-$'mnist mnist 10000 256 14\nfashion-mnist fashion-mnist 10000 256 14
+cifar10-lossless cifar10 1000 72 14'}
+while read -r model dataset n rows workers; do
+  [ -z "$model" ] && continue
+  log=$OUT/compress_batched_${model}_cuda.log
+  timeout "${TIMEOUT:-540}" python3 benchmarks/compress_batched.py --model "$model" \
+    --dataset "$dataset" --n "$n" --device cuda --rows "$rows" --workers "$workers" > "$log" 2>&1
+  echo "== $model rc=$? $(grep -E '"(file_bpd|payload_over_model|encode_images_per_s|decode_images_per_s|round_trip_exact)"' "$log" | tr -s ' ' | tr '\n' ' ')"
+  cp "benchmarks/results/codec/compress_batched_${model}_cuda.json" "$OUT/" 2>/dev/null
+done <<< "$RUNS"
