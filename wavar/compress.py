@@ -179,6 +179,7 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
     step = TorchStep(model)
     out: dict[int, list[int]] = {r: [] for r in members}
     token_bits = np.arange(model.config.vocab_size)
+    legal_ids = [np.flatnonzero((m >> token_bits) & 1) for m in range(1 << len(token_bits))]
     prev = None
     for t in range(limit):
         live &= ~states.done & (t < todo)
@@ -189,14 +190,15 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
             a[~live] = 0
         legal = states.legal()
         with _exact_float32():
-            logits = host_logits(model, step, cache, lab, mt, prev, inputs.to(device), t).cpu()
+            logits = host_logits(model, step, cache, lab, mt, prev, inputs.to(device), t)
+        logits = logits.cpu().numpy().astype(np.float32, copy=False)
         tok = np.full(rows, -1, np.int64)
         for r in np.flatnonzero(live):
-            ids = np.flatnonzero((int(legal[r]) >> token_bits) & 1)
+            ids = legal_ids[int(legal[r])]
             if len(ids) == 1:  # forced by the grammar: no bits
                 got = None if choose(r, t, ids, None, None) is None else int(ids[0])
             else:
-                z = logits[r].numpy().astype(np.float32)[ids]
+                z = logits[r, ids]
                 e = np.exp(z - z.max())
                 probs = e / e.sum()
                 got = choose(r, t, ids, quantise(probs), probs)
