@@ -34,7 +34,13 @@ import torch.multiprocessing as mp
 
 from benchmarks._common import CODEC
 from benchmarks.compress import pil_bytes
-from wavar.compress import decompress, decompress_many, device_tag, read_header
+from wavar.compress import (
+    compress_many,
+    decompress,
+    decompress_many,
+    device_tag,
+    read_header,
+)
 from wavar.data import datasets
 from wavar.data.shards import TokenDataset
 from wavar.eval.likelihood import nll
@@ -47,8 +53,6 @@ def _load(name: str, device: str) -> WaveletGPT:
 
 
 def _worker(rank: int, args, images: np.ndarray, barrier, results) -> None:
-    from wavar.compress import compress_many
-
     torch.set_num_threads(args.threads)
     model = _load(args.model, args.device)
     codec = codec_of(model)

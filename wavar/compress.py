@@ -181,34 +181,34 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
     token_bits = np.arange(model.config.vocab_size)
     legal_ids = [np.flatnonzero((m >> token_bits) & 1) for m in range(1 << len(token_bits))]
     prev = None
-    for t in range(limit):
-        live &= ~states.done & (t < todo)
-        if not live.any():
-            break
-        inputs = StepInputs(*states.slots(), states.context() if context else None)
-        for a in inputs:  # idle rows: valid inputs, ignored
-            a[~live] = 0
-        legal = states.legal()
-        with _exact_float32():
+    with _exact_float32():  # once for the whole coding, not per step
+        for t in range(limit):
+            live &= ~states.done & (t < todo)
+            if not live.any():
+                break
+            inputs = StepInputs(*states.slots(), states.context() if context else None)
+            for a in inputs:  # idle rows: valid inputs, ignored
+                a[~live] = 0
+            legal = states.legal()
             logits = host_logits(model, step, cache, lab, mt, prev, inputs.to(device), t)
-        logits = logits.cpu().numpy().astype(np.float32, copy=False)
-        tok = np.full(rows, -1, np.int64)
-        for r in np.flatnonzero(live):
-            ids = legal_ids[int(legal[r])]
-            if len(ids) == 1:  # forced by the grammar: no bits
-                got = None if choose(r, t, ids, None, None) is None else int(ids[0])
-            else:
-                z = logits[r, ids]
-                e = np.exp(z - z.max())
-                probs = e / e.sum()
-                got = choose(r, t, ids, quantise(probs), probs)
-            if got is None:
-                live[r] = False
-                continue
-            tok[r] = got
-            out[r].append(got)
-        states.push(tok)
-        prev = torch.as_tensor(np.maximum(tok, 0), device=device)
+            logits = logits.cpu().numpy().astype(np.float32, copy=False)
+            tok = np.full(rows, -1, np.int64)
+            for r in np.flatnonzero(live):
+                ids = legal_ids[int(legal[r])]
+                if len(ids) == 1:  # forced by the grammar: no bits
+                    got = None if choose(r, t, ids, None, None) is None else int(ids[0])
+                else:
+                    z = logits[r, ids]
+                    e = np.exp(z - z.max())
+                    probs = e / e.sum()
+                    got = choose(r, t, ids, quantise(probs), probs)
+                if got is None:
+                    live[r] = False
+                    continue
+                tok[r] = got
+                out[r].append(got)
+            states.push(tok)
+            prev = torch.as_tensor(np.maximum(tok, 0), device=device)
     return {r: np.array(v, np.uint8) for r, v in out.items()}
 
 
@@ -471,8 +471,9 @@ class _FileDecoder:
         # dropped by the w_t + 1 <= W rule (the module docstring)
         padded = np.concatenate([words[: self.avail], np.zeros(8, np.uint32)])
         self.dec = constriction.stream.queue.RangeDecoder(padded)
-        self.shadow = constriction.stream.queue.RangeEncoder()
         self.truncated = self.avail < len(words)
+        # re-encoding what is decoded tells where a prefix stops: a whole file needs none
+        self.shadow = constriction.stream.queue.RangeEncoder() if self.truncated else None
 
     def choose(self, ids: np.ndarray, freqs: np.ndarray | None) -> int | None:
         if freqs is None:
@@ -487,9 +488,10 @@ class _FileDecoder:
             raise FileFormatError("the payload does not decode under this model's "
                                   "probabilities (coded on another machine or torch "
                                   "build?)") from None
-        self.shadow.encode(np.array([j], np.int32), model_t)
-        if self.truncated and self.shadow.num_words() + 1 > self.avail:
-            return None
+        if self.truncated:
+            self.shadow.encode(np.array([j], np.int32), model_t)
+            if self.shadow.num_words() + 1 > self.avail:
+                return None
         return int(ids[j])
 
 
