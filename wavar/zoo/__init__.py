@@ -39,9 +39,9 @@ MODELS: dict[str, ZooEntry] = {e.name: e for e in (
              "ff77d682051bd26ff4e0a490b11ae2534a585e6aded00efbe0f43009310801f5"),
     ZooEntry("fashion-mnist", "fashion-mnist",
              "Fashion-MNIST, bior4.4 2^-4, zero-block, decoder-state features; 8 x 320, 1 KV "
-             "head (8.6M), 7 H200-minutes, packed batches: FID 46.4, 34.2 with a per-plane "
+             "head (8.6M), 16 H200-minutes, packed batches: FID 24.3 with a per-plane "
              "schedule; the best Fashion-MNIST model",
-             "9defcca593d5555cd635f9aed7aa3c839522434d987abc6213acfcb386ef5153"),
+             "acd71b308277fb6393b69c4754903d39194a259c7973eaa64e2e939a8883bdee"),
     ZooEntry("mnist-small", "mnist",
              "MNIST, Haar 2^-3, zero-block; 4 x 128, 1 KV head (0.72M), 5 H200-minutes: FID "
              "108.9; fast on a CPU (tests, examples)",
