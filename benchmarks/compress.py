@@ -36,6 +36,7 @@ from wavar.compress import (
     compress_many,
     decompress,
     decompress_many,
+    pack_archive,
     read_header,
 )
 from wavar.data import datasets
@@ -146,7 +147,9 @@ def main() -> None:
     block = dict(rows=args.rows, encode_images_per_s=len(x) / (t1 - t0),
                  decode_images_per_s=len(x) / (t2 - t1),
                  round_trip_exact=f"{block_exact}/{len(x)}",
-                 file_bpd=8 * sum(map(len, block_files)) / dims)
+                 file_bpd=8 * sum(map(len, block_files)) / dims,
+                 archive_bpd=8 * len(pack_archive(block_files, [str(i) for i in range(len(x))]))
+                 / dims)
     others = {}
     for name, fmt, kw in (("png", "PNG", dict(optimize=True)),
                           ("webp_lossless", "WEBP", dict(lossless=True, quality=100, method=6)),

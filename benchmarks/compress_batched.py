@@ -39,7 +39,9 @@ from wavar.compress import (
     decompress,
     decompress_many,
     device_tag,
+    pack_archive,
     read_header,
+    unpack_archive,
 )
 from wavar.data import datasets
 from wavar.data.shards import TokenDataset
@@ -130,6 +132,10 @@ def main() -> None:
     nll_s = time.perf_counter() - t
     dims = x[0].size * len(x)
     pay = sum(read_header(f)["payload_bytes"] for f in files)
+    # all the files in one archive, each named by its index (as `wavar compress` names them
+    # by their images' file names)
+    archive = pack_archive(files, [str(i) for i in range(len(files))])
+    assert unpack_archive(archive)[0] == files
     others = {}
     for name, fmt, kw in (("png", "PNG", dict(optimize=True)),
                           ("webp_lossless", "WEBP", dict(lossless=True, quality=100, method=6)),
@@ -145,6 +151,7 @@ def main() -> None:
         codec_lossless=codec.lossless,
         round_trip_exact=f"{exact}/{len(x)} (decoded image == codec.decode(codec.encode(img)))",
         alone_exact=alone, file_bpd=8 * sum(map(len, files)) / dims, payload_bpd=8 * pay / dims,
+        archive_bpd=8 * len(archive) / dims,
         model_bpd=bits / dims, payload_over_model=8 * pay / bits - 1,
         mean_file_bytes=sum(map(len, files)) / len(files),
         header_bytes=read_header(files[0])["payload_offset"], others_bpd=others,

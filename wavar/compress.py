@@ -75,6 +75,19 @@ File layout (little-endian)::
     payload      the range coder's 32-bit words, big-endian, cut to the shortest payload
 
 Versions 1 and 2 (alone, in a block) stored the payload as whole words little-endian, uncut.
+
+Archives (version 6). A file of one small image is mostly header (an MNIST file from the 5.6M
+model: ~42 payload bytes, 49 header bytes, 90 with a GPU's device tag). An archive holds many
+files of one model, image shape, device and block size: what they share once, what differs
+per file (row, m~, label, token and payload counts as varints, a name), then the payloads
+back to back. :func:`pack_archive` and :func:`unpack_archive` are exact inverses on files of
+versions 3-5 (the files come back byte for byte), so an archive decodes as its files do::
+
+    magic "WVC1", version u8 6, name u8 + utf-8, weights 8s, height u16, width u16,
+    channels u8, rows u16, device u8 + utf-8, count varint,
+    count x (row varint, m_tilde i8, label varint, n_tok varint, n_pay varint,
+             file name varint + utf-8),
+    crc_pay u32 (CRC32 of the payloads back to back), crc_hdr u32, payloads
 """
 
 from __future__ import annotations
@@ -99,6 +112,7 @@ MAGIC = b"WVC1"
 VERSION, BLOCK_VERSION, DEVICE_VERSION = 3, 4, 5  # what this wavar writes: a file coded
 # alone or in a block on the CPU, a file coded on a GPU
 VERSIONS = (1, 2, 3, 4, 5)  # what it reads; 2, 4 and 5 carry the block fields; 1-2 whole LE words
+ARCHIVE_VERSION = 6  # many files in one (pack_archive)
 TOTAL = 1 << 16  # the quantised frequencies of a step sum to this
 _FIXED = struct.Struct("<8sHHBbHIII")
 _BLOCK = struct.Struct("<HH")  # versions 2 and 4: rows of the block, this file's row
@@ -397,6 +411,9 @@ def read_header(data: bytes) -> dict:
     is truncated or corrupted."""
     if len(data) < 6 or data[:4] != MAGIC:
         raise FileFormatError("not a wavar compressed file (.wvc): bad magic")
+    if data[4] == ARCHIVE_VERSION:
+        raise FileFormatError("this is an archive of several .wvc files: read it with "
+                              "unpack_archive (wavar decompress ARCHIVE -o FOLDER)")
     if data[4] not in VERSIONS:
         raise FileFormatError(f"unsupported .wvc version {data[4]} (this wavar reads "
                               f"{', '.join(map(str, VERSIONS))})")
@@ -590,3 +607,123 @@ def decompress(data: bytes, model=None, n_bytes: int | None = None,
     seq = _decode_block(model, {hd["row"]: _FileDecoder(hd, payload, n_bytes)},
                         hd["rows"])[hd["row"]]
     return seq if return_tokens else codec_of(model).decode(seq)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+class _Reader:
+    """Fields read in turn from an archive's header; :class:`FileFormatError` past its end."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.at + n > len(self.data):
+            raise FileFormatError(f"truncated .wvc archive ({len(self.data)} bytes)")
+        self.at += n
+        return self.data[self.at - n : self.at]
+
+    def varint(self) -> int:
+        n = shift = 0
+        while True:
+            b = self.take(1)[0]
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return n
+            if shift > 63:
+                raise FileFormatError("corrupted .wvc archive (a count runs on)")
+
+    def text(self, length: int) -> str:
+        return self.take(length).decode(errors="replace")
+
+
+def is_archive(data: bytes) -> bool:
+    """Whether ``data`` is a ``.wvc`` archive (:func:`pack_archive`) rather than one file."""
+    return len(data) > 4 and data[:4] == MAGIC and data[4] == ARCHIVE_VERSION
+
+
+def pack_archive(files, names=None) -> bytes:
+    """One archive (version 6, module docstring) of ``.wvc`` files (versions 3-5, e.g. from
+    :func:`compress_many`) coded with one model, on one device, for one image shape and block
+    size; ``names`` (optional, one per file) come back from :func:`unpack_archive`."""
+    files = list(files)
+    names = [""] * len(files) if names is None else [str(n) for n in names]
+    if not files or len(names) != len(files):
+        raise ValueError(f"an archive needs files, and one name per file ({len(files)} files, "
+                         f"{len(names)} names)")
+    heads = [read_header(f) for f in files]
+    for f, hd in zip(files, heads, strict=True):
+        if hd["version"] < VERSION:
+            raise ValueError(f"version-{hd['version']} files (whole words) do not go in an "
+                             f"archive: code the image again")
+        if zlib.crc32(f[hd["payload_offset"]:]) != hd["payload_crc"]:
+            raise FileFormatError(".wvc payload is corrupted (CRC mismatch)")
+    shared = ("model", "weights", "height", "width", "channels", "rows", "device")
+    first = heads[0]
+    for hd in heads[1:]:
+        if any(hd[k] != first[k] for k in shared):
+            raise ValueError("an archive holds files of one model, image shape, device and "
+                             f"block size; these differ in "
+                             f"{[k for k in shared if hd[k] != first[k]]}")
+    nm, tg = first["model"].encode(), first["device"].encode()
+    head = bytearray(MAGIC + bytes([ARCHIVE_VERSION, len(nm)]) + nm
+                     + bytes.fromhex(first["weights"])
+                     + struct.pack("<HHBH", first["height"], first["width"],
+                                   first["channels"], first["rows"])
+                     + bytes([len(tg)]) + tg + _varint(len(files)))
+    payloads = b"".join(f[hd["payload_offset"]:] for f, hd in zip(files, heads, strict=True))
+    for hd, name in zip(heads, names, strict=True):
+        nb = name.encode()
+        head += (_varint(hd["row"]) + struct.pack("<b", hd["m_tilde"]) + _varint(hd["label"])
+                 + _varint(hd["n_tokens"]) + _varint(hd["payload_bytes"]) + _varint(len(nb))
+                 + nb)
+    head += struct.pack("<I", zlib.crc32(payloads))
+    return bytes(head) + struct.pack("<I", zlib.crc32(head)) + payloads
+
+
+def unpack_archive(data: bytes) -> tuple[list[bytes], list[str]]:
+    """The ``.wvc`` files of an archive, byte for byte as they went in, and their names;
+    :class:`FileFormatError` for anything but a whole, undamaged archive."""
+    if not is_archive(data):
+        raise FileFormatError("not a .wvc archive (bad magic or version)")
+    rd = _Reader(data)
+    rd.take(5)
+    model = rd.text(rd.take(1)[0])
+    weights = rd.take(8)
+    h, w, c, rows = struct.unpack("<HHBH", rd.take(7))
+    tag = rd.text(rd.take(1)[0])
+    count = rd.varint()
+    if count > len(data):  # each entry takes bytes: a damaged count, not a huge archive
+        raise FileFormatError(f"corrupted .wvc archive ({count} files in {len(data)} bytes)")
+    entries = []
+    for _ in range(count):
+        row, (m_tilde,) = rd.varint(), struct.unpack("<b", rd.take(1))
+        label, n_tok, n_pay = rd.varint(), rd.varint(), rd.varint()
+        entries.append((row, m_tilde, label, n_tok, n_pay, rd.text(rd.varint())))
+    (crc_pay,) = struct.unpack("<I", rd.take(4))
+    (crc_hdr,) = struct.unpack("<I", rd.take(4))
+    if zlib.crc32(data[: rd.at - 4]) != crc_hdr:
+        raise FileFormatError(".wvc archive header is corrupted (CRC mismatch)")
+    payloads = data[rd.at:]
+    if len(payloads) != sum(e[4] for e in entries):
+        raise FileFormatError(f"truncated .wvc archive: {len(payloads)} of "
+                              f"{sum(e[4] for e in entries)} payload bytes")
+    if zlib.crc32(payloads) != crc_pay:
+        raise FileFormatError(".wvc archive payloads are corrupted (CRC mismatch)")
+    files, at = [], 0
+    for row, m_tilde, label, n_tok, n_pay, _ in entries:
+        if not row < rows:
+            raise FileFormatError(f".wvc archive names row {row} of a block of {rows}")
+        header = Header(height=h, width=w, channels=c, m_tilde=m_tilde)
+        files.append(_pack(model, weights.hex(), header, label, n_tok,
+                           payloads[at : at + n_pay], rows, row, tag))
+        at += n_pay
+    return files, [e[5] for e in entries]

@@ -309,3 +309,83 @@ def test_a_lossless_model_round_trips_50_images_bit_exactly():
                       + rng.integers(0, 8, (4, 4)), 0, 255).astype(np.uint8)
         data = compress(lossless, img, label=i % 2, lossless=True)
         assert np.array_equal(decompress(data, lossless), img), i
+
+
+def test_an_archive_gives_back_its_files_byte_for_byte(model):
+    from wavar.compress import is_archive, pack_archive, unpack_archive
+
+    imgs = [digit(s) for s in range(30, 35)]
+    files = compress_many(model, imgs, model_name="mnist-small", label=3, planes=3, rows=4)
+    names = ["a", "b", "ü", "", "e" * 200]
+    arc = pack_archive(files, names)
+    assert is_archive(arc) and not is_archive(files[0])
+    back, got_names = unpack_archive(arc)
+    assert back == files and got_names == names
+    # what the files share is stored once: each needs ~10 bytes besides its payload, not ~49
+    payloads = sum(read_header(f)["payload_bytes"] for f in files)
+    assert len(arc) - payloads - sum(len(n.encode()) for n in names) < 40 + 10 * len(files)
+    assert len(pack_archive(files)) < sum(map(len, files)) - 30 * len(files)
+    codec = codec_of(model)
+    for got, img, f in zip(decompress_many(back, model), imgs, files, strict=True):
+        assert np.array_equal(got, codec.decode(codec.encode(img), read_header(f)["n_tokens"]))
+    # files coded alone (version 3) and on a GPU (version 5) go in too, unchanged
+    alone = [compress(model, digit(s), model_name="mnist-small", planes=2) for s in (36, 37)]
+    assert unpack_archive(pack_archive(alone))[0] == alone
+    gpu = [as_coded_on(f, "Imaginary GPU; torch 9.9; CUDA 99.9", model) for f in files[:2]]
+    assert unpack_archive(pack_archive(gpu))[0] == gpu
+    with pytest.raises(ValueError, match="differ in \\['device'\\]"):
+        pack_archive([files[0], gpu[0]])
+    with pytest.raises(ValueError, match="differ in \\['rows'\\]"):
+        pack_archive([files[0], alone[0]])
+    with pytest.raises(FileFormatError, match="archive of several .wvc files"):
+        decompress(arc, model)
+
+
+def test_a_damaged_archive_is_a_clear_error(model):
+    from wavar.compress import pack_archive, unpack_archive
+
+    arc = pack_archive(compress_many(model, [digit(40), digit(41)], planes=3, rows=2),
+                       ["x", "y"])
+    for cut in range(5, len(arc)):
+        with pytest.raises(FileFormatError, match="truncated|corrupted"):
+            unpack_archive(arc[:cut])
+    rng = np.random.default_rng(0)
+    for at in rng.choice(np.arange(5, len(arc)), 40, replace=False):
+        bad = bytearray(arc)
+        bad[at] ^= 1 << int(rng.integers(8))
+        with pytest.raises(FileFormatError):
+            unpack_archive(bytes(bad))
+
+
+def test_cli_several_images_into_one_archive(tmp_path, capsys, model):
+    from wavar.compress import is_archive, pack_archive, unpack_archive
+    from wavar.imageio import read_image
+    from wavar.viz import save_png
+
+    codec = codec_of(model)
+    imgs = [digit(s) for s in (50, 51, 52)]
+    pngs = []
+    for i, img in enumerate(imgs):
+        save_png(tmp_path / f"d{i}.png", img)
+        pngs.append(str(tmp_path / f"d{i}.png"))
+    arc = tmp_path / "set.wvc"
+    assert main(["compress", *pngs, "-o", str(arc), "--model", "mnist-small", "--rows",
+                 "2"]) == 0
+    assert "an archive of 3 images" in capsys.readouterr().out
+    assert is_archive(arc.read_bytes())
+    assert unpack_archive(arc.read_bytes())[1] == ["d0", "d1", "d2"]
+    out = tmp_path / "out"
+    assert main(["decompress", str(arc), "-o", str(out)]) == 0
+    for i, img in enumerate(imgs):
+        assert np.array_equal(read_image(out / f"d{i}.png", "L"),
+                              codec.decode(codec.encode(img)))
+    capsys.readouterr()
+    assert main(["decompress", str(arc), "-o", str(out), "--bytes", "10"]) == 2
+    assert "is an archive" in capsys.readouterr().err
+    # a name that would leave the folder is refused before anything is written
+    files, _ = unpack_archive(arc.read_bytes())
+    evil = tmp_path / "evil.wvc"
+    evil.write_bytes(pack_archive(files, ["../escaped", "b", "c"]))
+    assert main(["decompress", str(evil), "-o", str(tmp_path / "o2")]) == 2
+    assert "not a plain file name" in capsys.readouterr().err
+    assert not (tmp_path / "escaped.png").exists() and not (tmp_path / "o2").exists()
