@@ -1,0 +1,94 @@
+"""FID against training H200-minutes (issue 18: "our FID against GPU-minutes beside the peer's
+points"), Fashion-MNIST and MNIST, from the evaluation reports in results/eval/.
+
+Each point is one full-protocol report (10,000 samples against the 10,000 test images). Its
+minutes are the training run's wall time alone on one H200 (compilation and validation
+included), read from the run's summary (``elapsed N s``), or from a snapshot's name
+(``sNNNNNN-stepM``: its second). The DDPM points are the peer's as reported in issue 18 (its
+runs are not in this repository).
+
+    python benchmarks/fid_minutes.py   # writes results/eval/fid_minutes.{json,png}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+EVAL, TRAIN = RESULTS / "eval", RESULTS / "train"
+
+#: (dataset, series, report under results/eval, run summary under results/train or None when
+#: the report's model is a snapshot, minutes when neither says: the zoo's first small models)
+POINTS = [
+    ("fashion-mnist", "0.72M, plain", "eval_fashion-mnist_full.json", None, 6.0),
+    ("fashion-mnist", "raster 0.70M, plain", "eval_fashion-mnist-raster_full.json", None, 6.0),
+    ("fashion-mnist", "5.6M, 4 buckets", "schedules/fashion-mnist-5.6M/eval_ramp-cool.json",
+     "size_sweep/fashion-mnist_5.6M_summary.txt", None),
+    ("fashion-mnist", "8.6M, 4 buckets", "schedules/fashion-mnist-8.6M/eval_ramp-cool.json",
+     "size_sweep/fashion-mnist_8.6M_summary.txt", None),
+    ("fashion-mnist", "8.6M packed, 7-min cosine",
+     "schedules/fashion-mnist-8.6M-packed/eval_ramp-cool.json",
+     "packing/fashion-mnist_8.6M_packed_summary.txt", None),
+    ("fashion-mnist", "8.6M packed, 16-min cosine",
+     "schedules/fashion-mnist-8.6M-packed-8min/eval_ramp-cool.json", None, None),
+    ("fashion-mnist", "8.6M packed, 16-min cosine",
+     "schedules/fashion-mnist-8.6M-packed-16min/eval_ramp-cool.json",
+     "packing/fashion-mnist_8.6M_packed_960s_summary.txt", None),
+    ("mnist", "0.72M, plain", "eval_mnist_full.json", None, 5.0),
+    ("mnist", "5.6M", "schedules/mnist-medium/eval_cfg-ramp-cool.json",
+     "medium/mnist-medium_summary.txt", None),
+]
+#: issue 18's DDPM (6.6M, U-Net, classifier-free guidance): (dataset, minutes, FID)
+PEER = [("fashion-mnist", 2.0, 33.4), ("fashion-mnist", 7.5, 21.5), ("mnist", 2.0, 52.2)]
+
+
+def minutes(report: dict, summary: str | None, given: float | None) -> float:
+    if given is not None:
+        return given
+    if summary is not None:
+        text = (TRAIN / summary).read_text()
+        return int(re.search(r"elapsed (\d+) s", text).group(1)) / 60
+    return int(re.search(r"/s(\d{6})-step\d+$", report["model"]).group(1)) / 60
+
+
+def main() -> None:
+    rows = []
+    for dataset, series, path, summary, given in POINTS:
+        report = json.loads((EVAL / path).read_text())
+        rows.append(dict(dataset=dataset, series=series, report=path,
+                         parameters=report["parameters"], cfg=report.get("cfg"),
+                         temperature=report.get("temperature"),
+                         minutes=round(minutes(report, summary, given), 2),
+                         fid=round(report["fid"]["fid"], 2)))
+    peer = [dict(dataset=d, series="DDPM 6.6M (issue 18)", minutes=m, fid=f) for d, m, f in PEER]
+    out = dict(command="python benchmarks/fid_minutes.py", points=rows, peer=peer)
+    (EVAL / "fid_minutes.json").write_text(json.dumps(out, indent=2) + "\n")
+    for r in rows + peer:
+        print(f"{r['dataset']:14s} {r['series']:28s} {r['minutes']:6.2f} min  FID {r['fid']:6.2f}")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, dataset in zip(axes, ("fashion-mnist", "mnist"), strict=True):
+        series = dict.fromkeys(r["series"] for r in rows + peer if r["dataset"] == dataset)
+        for name in series:
+            pts = sorted((r["minutes"], r["fid"]) for r in rows + peer
+                         if r["dataset"] == dataset and r["series"] == name)
+            style = "s--" if name.startswith("DDPM") else "o-"
+            ax.plot(*zip(*pts, strict=True), style, label=name)
+        ax.set(title=dataset, xlabel="training H200-minutes (alone)", ylabel="FID (10k, test)",
+               yscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("wavar ('ramp + cool' schedule unless plain) against the DDPM peer")
+    fig.tight_layout()
+    fig.savefig(EVAL / "fid_minutes.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
