@@ -722,6 +722,9 @@ def unpack_archive(data: bytes) -> tuple[list[bytes], list[str]]:
     for row, m_tilde, label, n_tok, n_pay, _ in entries:
         if not row < rows:
             raise FileFormatError(f".wvc archive names row {row} of a block of {rows}")
+        if label > 0xFFFF or n_tok > 0xFFFFFFFF:  # what a file's header can hold
+            raise FileFormatError(f".wvc archive entry out of range (class {label}, "
+                                  f"{n_tok} tokens)")
         header = Header(height=h, width=w, channels=c, m_tilde=m_tilde)
         files.append(_pack(model, weights.hex(), header, label, n_tok,
                            payloads[at : at + n_pay], rows, row, tag))

@@ -353,6 +353,18 @@ def test_a_damaged_archive_is_a_clear_error(model):
         bad[at] ^= 1 << int(rng.integers(8))
         with pytest.raises(FileFormatError):
             unpack_archive(bytes(bad))
+    # whole CRCs over fields no file header can hold: still a clear error
+    import struct
+    import zlib
+
+    from wavar.compress import ARCHIVE_VERSION, MAGIC, _varint
+
+    head = (MAGIC + bytes([ARCHIVE_VERSION, 1]) + b"m" + bytes(8)
+            + struct.pack("<HHBH", 28, 28, 1, 1) + bytes([0]) + _varint(1) + _varint(0)
+            + struct.pack("<b", 3) + _varint(70_000) + _varint(5) + _varint(3) + _varint(0)
+            + struct.pack("<I", zlib.crc32(b"abc")))
+    with pytest.raises(FileFormatError, match="out of range"):
+        unpack_archive(head + struct.pack("<I", zlib.crc32(head)) + b"abc")
 
 
 def test_cli_several_images_into_one_archive(tmp_path, capsys, model):
