@@ -124,3 +124,25 @@ def test_pack_len_must_hold_a_sequence_and_excludes_buckets(tmp_path):
 
     with pytest.raises(ConfigError, match="max_seq_len \\+ 1 = 33"):
         train(cfg(tmp_path, pack_len=32), SOURCE, VAL)
+
+
+def test_packed_rows_on_the_flex_path_train_with_residual_dropout_only():
+    """FlexAttention (packed rows on CUDA, run here on the CPU) drops no attention weights:
+    with ``dropout`` the attention layer still trains (residual dropout), and without its
+    residual dropout it gives exactly the evaluation output."""
+    from wavar.model.transformer import CausalSelfAttention
+
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(ModelConfig(n_layer=1, n_head=4, n_kv_head=2, n_embd=32,
+                                           max_seq_len=40, dropout=0.5))
+    doc = pack_batch(batch_with_context(), 128)["doc"]
+    x = torch.randn(doc.shape[0], doc.shape[1], 32)
+    pos = torch.arange(doc.shape[1])
+    mask = sequence_mask(doc, flex=True)
+    with torch.no_grad():
+        want = attn.eval()(x, None, None, None, pos, mask)
+        attn.train()
+        a, b = attn(x, None, None, None, pos, mask), attn(x, None, None, None, pos, mask)
+        assert not torch.equal(a, b)  # the residual branch is dropped at random
+        attn.resid_drop = torch.nn.Identity()
+        torch.testing.assert_close(attn(x, None, None, None, pos, mask), want)

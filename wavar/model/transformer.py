@@ -224,9 +224,9 @@ class CausalSelfAttention(nn.Module):
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
             elif isinstance(mask, Tensor):  # packed rows, dense mask (the CPU)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-            else:  # packed rows on CUDA: FlexAttention skips the blocks no position sees
-                if p > 0:
-                    raise ValueError("packed batches on CUDA take no attention dropout")
+            else:  # packed rows on CUDA: FlexAttention skips the blocks no position sees;
+                # it drops no attention weights, so dropout acts on the residual branches and
+                # embeddings only (the training loop says so)
                 y = flex_attention(q, k, v, block_mask=mask)
         else:
             y = cached_attention(q, k, v, kv[0], kv[1], kv[2], positions)

@@ -170,6 +170,9 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     if cfg.pack_len and cfg.pack_len < model.config.max_seq_len + 1:
         raise ConfigError(f"pack_len {cfg.pack_len} cannot hold the longest sequence: it "
                           f"needs max_seq_len + 1 = {model.config.max_seq_len + 1} positions")
+    if cfg.pack_len and device.type == "cuda" and model.config.dropout > 0 and info.is_main:
+        print(f"packed rows on CUDA: dropout {model.config.dropout} on the residual branches "
+              f"and embeddings only (FlexAttention drops no attention weights)")
     if cfg.compile:
         _compile_blocks(model, pad_to)
     train_model: nn.Module = model
