@@ -135,8 +135,9 @@ def main() -> None:
     check = None
     if found is not None:
         varlen_attn, causal = found
-        cu = torch.from_numpy(runs(doc_np)).to(device)
-        longest_run = int(np.diff(runs(doc_np)).max())
+        cu_np = runs(doc_np)
+        cu = torch.from_numpy(cu_np).to(device)
+        longest_run = int(np.diff(cu_np).max())
 
         def as_tokens(t):  # (R, H, P, hd) -> (R * P, H, hd)
             return t.transpose(1, 2).reshape(-1, H, hd)

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
-EVAL, TRAIN = RESULTS / "eval", RESULTS / "train"
+from benchmarks._common import EVAL, TRAIN
 
 #: (dataset, series, report under results/eval, run summary under results/train or None when
 #: the report's model is a snapshot, minutes when neither says: the zoo's first small models)

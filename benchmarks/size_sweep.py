@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 
-from benchmarks.fid_minutes import EVAL, TRAIN
+from benchmarks._common import EVAL, TRAIN
 
 #: (arm, report under results/eval or None, run summary under results/train or None, note)
 POINTS = [

@@ -512,10 +512,8 @@ class _FileDecoder:
         return int(ids[j])
 
 
-def _open(data: bytes, model, whash: str | None = None) -> tuple[dict, bytes, object, str]:
-    """Header, payload, model and the model's weights hash (``whash``, if known already) of
-    a file, with every check the file allows."""
-    hd = read_header(data)
+def _payload(data: bytes, hd: dict) -> bytes:
+    """A file's payload (``hd``: its header), whole and undamaged, or :class:`FileFormatError`."""
     payload = data[hd["payload_offset"]:]
     if len(payload) != hd["payload_bytes"]:
         raise FileFormatError(f"truncated .wvc payload: {len(payload)} of "
@@ -523,6 +521,14 @@ def _open(data: bytes, model, whash: str | None = None) -> tuple[dict, bytes, ob
                               f"--bytes on the whole file)")
     if zlib.crc32(payload) != hd["payload_crc"]:
         raise FileFormatError(".wvc payload is corrupted (CRC mismatch)")
+    return payload
+
+
+def _open(data: bytes, model, whash: str | None = None) -> tuple[dict, bytes, object, str]:
+    """Header, payload, model and the model's weights hash (``whash``, if known already) of
+    a file, with every check the file allows."""
+    hd = read_header(data)
+    payload = _payload(data, hd)
     need = f"{hd['model']!r}" if hd["model"] else "an unnamed model"
     if model is None:
         if not hd["model"]:
@@ -660,12 +666,10 @@ def pack_archive(files, names=None) -> bytes:
         raise ValueError(f"an archive needs files, and one name per file ({len(files)} files, "
                          f"{len(names)} names)")
     heads = [read_header(f) for f in files]
-    for f, hd in zip(files, heads, strict=True):
+    for hd in heads:
         if hd["version"] < VERSION:
             raise ValueError(f"version-{hd['version']} files (whole words) do not go in an "
                              f"archive: code the image again")
-        if zlib.crc32(f[hd["payload_offset"]:]) != hd["payload_crc"]:
-            raise FileFormatError(".wvc payload is corrupted (CRC mismatch)")
     shared = ("model", "weights", "height", "width", "channels", "rows", "device")
     first = heads[0]
     for hd in heads[1:]:
@@ -679,7 +683,7 @@ def pack_archive(files, names=None) -> bytes:
                      + struct.pack("<HHBH", first["height"], first["width"],
                                    first["channels"], first["rows"])
                      + bytes([len(tg)]) + tg + _varint(len(files)))
-    payloads = b"".join(f[hd["payload_offset"]:] for f, hd in zip(files, heads, strict=True))
+    payloads = b"".join(_payload(f, hd) for f, hd in zip(files, heads, strict=True))
     for hd, name in zip(heads, names, strict=True):
         nb = name.encode()
         head += (_varint(hd["row"]) + struct.pack("<b", hd["m_tilde"]) + _varint(hd["label"])
@@ -712,10 +716,10 @@ def unpack_archive(data: bytes) -> tuple[list[bytes], list[str]]:
     (crc_hdr,) = struct.unpack("<I", rd.take(4))
     if zlib.crc32(data[: rd.at - 4]) != crc_hdr:
         raise FileFormatError(".wvc archive header is corrupted (CRC mismatch)")
-    payloads = data[rd.at:]
-    if len(payloads) != sum(e[4] for e in entries):
-        raise FileFormatError(f"truncated .wvc archive: {len(payloads)} of "
-                              f"{sum(e[4] for e in entries)} payload bytes")
+    payloads, total = data[rd.at:], sum(e[4] for e in entries)
+    if len(payloads) != total:
+        raise FileFormatError(f"truncated .wvc archive: {len(payloads)} of {total} payload "
+                              f"bytes")
     if zlib.crc32(payloads) != crc_pay:
         raise FileFormatError(".wvc archive payloads are corrupted (CRC mismatch)")
     files, at = [], 0

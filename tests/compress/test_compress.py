@@ -337,6 +337,8 @@ def test_an_archive_gives_back_its_files_byte_for_byte(model):
         pack_archive([files[0], alone[0]])
     with pytest.raises(FileFormatError, match="archive of several .wvc files"):
         decompress(arc, model)
+    with pytest.raises(FileFormatError, match="truncated .wvc payload"):  # checked as decode does
+        pack_archive([files[0][:-1]])
 
 
 def test_a_damaged_archive_is_a_clear_error(model):

@@ -112,8 +112,8 @@ def _compress(args: argparse.Namespace) -> int:
     if not 1 <= args.rows <= 65535:
         raise UsageError(f"--rows must lie in [1, 65535], got {args.rows}")
     archive = several and args.output.endswith(".wvc") and not Path(args.output).is_dir()
+    stems = [Path(i).stem for i in args.image]
     if archive:
-        stems = [Path(i).stem for i in args.image]
         if len(set(stems)) < len(stems):
             raise UsageError("several inputs share a name: the archive could not tell them "
                              "apart")
@@ -150,7 +150,7 @@ def _compress(args: argparse.Namespace) -> int:
     if archive:
         from wavar.compress import pack_archive
 
-        data = pack_archive(files, [Path(i).stem for i in args.image])
+        data = pack_archive(files, stems)
         outputs[0].write_bytes(data)
         apart = sum(map(len, files)) / len(files)
         print(f"{outputs[0]}: an archive of {len(files)} images, {len(data)} bytes "
