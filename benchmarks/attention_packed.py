@@ -151,7 +151,7 @@ def main() -> None:
         with torch.no_grad():
             q, k, v = packed
             want = as_tokens(flex(q, k.expand_as(q), v.expand_as(q), block_mask=mask))
-            got = attend_varlen(q, k, v)
+            got = attend_varlen(q, k.expand_as(q), v.expand_as(q))
             real = torch.from_numpy(doc_np.reshape(-1) >= 0).to(device)
             check = float((got[real].float() - want[real].float()).abs().max())
     real_tokens = int(batch.sum() + len(batch))
@@ -168,7 +168,8 @@ def main() -> None:
     print(json.dumps(res, indent=1))
     if device.type != "cuda":
         return  # a smoke run
-    out = TRAIN / f"attention_packed_{args.dataset}_{res['device'].split()[-1].lower()}.json"
+    out = TRAIN / (f"attention_packed_{args.dataset}_{res['device'].split()[-1].lower()}"
+                   f"_b{args.batch}_p{args.pack_len}.json")
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(f"-> {out}")
 
