@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None,
                     help="zoo model (or checkpoint) whose codec to use; default the dataset name")
     ap.add_argument("--n", type=int, default=10_000, help="first N training images")
+    ap.add_argument("--final-threshold", type=float, default=None, metavar="T",
+                    help="the model's codec with this final threshold instead (a power of "
+                         "two; files get a _t<T> suffix): the floor of a finer language")
     ap.add_argument("--quick", action="store_true", help="smoke run: 100 images")
     ap.add_argument("--fid-batch", type=int, default=50, help="images per Inception pass")
     ap.add_argument("--codec-batch", type=int, default=500)
@@ -104,11 +107,16 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    name = f"codec_floor_{args.dataset}" + ("_quick" if args.quick else "")
+    name = (f"codec_floor_{args.dataset}"
+            + (f"_t{args.final_threshold:g}" if args.final_threshold is not None else "")
+            + ("_quick" if args.quick else ""))
     n = 100 if args.quick else args.n
     model_name = args.model or args.dataset
     model = WaveletGPT.from_pretrained(model_name)
     codec = codec_of(model)
+    if args.final_threshold is not None:
+        codec = type(codec).from_params({**codec.params(),
+                                         "final_threshold": args.final_threshold})
     train = load(args.dataset, "train")
     if model.config.num_classes != len(train.classes):
         raise SystemExit(f"model {model_name} has {model.config.num_classes} classes, dataset "
