@@ -17,6 +17,11 @@ slot with one legal token costs no bits and is not coded. Agreement holds for th
 torch build and thread count; another machine may round a logit differently, and the file
 then decodes to wrong tokens (the payload CRC guards the bytes, not the model's arithmetic).
 
+Raster models. A pixel model (the raster language: one 256-way token a pixel, no grammar)
+codes the same way, every token legal at every step: a lossless file of the image, and a byte
+prefix decodes to its first pixels in raster order (the rest 0), not to a coarser image.
+``planes`` is refused for it (a raster sequence has no bit-planes).
+
 Progressive decoding. A range coder's stream is a number in nested intervals; the words after
 token ``t`` was coded only narrow the interval further. Let ``w_t`` be the stream's size
 after coding tokens ``0..t`` and flushing (``num_words``): the interval's lower end is exact
@@ -101,8 +106,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from wavar.codec import WaveletCodec
+from wavar.codec import Codec, WaveletCodec
 from wavar.codec.bitstream import CodedImage, Header
+from wavar.codec.raster import ALL_LEGAL
 from wavar.errors import DeviceMismatchError, FileFormatError, ModelMismatchError
 from wavar.sample.cpu_loop import host_logits
 from wavar.sample.generate import codec_of
@@ -166,7 +172,21 @@ def quantise(probs: np.ndarray) -> np.ndarray:
     return f + 1
 
 
-def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows: int,
+def _legal_ids(vocab_size: int):
+    """``ids(mask)``: the token ids a grammar's legal mask allows (cached by mask); the raster
+    language's :data:`ALL_LEGAL` (-1) allows every token."""
+    bits, cache = np.arange(min(vocab_size, 63)), {}
+
+    def ids(mask: int) -> np.ndarray:
+        if mask not in cache:
+            cache[mask] = (np.arange(vocab_size) if mask == ALL_LEGAL
+                           else np.flatnonzero((mask >> bits) & 1))
+        return cache[mask]
+
+    return ids
+
+
+def _block_models(model, codec: Codec, shape: tuple[int, int, int], rows: int,
                   members: dict[int, tuple[int, int, int]], choose) -> dict[int, np.ndarray]:
     """Step a block of ``rows`` sequences together. ``members`` maps a row to its (m~, label,
     most tokens); the other rows are idle. At each step with more than one legal token,
@@ -192,8 +212,7 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
     mt = torch.tensor(m_tilde, device=device)
     step = TorchStep(model)
     out: dict[int, list[int]] = {r: [] for r in members}
-    token_bits = np.arange(model.config.vocab_size)
-    legal_ids = [np.flatnonzero((m >> token_bits) & 1) for m in range(1 << len(token_bits))]
+    legal_ids = _legal_ids(model.config.vocab_size)
     prev = None
     with _exact_float32():  # once for the whole coding, not per step
         for t in range(limit):
@@ -208,7 +227,7 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
             logits = logits.cpu().numpy().astype(np.float32, copy=False)
             tok = np.full(rows, -1, np.int64)
             for r in np.flatnonzero(live):
-                ids = legal_ids[int(legal[r])]
+                ids = legal_ids(int(legal[r]))
                 if len(ids) == 1:  # forced by the grammar: no bits
                     got = None if choose(r, t, ids, None, None) is None else int(ids[0])
                 else:
@@ -226,10 +245,8 @@ def _block_models(model, codec: WaveletCodec, shape: tuple[int, int, int], rows:
     return {r: np.array(v, np.uint8) for r, v in out.items()}
 
 
-def _check_model(model) -> WaveletCodec:
+def _check_model(model) -> Codec:
     codec = codec_of(model)
-    if not isinstance(codec, WaveletCodec):
-        raise ValueError("compression needs a wavelet-language model (not a raster one)")
     p = next(model.parameters())
     if p.device.type not in ("cpu", "cuda") or p.dtype != torch.float32:
         raise ValueError("compression runs the model in float32 on the CPU or a CUDA GPU "
@@ -256,7 +273,7 @@ def _placed(model, tag: str, placed: dict):
 
 
 def _sequences(model, images, label: int | None, planes: int | None,
-               lossless: bool) -> tuple[WaveletCodec, int, list[CodedImage]]:
+               lossless: bool) -> tuple[Codec, int, list[CodedImage]]:
     """What :func:`compress` and :func:`compress_many` code: the codec, the class (default the
     null label) and each image's sequence (its first ``planes`` planes), all checked."""
     codec = _check_model(model)
@@ -266,6 +283,9 @@ def _sequences(model, images, label: int | None, planes: int | None,
     label = model.config.num_classes if label is None else int(label)
     if not 0 <= label <= model.config.num_classes:
         raise ValueError(f"class {label} out of range [0, {model.config.num_classes}]")
+    if planes is not None and not isinstance(codec, WaveletCodec):
+        raise ValueError("--planes needs a wavelet-language model: a raster sequence has no "
+                         "bit-planes (--bytes keeps the first rows of a raster image)")
     seqs = [codec.encode(img) for img in images]
     if planes is not None:
         seqs = [s[: int(np.sum(codec.slots(s).plane[:-1] < planes))] for s in seqs]

@@ -13,6 +13,8 @@ Examples
     wavar decompress codes/*.wvc -o out/                  # several: decoded together
     wavar compress img/*.png -o set.wvc --model mnist     # several in one archive
     wavar decompress set.wvc -o out/                      # an archive: its images, by name
+    wavar compress coat.png -o coat.wvc --model fashion-mnist-raster-medium   # a pixel model:
+                                                          # lossless, a prefix = the first rows
 
 The file names its zoo model; ``decompress`` loads it unless ``--model`` is given. With several
 inputs ``-o`` is a folder (made if missing) and each output takes its input's name, or, when
