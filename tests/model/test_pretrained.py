@@ -75,3 +75,27 @@ def test_a_name_goes_to_the_zoo(tmp_path, monkeypatch):
         WaveletGPT.from_pretrained("mnist-small")
     zoo.resolve = lambda name: tmp_path / "weights"
     assert WaveletGPT.from_pretrained("mnist-small").config.n_layer == 2
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "mnist-small", "fashion-mnist-small",
+                                  "fashion-mnist-raster", "fashion-mnist-raster-medium",
+                                  "cifar10", "cifar10-lossless"])
+def test_every_zoo_model_loads_and_matches_its_hash_and_dataset(name):
+    """What the zoo ships is what its table promises: weights whose sha256 is the table's
+    (resolve verifies it), fp16 files under 20 MB, the dataset's classes and image shape."""
+    from wavar.data.datasets import DATASETS
+    from wavar.zoo import MODELS, resolve
+
+    assert set(MODELS) == {"mnist", "fashion-mnist", "mnist-small", "fashion-mnist-small",
+                           "fashion-mnist-raster", "fashion-mnist-raster-medium", "cifar10",
+                           "cifar10-lossless"}  # a new entry gets its own case above
+    folder = resolve(name)  # raises CheckpointError on a hash mismatch
+    weights = folder / "model.safetensors"
+    assert weights.stat().st_size < 20e6
+    model = WaveletGPT.from_pretrained(name)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    codec = model.config.codec
+    info = DATASETS[MODELS[name].dataset]
+    assert codec["classes"] == list(info.classes)
+    assert tuple(codec["image_shape"]) == info.shape
+    assert model.config.num_classes == len(codec["classes"])
