@@ -26,7 +26,7 @@ from wavar.serve.settings import Settings
 log = logging.getLogger("wavar.serve")
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-# loaded models kept in memory (the zoo's five fit with room to spare)
+# loaded models kept in memory (the zoo's eight fit)
 CACHED_MODELS = 8
 
 
