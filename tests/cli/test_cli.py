@@ -108,6 +108,21 @@ def test_sample_errors(tmp_path, digit, capsys):
     assert "temperature must be > 0" in one_line_error(capsys)
 
 
+def test_sample_a_raster_model_keeps_the_top_half_of_an_image_and_refuses_planes(
+        tmp_path, digit, capsys):
+    out, npz = str(tmp_path / "g.png"), tmp_path / "s.npz"
+    raster = ["sample", "--model", "fashion-mnist-raster", "--class", "1", "--n", "1"]
+    assert cli.main([*raster, "--prefix-image", str(digit), "-o", out, "--npz", str(npz)]) == 0
+    assert "first 392 pixel values (its top half" in capsys.readouterr().out
+    kept = np.asarray(Image.open(digit).convert("L"))[:14]
+    assert np.array_equal(np.load(npz)["x"][0, :14], kept)
+    assert cli.main([*raster, "--planes", "2", "-o", out]) == 1
+    assert "no bit-planes" in one_line_error(capsys)
+    assert cli.main([*raster, "--prefix-image", str(digit), "--prefix-planes", "1",
+                     "-o", out]) == 2
+    assert "--prefix-tokens N" in one_line_error(capsys)
+
+
 def test_sample_verbose_prints_the_plan(tmp_path, capsys):
     assert cli.main([*SAMPLE, "--class", "1", "-v", "-o", str(tmp_path / "g.png")]) == 0
     out = capsys.readouterr().out

@@ -167,3 +167,22 @@ def test_tiny_model_trains_on_and_samples_raster_images(rng):
     assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(seqs, again, strict=True))
     short = generate(model, [2], seed=1, max_tokens=10)
     assert len(short[0]) == 10 and decode(model, short)[0].shape == (8, 8)
+
+
+def test_bit_plane_controls_are_refused_for_raster_models_with_the_way_that_works(rng):
+    """A raster sequence has no bit-planes: a plane cap, a per-plane schedule or a prefix of
+    planes would be silently ignored (or force the whole image), so each is refused and the
+    error names the pixel-count control that does the job; a prefix of tokens works."""
+    from wavar.sample.generate import generate, prefix_tokens
+
+    model = tiny_raster_model().eval()
+    with pytest.raises(ValueError, match=r"no bit-planes \(max_tokens"):
+        generate(model, [0], seed=0, max_plane=1)
+    with pytest.raises(ValueError, match="per bit-plane needs a wavelet-language model"):
+        generate(model, [0], seed=0, temperature=(1.0, 0.8))
+    img = smooth_image(rng, 8, 8)
+    with pytest.raises(ValueError, match="tokens=N"):
+        prefix_tokens(CODEC, img, planes=2)
+    pre = prefix_tokens(CODEC, img, tokens=32)  # the top half
+    (seq,) = generate(model, [1], seed=0, prefix=[pre.tokens])
+    assert np.array_equal(seq.tokens[:32], img.reshape(-1)[:32]) and len(seq) == 64

@@ -122,12 +122,20 @@ def generate(model, labels: Sequence[int] | np.ndarray, options: SamplingOptions
     if len(labels) and (labels.min() < 0 or labels.max() > model.config.num_classes):
         raise ValueError(f"labels must lie in 0..{model.config.num_classes - 1} "
                          f"({model.config.num_classes} = unconditional)")
+    codec = codec_of(model)
+    if not isinstance(codec, WaveletCodec):  # the raster language: one plane, no grammar
+        if options.max_plane is not None:
+            raise ValueError("max_plane (--planes) needs a wavelet-language model: a raster "
+                             "sequence has no bit-planes (max_tokens, --tokens, stops it after "
+                             "its first pixels)")
+        if options.scheduled:
+            raise ValueError("a cfg or temperature per bit-plane needs a wavelet-language "
+                             "model: a raster sequence has no bit-planes; give one value")
     plan = plan or plan_for(model, options)
     log.info("sampling plan for %d rows:\n%s", len(labels), plan)
     if len(labels) == 0:
         return Samples([], plan)
     device = next(model.parameters()).device
-    codec = codec_of(model)
     h, w, c = image_shape_of(model)
     rng = np.random.default_rng(options.seed)
     gen = torch.Generator(device=device)
@@ -181,9 +189,12 @@ def sample_images(model, classes: int | str | Sequence[int | str] | None = None,
     return images, [np.stack(frame) for frame in decode_prefixes(model, seqs, progressive)]
 
 
-def prefix_tokens(codec: WaveletCodec, image: np.ndarray, planes: int | None = None,
+def prefix_tokens(codec: Codec, image: np.ndarray, planes: int | None = None,
                   tokens: int | None = None) -> CodedImage:
     """The first ``planes`` bit-planes (or ``tokens`` tokens) of a real image's sequence."""
+    if planes is not None and not isinstance(codec, WaveletCodec):
+        raise ValueError("a raster sequence has no bit-planes: keep its first pixels with "
+                         "tokens=N (--prefix-tokens N)")
     seq = codec.encode(image)
     if planes is not None:
         plane = codec.slots(seq).plane[:-1]
