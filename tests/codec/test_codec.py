@@ -57,6 +57,22 @@ def test_full_decode_error_is_within_the_final_threshold(wavelet, final, rng):
     assert np.abs(est - coefs).max() > 0  # lossy: something was dropped
 
 
+@pytest.mark.parametrize("language", ["zeroblock", "zerotree"])
+@pytest.mark.parametrize("refinement", ["deferred", "immediate"])
+@pytest.mark.parametrize("wavelet", ["bior4.4", "haar", "cdf53"])
+def test_a_coarser_threshold_codes_a_prefix_of_a_finer_one(language, refinement, wavelet, rng):
+    """An embedded code: lowering the final threshold adds bit-planes after the same tokens
+    (what lets a model of a coarser threshold start training at a finer one, init_from)."""
+    img = smooth_image(rng, 24, 20, channels=3 if wavelet == "cdf53" else 1)
+    # cdf53's integer coefficients: threshold 1 is lossless, the finest there is
+    thresholds = (16.0, 4.0, 1.0) if wavelet == "cdf53" else (4.0, 1.0, 0.25)
+    seqs = [WaveletCodec(wavelet, language=language, refinement=refinement,
+                         final_threshold=t).encode(img) for t in thresholds]
+    for coarse, fine in zip(seqs[:-1], seqs[1:], strict=True):
+        assert len(fine) > len(coarse) and fine.header.m_tilde == coarse.header.m_tilde
+        assert np.array_equal(fine.tokens[: len(coarse)], coarse.tokens)
+
+
 def test_m_tilde_brackets_the_largest_coefficient(rng):
     codec = WaveletCodec("bior4.4")
     img = _img(rng, 28, 28, 1)

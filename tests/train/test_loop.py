@@ -187,6 +187,27 @@ def test_init_from_starts_at_the_published_weights_with_a_fresh_optimizer(tmp_pa
                   model_args={"max_seq_len": 32, "n_layer": 1}), SOURCE)
 
 
+def test_init_from_a_coarser_threshold_of_the_same_language(tmp_path, capsys):
+    """A finer final threshold extends every sequence by whole bit-planes (an embedded code),
+    so a published model may start a run at a finer threshold, with a longer max_seq_len, and
+    says so; a coarser threshold, a shorter max_seq_len or another wavelet are refused."""
+    haar = {"wavelet": "haar", "final_threshold": 0.125}
+    train(cfg(tmp_path / "a", max_steps=2, codec=haar), SOURCE)
+    start = WaveletGPT.from_pretrained(tmp_path / "a" / "model")
+    finer = cfg(tmp_path / "b", max_steps=0, init_from=str(tmp_path / "a" / "model"),
+                codec={**haar, "final_threshold": 0.0625}, model_args={"max_seq_len": 48})
+    result = train(finer, SOURCE)
+    assert "at final threshold 0.125, 0.0625 here" in capsys.readouterr().out
+    for p, q in zip(start.parameters(), result["model"].parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    for codec, args in (({**haar, "final_threshold": 0.25}, {"max_seq_len": 48}),
+                        ({**haar, "final_threshold": 0.0625}, {"max_seq_len": 16}),
+                        ({"wavelet": "bior4.4", "final_threshold": 0.0625}, {"max_seq_len": 48})):
+        with pytest.raises(CheckpointError, match="different model"):
+            train(cfg(tmp_path / "c", max_steps=0, init_from=str(tmp_path / "a" / "model"),
+                      codec=codec, model_args=args), SOURCE)
+
+
 def test_snapshots_publish_the_ema_weights_as_time_passes(tmp_path):
     # every step is past a (tiny) snapshot interval: one snapshot per step, named by time
     result = train(cfg(tmp_path, max_steps=3, snapshot_every_s=1e-9), SOURCE)

@@ -160,7 +160,9 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     torch.manual_seed(cfg.seed * 1_000_003 + 1 + info.rank)
     step, elapsed_before = _resume(out / "ckpt.pt", cfg, model, ema, optimizer, data_rng, info)
     if step == 0 and cfg.init_from:
-        _init_from(cfg.init_from, model, ema)
+        said = _init_from(cfg.init_from, model, ema)
+        if said and info.is_main:
+            print(said)
 
     def elapsed() -> float:  # wall time of the whole run, across resumes
         return elapsed_before + time.time() - t0
@@ -330,15 +332,43 @@ def _architecture(model_config: dict[str, Any]) -> dict[str, Any]:
     return {**model_config, "codec": codec, "sampling": None}  # settings, not architecture
 
 
-def _init_from(name_or_path: str, model: WaveletGPT, ema: nn.Module) -> None:
-    """Start ``model`` and ``ema`` from a published model's weights (a zoo name or folder)."""
+def _init_from(name_or_path: str, model: WaveletGPT, ema: nn.Module) -> str:
+    """Start ``model`` and ``ema`` from a published model's weights (a zoo name or folder).
+    The published model may speak the same language at a coarser final threshold (see
+    :func:`_finer_language`); returns what the caller should say about it ("" otherwise)."""
     source = WaveletGPT.from_pretrained(name_or_path)  # float16 zoo weights come back as fp32
-    if _architecture(source.config.to_dict()) != _architecture(model.config.to_dict()):
+    have, want = _architecture(source.config.to_dict()), _architecture(model.config.to_dict())
+    finer = have != want and _finer_language(have, want)
+    if have != want and not finer:
         raise CheckpointError(f"init_from={name_or_path!r} holds a different model "
                               f"({source.config.to_dict()}) from the one configured "
                               f"({model.config.to_dict()})")
     model.load_state_dict(source.state_dict())
     ema.load_state_dict(source.state_dict())
+    return f"init_from={name_or_path!r}: {finer}" if finer else ""
+
+
+def _finer_language(have: dict[str, Any], want: dict[str, Any]) -> str:
+    """Why a model of config ``have`` may start a run of config ``want``, or "": ``want`` is the
+    same model over the same wavelet language at a finer final threshold. That code is
+    embedded: its sequences begin with the coarser code's whole sequence (same m~, same
+    tokens), then add bit-planes, so the published model has learnt this language's first
+    planes. Only ``max_seq_len`` may grow with it; it shapes no weight (RoPE's tables are
+    computed, not stored)."""
+    t_have = have["codec"].get("final_threshold")
+    t_want = want["codec"].get("final_threshold")
+    if t_have is None or t_want is None or not t_want < t_have \
+            or want["max_seq_len"] < have["max_seq_len"]:
+        return ""
+
+    def rest(config: dict[str, Any]) -> dict[str, Any]:
+        return {**config, "max_seq_len": None,
+                "codec": {**config["codec"], "final_threshold": None}}
+
+    if rest(have) != rest(want):
+        return ""
+    return (f"a model of the same language at final threshold {t_have:g}, {t_want:g} here: its "
+            f"sequences are this language's first planes; the finer planes are new to it")
 
 
 def _snapshot(out: Path, ema: nn.Module, step: int, elapsed_s: float, due_s: float,
