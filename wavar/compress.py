@@ -111,7 +111,7 @@ from wavar.codec.bitstream import CodedImage, Header
 from wavar.codec.raster import ALL_LEGAL
 from wavar.errors import DeviceMismatchError, FileFormatError, ModelMismatchError
 from wavar.sample.cpu_loop import host_logits
-from wavar.sample.generate import codec_of
+from wavar.sample.generate import codec_of, prefix_tokens
 from wavar.sample.steps import StepInputs, TorchStep
 
 MAGIC = b"WVC1"
@@ -286,9 +286,7 @@ def _sequences(model, images, label: int | None, planes: int | None,
     if planes is not None and not isinstance(codec, WaveletCodec):
         raise ValueError("--planes needs a wavelet-language model: a raster sequence has no "
                          "bit-planes (--bytes keeps the first rows of a raster image)")
-    seqs = [codec.encode(img) for img in images]
-    if planes is not None:
-        seqs = [s[: int(np.sum(codec.slots(s).plane[:-1] < planes))] for s in seqs]
+    seqs = [prefix_tokens(codec, img, planes) for img in images]
     for s in seqs:
         if len(s) > model.config.max_seq_len:
             raise ValueError(f"the image takes {len(s)} tokens, more than the model's "

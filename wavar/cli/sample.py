@@ -161,17 +161,17 @@ def _sample(args: argparse.Namespace) -> int:
                                  f"be {shape[0]}x{shape[1]} like the model's images")
             kw["region"] = Region(img, mask >= 128)
         else:
-            try:
-                pre = prefix_tokens(codec, img, args.prefix_planes, args.prefix_tokens)
-            except ValueError as e:  # --prefix-planes for a raster model
-                raise UsageError(str(e)) from None
-            if args.prefix_planes is None and args.prefix_tokens is None:
-                if isinstance(codec, WaveletCodec):
-                    pre = prefix_tokens(codec, img, planes=2)
-                else:  # a raster model: the image's top half (said aloud)
-                    pre = prefix_tokens(codec, img, tokens=len(codec.encode(img)) // 2)
-                    print(f"keeping the image's first {len(pre)} pixel values (its top half: a "
-                          "raster model has no bit-planes; --prefix-tokens N to choose)")
+            if args.prefix_planes is not None or args.prefix_tokens is not None:
+                try:
+                    pre = prefix_tokens(codec, img, args.prefix_planes, args.prefix_tokens)
+                except ValueError as e:  # --prefix-planes for a raster model
+                    raise UsageError(str(e)) from None
+            elif isinstance(codec, WaveletCodec):
+                pre = prefix_tokens(codec, img, planes=2)
+            else:  # a raster model: the image's top half (said aloud)
+                pre = prefix_tokens(codec, img, tokens=int(np.prod(shape)) // 2)
+                print(f"keeping the image's first {len(pre)} pixel values (its top half: a "
+                      "raster model has no bit-planes; --prefix-tokens N to choose)")
             kw["prefix"] = [pre.tokens] * len(labels)
             kw["m_tilde"] = [pre.header.m_tilde] * len(labels)
     if args.ll_init:
