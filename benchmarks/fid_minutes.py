@@ -42,6 +42,8 @@ POINTS = [
     ("mnist", "0.72M, plain", "eval_mnist_full.json", None, 5.0),
     ("mnist", "5.6M", "schedules/mnist-medium/eval_cfg-ramp-cool.json",
      "medium/mnist-medium_summary.txt", None),
+    ("mnist", "raster 5.7M, plain", "schedules/mnist-raster-5.7M/eval_plain.json",
+     "size_sweep/mnist-raster_5.7M_summary.txt", None),
 ]
 #: issue 18's DDPM (6.6M, U-Net, classifier-free guidance): (dataset, minutes, FID)
 PEER = [("fashion-mnist", 2.0, 33.4), ("fashion-mnist", 7.5, 21.5), ("mnist", 2.0, 52.2)]
