@@ -1,4 +1,5 @@
-"""``.wvc`` files (wavar.compress) against PNG, WebP lossless and JPEG 2000 lossless (CPU).
+"""``.wvc`` files (wavar.compress) against lossless image codecs (CPU: PNG, WebP, JPEG 2000,
+JPEG-XL, JPEG-LS, AVIF; ``benchmarks/lossless_codecs.py``).
 
 On the first N test images of a dataset: file bits/dim (whole file and payload), the gap
 between the payload and the model's code length, bit-exactness of the round trip against the
@@ -30,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks._common import CODEC
+from benchmarks.lossless_codecs import lossless_bpd
 from wavar.compress import (
     code_tokens,
     compress,
@@ -44,16 +46,6 @@ from wavar.eval import jpeg2000
 from wavar.eval.metrics import psnr
 from wavar.model.transformer import WaveletGPT
 from wavar.sample.generate import codec_of
-
-
-def pil_bytes(img: np.ndarray, fmt: str, **kw) -> int | None:
-    buf = io.BytesIO()
-    try:
-        Image.fromarray(img).save(buf, fmt, **kw)
-    except (OSError, KeyError, ValueError):
-        return None  # the format's plugin is missing in this Pillow
-    return buf.tell()
-
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
@@ -150,12 +142,7 @@ def main() -> None:
                  file_bpd=8 * sum(map(len, block_files)) / dims,
                  archive_bpd=8 * len(pack_archive(block_files, [str(i) for i in range(len(x))]))
                  / dims)
-    others = {}
-    for name, fmt, kw in (("png", "PNG", dict(optimize=True)),
-                          ("webp_lossless", "WEBP", dict(lossless=True, quality=100, method=6)),
-                          ("jpeg2000_lossless", "JPEG2000", dict(irreversible=False))):
-        sizes = [pil_bytes(im, fmt, **kw) for im in x]  # all n images
-        others[name] = None if None in sizes else 8 * sum(sizes) / dims
+    others = lossless_bpd(x)  # all n images, each a file of its own
     res = dict(
         command=f"python benchmarks/compress.py --model {args.model} --dataset {args.dataset} "
                 f"--n {args.n} --rows {args.rows}"

@@ -9,9 +9,9 @@ one process keeps a GPU mostly idle; W processes step W blocks at once.
 
 Reports file and payload bits/dim, the model's own code length of the same sequences
 (unconditional, as the files are coded: teacher-forced in float32 on ``--device``), the gap
-between them, PNG / WebP lossless / JPEG 2000 lossless on the same images, encode and decode
-images/s (the images over the wall time from the first worker's start to the last one's end,
-model loading excluded), whether every decoded image equals the codec's own
+between them, the lossless image codecs of ``lossless_codecs.py`` on the same images, encode
+and decode images/s (the images over the wall time from the first worker's start to the last
+one's end, model loading excluded), whether every decoded image equals the codec's own
 decode(encode(image)), and two files decoded alone in the main process (at their row of an
 otherwise idle block). Writes ``benchmarks/results/codec/compress_batched_<model>_<device>.json``.
 
@@ -33,7 +33,7 @@ import torch
 import torch.multiprocessing as mp
 
 from benchmarks._common import CODEC
-from benchmarks.compress import pil_bytes
+from benchmarks.lossless_codecs import lossless_bpd
 from wavar.compress import (
     compress_many,
     decompress,
@@ -136,12 +136,7 @@ def main() -> None:
     # by their images' file names)
     archive = pack_archive(files, [str(i) for i in range(len(files))])
     assert unpack_archive(archive)[0] == files
-    others = {}
-    for name, fmt, kw in (("png", "PNG", dict(optimize=True)),
-                          ("webp_lossless", "WEBP", dict(lossless=True, quality=100, method=6)),
-                          ("jpeg2000_lossless", "JPEG2000", dict(irreversible=False))):
-        sizes = [pil_bytes(im, fmt, **kw) for im in x]
-        others[name] = None if None in sizes else 8 * sum(sizes) / dims
+    others = lossless_bpd(x)  # all n images, each a file of its own
     res = dict(
         command=f"PYTHONPATH=. python benchmarks/compress_batched.py --model {args.model} "
                 f"--dataset {args.dataset} --n {args.n} --device {args.device} --rows "

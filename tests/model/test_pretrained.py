@@ -86,9 +86,10 @@ def test_every_zoo_model_loads_and_matches_its_hash_and_dataset(name):
     from wavar.data.datasets import DATASETS
     from wavar.zoo import MODELS, resolve
 
+    # a new entry gets its own case above
     assert set(MODELS) == {"mnist", "fashion-mnist", "mnist-small", "fashion-mnist-small",
                            "fashion-mnist-raster", "fashion-mnist-raster-medium",
-                           "mnist-raster-medium", "cifar10", "cifar10-lossless"}  # a new entry gets its own case above
+                           "mnist-raster-medium", "cifar10", "cifar10-lossless"}
     folder = resolve(name)  # raises CheckpointError on a hash mismatch
     weights = folder / "model.safetensors"
     assert weights.stat().st_size < 20e6
