@@ -69,8 +69,8 @@ CODECS = {
 
 def lossless_bits(images: np.ndarray) -> dict[str, dict]:
     """Per codec: bits/dim of ``images`` (uint8, (N, H, W) or (N, H, W, 3)) coded one file an
-    image, how many decode exactly, and the seconds spent; ``{"missing": reason}`` for a codec
-    whose package or plugin is absent."""
+    image, how many of the N decode exactly, and the seconds spent; ``{"missing": reason}`` for
+    a codec whose package or plugin is absent."""
     out = {}
     dims = images[0].size * len(images)
     for name, (library, make) in CODECS.items():
@@ -86,15 +86,32 @@ def lossless_bits(images: np.ndarray) -> dict[str, dict]:
             size += len(data)
             exact += int(back.shape == img.shape and np.array_equal(back, img))
         out[name] = dict(library=library, bpd=8 * size / dims, mean_bytes=size / len(images),
-                         exact=f"{exact}/{len(images)}", seconds=time.perf_counter() - t0)
+                         exact=exact, n=len(images), seconds=time.perf_counter() - t0)
     return out
 
 
 def lossless_bpd(images: np.ndarray) -> dict[str, float | None]:
     """Bits/dim of each codec (``None`` where it is missing or not exact on these images)."""
     res = lossless_bits(images)
-    return {k: (v["bpd"] if "bpd" in v and v["exact"].split("/")[0] == str(len(images))
-                else None) for k, v in res.items()}
+    return {k: v["bpd"] if v.get("exact") == len(images) else None for k, v in res.items()}
+
+
+def library_versions() -> dict[str, str | None]:
+    """The versions of the libraries behind the codecs (a codec's files change with them)."""
+    from PIL import __version__ as pillow
+    from PIL import features
+
+    out = dict(pillow=pillow, zlib=features.version("zlib"), libwebp=features.version("webp"),
+               openjpeg=features.version("jpg_2000"))
+    try:
+        import imagecodecs
+
+        lib = imagecodecs.version(dict)
+        out.update(imagecodecs=imagecodecs.__version__,
+                   **{k: lib.get(k) for k in ("libjxl", "charls", "libavif")})
+    except ImportError:
+        out["imagecodecs"] = None
+    return out
 
 
 def main() -> None:
@@ -114,14 +131,14 @@ def main() -> None:
             print(f"{name:18s} missing ({r['missing']})")
         else:
             print(f"{name:18s} {r['bpd']:6.3f} bits/dim  {r['mean_bytes']:8.1f} bytes  exact "
-                  f"{r['exact']}  {r['seconds']:.1f} s  ({r['library']})")
+                  f"{r['exact']}/{r['n']}  {r['seconds']:.1f} s  ({r['library']})")
     n = len(x)
     path = CODEC / f"lossless_codecs_{args.dataset}_{n}.json"
     path.write_text(json.dumps(dict(
         command="PYTHONPATH=. python benchmarks/lossless_codecs.py --dataset "
                 f"{args.dataset}" + (f" --n {args.n}" if args.n else ""),
         dataset=args.dataset, split="test", n=n, image_shape=list(x[0].shape),
-        codecs=res), indent=2) + "\n")
+        versions=library_versions(), codecs=res), indent=2) + "\n")
     print("->", path)
 
 
