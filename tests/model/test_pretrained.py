@@ -77,19 +77,18 @@ def test_a_name_goes_to_the_zoo(tmp_path, monkeypatch):
     assert WaveletGPT.from_pretrained("mnist-small").config.n_layer == 2
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "mnist-small", "fashion-mnist-small",
-                                  "fashion-mnist-raster", "fashion-mnist-raster-medium",
-                                  "mnist-raster-medium", "cifar10", "cifar10-lossless"])
+ZOO = ("mnist", "fashion-mnist", "mnist-small", "fashion-mnist-small", "fashion-mnist-raster",
+       "fashion-mnist-raster-medium", "mnist-raster-medium", "cifar10", "cifar10-lossless")
+
+
+@pytest.mark.parametrize("name", ZOO)
 def test_every_zoo_model_loads_and_matches_its_hash_and_dataset(name):
     """What the zoo ships is what its table promises: weights whose sha256 is the table's
     (resolve verifies it), fp16 files under 20 MB, the dataset's classes and image shape."""
     from wavar.data.datasets import DATASETS
     from wavar.zoo import MODELS, resolve
 
-    # a new entry gets its own case above
-    assert set(MODELS) == {"mnist", "fashion-mnist", "mnist-small", "fashion-mnist-small",
-                           "fashion-mnist-raster", "fashion-mnist-raster-medium",
-                           "mnist-raster-medium", "cifar10", "cifar10-lossless"}
+    assert set(MODELS) == set(ZOO)  # a new entry gets its own case: add it to ZOO
     folder = resolve(name)  # raises CheckpointError on a hash mismatch
     weights = folder / "model.safetensors"
     assert weights.stat().st_size < 20e6

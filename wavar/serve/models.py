@@ -26,8 +26,8 @@ from wavar.serve.settings import Settings
 log = logging.getLogger("wavar.serve")
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-# loaded models kept in memory (the zoo's eight fit)
-CACHED_MODELS = 8
+# loaded models kept in memory: the whole zoo fits (tens of MB each in float32)
+CACHED_MODELS = max(8, len(zoo.MODELS))
 
 
 @dataclass(frozen=True)
