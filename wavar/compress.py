@@ -458,12 +458,15 @@ def read_header(data: bytes) -> dict:
 
 
 def compress_many(model, images, model_name: str = "", label: int | None = None,
-                  planes: int | None = None, rows: int = 16,
-                  lossless: bool = False) -> list[bytes]:
+                  planes: int | None = None, rows: int = 16, lossless: bool = False,
+                  code_bits: list | None = None) -> list[bytes]:
     """``.wvc`` files of ``images`` (uint8, the model's image shape each), coded ``rows`` at
     a time in blocks stepped together (see the module docstring): the same files
     :func:`decompress` reads one by one. ``label``, ``planes`` and ``lossless`` as in
-    :func:`compress`."""
+    :func:`compress`. ``code_bits``: a list to which each file's model code length is
+    appended, in bits (-log2 of the float probabilities of its coded tokens, before
+    quantising: what an ideal coder would spend; the payload's excess over it is the coder's
+    and the quantisation's cost)."""
     if not 1 <= rows <= 65535:
         raise ValueError(f"rows must lie in [1, 65535], got {rows}")
     codec, label, seqs = _sequences(model, images, label, planes, lossless)
@@ -473,11 +476,14 @@ def compress_many(model, images, model_name: str = "", label: int | None = None,
         block = seqs[start : start + rows]
         h = block[0].header
         encoders = [_Encoder() for _ in block]
+        bits = np.zeros(len(block))
 
-        def choose(r, t, ids, freqs, probs, block=block, encoders=encoders):
+        def choose(r, t, ids, freqs, probs, block=block, encoders=encoders, bits=bits):
             tok = int(block[r].tokens[t])
             if freqs is not None:
-                encoders[r].encode(int(np.flatnonzero(ids == tok)[0]), freqs)
+                j = int(np.flatnonzero(ids == tok)[0])
+                encoders[r].encode(j, freqs)
+                bits[r] -= np.log2(float(probs[j]))
             return tok
 
         got = _block_models(model, codec, (h.height, h.width, h.channels), rows,
@@ -488,6 +494,8 @@ def compress_many(model, images, model_name: str = "", label: int | None = None,
                 raise RuntimeError("the model's steps did not follow the sequence")  # a bug
             files.append(_pack(model_name, whash, s.header, label, len(s),
                                encoders[r].payload(), rows, r, tag))
+        if code_bits is not None:
+            code_bits.extend(bits.tolist())
     return files
 
 

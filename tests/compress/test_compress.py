@@ -8,6 +8,7 @@ import torch
 
 from wavar.cli.main import main
 from wavar.compress import (
+    code_tokens,
     compress,
     compress_many,
     decompress,
@@ -42,8 +43,6 @@ def test_quantise_sums_and_floors():
 
 
 def test_round_trip_bit_exact_and_near_model_bits(model):
-    from wavar.compress import code_tokens
-
     codec = codec_of(model)
     for seed in range(3):
         img = digit(seed)
@@ -157,8 +156,18 @@ def test_corruption_and_wrong_model(model, tmp_path):
 def test_files_coded_in_blocks_decode_alone_and_together(model):
     codec = codec_of(model)
     imgs = [digit(s) for s in range(10, 15)]
-    files = compress_many(model, imgs, model_name="mnist-small", planes=3, rows=4)  # blocks 4 + 1
+    bits: list[float] = []
+    files = compress_many(model, imgs, model_name="mnist-small", planes=3, rows=4,  # 4 + 1
+                          code_bits=bits)
     heads = [read_header(f) for f in files]
+    # each file's model code length: the payload's within 1% and two bytes, and what the
+    # same tokens cost coded alone (a block of 1 rounds differently in the last bits)
+    assert len(bits) == len(files)
+    for img, b, h in zip(imgs, bits, heads, strict=True):
+        assert b - 8 <= 8 * h["payload_bytes"] <= 1.01 * b + 16
+        alone = code_tokens(model, codec.encode(img)[: h["n_tokens"]],
+                            model.config.num_classes)[2].sum()
+        assert abs(b - alone) < 1e-3 * alone
     assert [(h["rows"], h["row"]) for h in heads] == [(4, 0), (4, 1), (4, 2), (4, 3), (4, 0)]
     assert {h["version"] for h in heads} == {4}
     want = []
