@@ -8,10 +8,30 @@ every symbol. The ``*_many`` variants run images in parallel threads.
 
 from __future__ import annotations
 
+import sys
+
+import numba
 import numpy as np
 from numba import njit, prange
 
 from wavar.codec import grammar as g
+
+
+def _launch_threads_keeping_torch() -> None:
+    """Start numba's thread pool now, keeping torch's CPU thread count. Numba's OpenMP layer
+    sets the process's OpenMP thread count to its own when its pool starts (the first parallel
+    call), and torch reads that count: a ``torch.set_num_threads(1)`` made before it was
+    silently undone (compress_batched.py's one-thread workers ran two each). Started at
+    import, the pool starts before any later ``set_num_threads``; one made earlier is put
+    back."""
+    torch = sys.modules.get("torch")  # the codec itself needs no torch
+    before = torch.get_num_threads() if torch is not None else None
+    numba.get_num_threads()  # starts the pool
+    if torch is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
+_launch_threads_keeping_torch()
 
 
 @njit(cache=True, nogil=True)
