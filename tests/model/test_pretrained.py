@@ -77,8 +77,9 @@ def test_a_name_goes_to_the_zoo(tmp_path, monkeypatch):
     assert WaveletGPT.from_pretrained("mnist-small").config.n_layer == 2
 
 
-ZOO = ("mnist", "fashion-mnist", "mnist-small", "fashion-mnist-small", "fashion-mnist-raster",
-       "fashion-mnist-raster-medium", "mnist-raster-medium", "cifar10", "cifar10-lossless")
+ZOO = ("mnist", "fashion-mnist", "mnist-fine", "fashion-mnist-fine", "mnist-small",
+       "fashion-mnist-small", "fashion-mnist-raster", "fashion-mnist-raster-medium",
+       "mnist-raster-medium", "cifar10", "cifar10-lossless")
 
 
 @pytest.mark.parametrize("name", ZOO)
