@@ -16,12 +16,20 @@ would cost as long as the coding), the gap between them, the lossless image code
 time from the first worker's start to the last one's end, model loading excluded), whether every
 decoded image equals the codec's own decode(encode(image)), and two files decoded alone in the
 main process (at their row of an otherwise idle block). Writes
-``benchmarks/results/codec/compress_batched_<model>_<device>.json``.
+``benchmarks/results/codec/compress_batched_<model>_<device>.json``: once when every worker has
+coded (``"complete": false``, the encode-side figures: a run cut short by a time limit still
+leaves them) and again, complete, after decoding. Each worker prints a line as it ends a phase.
+
+A test set too long for one time limit (1,000 CIFAR-10 images take ~15,000 steps a block each
+way) runs in two: ``--phase encode --files DIR`` keeps the files and the encode report in DIR,
+``--phase decode --files DIR`` (the same model, dataset and --n) decodes them and completes the
+report.
 
     PYTHONPATH=. python benchmarks/compress_batched.py --model mnist --dataset mnist \\
         --n 10000 --device cuda --rows 256 --workers 8
     PYTHONPATH=. python benchmarks/compress_batched.py --model cifar10-lossless \\
-        --dataset cifar10 --n 1000 --device cuda --rows 64 --workers 8
+        --dataset cifar10 --n 1000 --device cuda --rows 250 --workers 4 --phase encode \\
+        --files .carry/wvc-cifar10   # then the same with --phase decode
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import argparse
 import json
 import queue
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,22 +66,57 @@ def _load(name: str, device: str) -> WaveletGPT:
     return WaveletGPT.from_pretrained(name).to(device)
 
 
-def _worker(rank: int, args, images: np.ndarray, barrier, results) -> None:
+def _worker(rank: int, args, images: np.ndarray, files: list[bytes] | None, barrier,
+            results) -> None:
+    """Code ``images`` (when ``files`` is None), then decode the files unless the phase is
+    encode only; each phase's result goes to ``results`` as soon as it is done."""
     torch.set_num_threads(args.threads)
     model = _load(args.model, args.device)
     codec = codec_of(model)
     want = [codec.decode(codec.encode(img)) for img in images]
     barrier.wait()  # every worker loaded: the clock starts together
-    t0 = time.time()
-    bits: list[float] = []
-    files = compress_many(model, images, args.model, rows=args.rows, code_bits=bits)
-    t1 = time.time()
-    barrier.wait()
+    if files is None:
+        t0 = time.time()
+        bits: list[float] = []
+        files = compress_many(model, images, args.model, rows=args.rows, code_bits=bits)
+        t1 = time.time()
+        print(f"worker {rank}: coded {len(images)} images in {t1 - t0:.1f} s", flush=True)
+        results.put(("encode", rank, files, bits, (t0, t1)))
+        if args.phase == "encode":
+            return
+        barrier.wait()
     t2 = time.time()
     got = decompress_many(files, model)
     t3 = time.time()
     exact = sum(int(np.array_equal(g, w)) for g, w in zip(got, want, strict=True))
-    results.put((rank, files, bits, exact, (t0, t1), (t2, t3)))
+    print(f"worker {rank}: decoded {len(files)} files in {t3 - t2:.1f} s, {exact} exact",
+          flush=True)
+    results.put(("decode", rank, exact, (t2, t3)))
+
+
+def _collect(results, procs, kind: str, early: list[tuple]) -> list[tuple]:
+    """One ``kind`` message from every worker, in rank order. A message of the next phase
+    that comes first waits in ``early``; a worker that dies puts nothing, so its exit code
+    ends the wait."""
+    got = [m[1:] for m in early if m[0] == kind]
+    early[:] = [m for m in early if m[0] != kind]
+    while len(got) < len(procs):
+        try:
+            msg = results.get(timeout=5)
+        except queue.Empty:
+            if any(p.exitcode for p in procs):
+                raise SystemExit("a worker failed (its traceback is above)") from None
+            continue
+        if msg[0] == kind:
+            got.append(msg[1:])
+        else:
+            early.append(msg)
+    return sorted(got, key=lambda r: r[0])
+
+
+def _span(times: list[tuple[float, float]]) -> float:
+    """Wall time from the first worker's start to the last one's end."""
+    return max(t[1] for t in times) - min(t[0] for t in times)
 
 
 def model_bits(model, images: np.ndarray, batch: int) -> float:
@@ -100,72 +144,112 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8, help="processes coding at once")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--nll-batch", type=int, default=64)
+    ap.add_argument("--phase", default="both", choices=("both", "encode", "decode"),
+                    help="encode only (keeps the files in --files), decode only (reads them), "
+                         "or both")
+    ap.add_argument("--files", type=Path, help="folder of the .wvc files and the encode "
+                    "report (needed by --phase encode and decode)")
     args = ap.parse_args()
+    if args.phase != "both" and args.files is None:
+        ap.error(f"--phase {args.phase} needs --files")
     x = datasets.load(args.dataset, "test").x[: args.n]
+    out = CODEC / f"compress_batched_{args.model}_{args.device}.json"
+    if args.phase == "decode":
+        res = json.loads((args.files / "encode.json").read_text())
+        if (res["model"], res["dataset"], res["n"]) != (args.model, args.dataset, len(x)):
+            raise SystemExit(f"{args.files} holds {res['n']} {res['dataset']} files of "
+                             f"{res['model']}, not {len(x)} {args.dataset} ones of {args.model}")
+        files = [(args.files / f"{i:05d}.wvc").read_bytes() for i in range(len(x))]
     blocks = -(-len(x) // args.rows)
     per = -(-blocks // args.workers) * args.rows  # whole blocks per worker
-    slices = [x[i : i + per] for i in range(0, len(x), per)]
+    starts = range(0, len(x), per)
     ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(len(slices)), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(k, args, s, barrier, results))
-             for k, s in enumerate(slices)]
+    barrier, results = ctx.Barrier(len(starts)), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(k, args, x[i : i + per],
+                                               files[i : i + per] if args.phase == "decode"
+                                               else None, barrier, results))
+             for k, i in enumerate(starts)]
     for p in procs:
         p.start()
-    got = []
-    while len(got) < len(procs):  # a worker that dies puts nothing: do not wait for it
-        try:
-            got.append(results.get(timeout=5))
-        except queue.Empty:
-            if any(p.exitcode for p in procs):
-                raise SystemExit("a worker failed (its traceback is above)") from None
-    got.sort(key=lambda r: r[0])
+    # the main process's own work (the model's bits checked, the image codecs, the files
+    # decoded alone) waits for the workers' phases, so as not to slow their clocks
+    early: list[tuple] = []
+    if args.phase != "decode":
+        enc = _collect(results, procs, "encode", early)
+        files = [f for _, fs, *_ in enc for f in fs]
+        bits = np.array([b for _, _, bs, _ in enc for b in bs])
+        res = _file_figures(args, x, files, bits, _span([t for *_, t in enc]), len(procs))
+        out.write_text(json.dumps(res, indent=2) + "\n")
+        print(f"encode figures -> {out}", flush=True)
+        if args.files is not None:
+            args.files.mkdir(parents=True, exist_ok=True)
+            for i, f in enumerate(files):
+                (args.files / f"{i:05d}.wvc").write_bytes(f)
+    if args.phase != "encode":
+        dec = _collect(results, procs, "decode", early)
+        exact = sum(e for _, e, _ in dec)
+        dec_s = _span([t for *_, t in dec])
     for p in procs:
         p.join()
-    files = [f for _, fs, *_ in got for f in fs]
-    bits = np.array([b for _, _, bs, *_ in got for b in bs])
-    exact = sum(e for _, _, _, e, *_ in got)
-    enc_s = max(t[1] for *_, t, _ in got) - min(t[0] for *_, t, _ in got)
-    dec_s = max(t[1] for *_, t in got) - min(t[0] for *_, t in got)
     model = _load(args.model, args.device)
-    codec = codec_of(model)
-    alone = []
-    for i in (0, len(files) - 1):  # decoded alone, in this process: the block's arithmetic
-        want = codec.decode(codec.encode(x[i]))
-        alone.append(bool(np.array_equal(decompress(files[i], model), want)))
+    if args.phase != "decode":
+        res.update(_checks(args, x, model, files, bits))
+        if args.files is not None:
+            (args.files / "encode.json").write_text(json.dumps(res, indent=2) + "\n")
+    if args.phase != "encode":
+        codec = codec_of(model)
+        alone = []
+        for i in (0, len(files) - 1):  # decoded alone, in this process: the block's arithmetic
+            want = codec.decode(codec.encode(x[i]))
+            alone.append(bool(np.array_equal(decompress(files[i], model), want)))
+        res.update(
+            complete=True,
+            round_trip_exact=f"{exact}/{len(x)} (decoded image == codec.decode(codec.encode(img)))",
+            alone_exact=alone, decode_images_per_s=len(x) / dec_s, decode_s=dec_s)
+        if args.phase == "decode":
+            res["command"] += f"; then --phase decode --workers {args.workers}"
+    print(json.dumps(res, indent=2))
+    out.write_text(json.dumps(res, indent=2) + "\n")
+
+
+def _file_figures(args, x: np.ndarray, files: list[bytes], bits: np.ndarray, enc_s: float,
+                  workers: int) -> dict:
+    """What the coding run alone tells: file, payload and model bits, encode speed."""
+    dims = x[0].size * len(x)
+    pay = sum(read_header(f)["payload_bytes"] for f in files)
+    phase = "" if args.phase == "both" else f" --phase encode --files {args.files}"
+    return dict(
+        command=f"PYTHONPATH=. python benchmarks/compress_batched.py --model {args.model} "
+                f"--dataset {args.dataset} --n {args.n} --device {args.device} --rows "
+                f"{args.rows} --workers {args.workers} --threads {args.threads}{phase}",
+        model=args.model, dataset=args.dataset, n=len(x), device=args.device,
+        device_tag=device_tag(args.device) or "cpu", rows=args.rows, workers=workers,
+        complete=False, file_bpd=8 * sum(map(len, files)) / dims, payload_bpd=8 * pay / dims,
+        model_bpd=bits.sum() / dims, payload_over_model=8 * pay / bits.sum() - 1,
+        mean_file_bytes=sum(map(len, files)) / len(files),
+        header_bytes=read_header(files[0])["payload_offset"],
+        encode_images_per_s=len(x) / enc_s, encode_s=enc_s)
+
+
+def _checks(args, x: np.ndarray, model, files: list[bytes], bits: np.ndarray) -> dict:
+    """The model's bits checked on the first block (teacher-forced), the files as one
+    archive, the lossless image codecs on the same images."""
     t = time.perf_counter()
     first = min(args.rows, len(x))
     forced = model_bits(model, x[:first], args.nll_batch)
     nll_s = time.perf_counter() - t
-    dims = x[0].size * len(x)
-    pay = sum(read_header(f)["payload_bytes"] for f in files)
     # all the files in one archive, each named by its index (as `wavar compress` names them
     # by their images' file names)
     archive = pack_archive(files, [str(i) for i in range(len(files))])
     assert unpack_archive(archive)[0] == files
-    others = lossless_bpd(x)  # all n images, each a file of its own
-    res = dict(
-        command=f"PYTHONPATH=. python benchmarks/compress_batched.py --model {args.model} "
-                f"--dataset {args.dataset} --n {args.n} --device {args.device} --rows "
-                f"{args.rows} --workers {args.workers} --threads {args.threads}",
-        model=args.model, dataset=args.dataset, n=len(x), device=args.device,
-        device_tag=device_tag(args.device) or "cpu", rows=args.rows, workers=len(slices),
-        codec_lossless=codec.lossless,
-        round_trip_exact=f"{exact}/{len(x)} (decoded image == codec.decode(codec.encode(img)))",
-        alone_exact=alone, file_bpd=8 * sum(map(len, files)) / dims, payload_bpd=8 * pay / dims,
-        archive_bpd=8 * len(archive) / dims,
-        model_bpd=bits.sum() / dims, payload_over_model=8 * pay / bits.sum() - 1,
+    return dict(
+        codec_lossless=codec_of(model).lossless,
+        archive_bpd=8 * len(archive) / (x[0].size * len(x)),
         teacher_forced_first_block=dict(images=first, bits=forced,
                                         coding_run_bits=float(bits[:first].sum()),
                                         relative_difference=float(bits[:first].sum() / forced
                                                                   - 1), seconds=nll_s),
-        mean_file_bytes=sum(map(len, files)) / len(files),
-        header_bytes=read_header(files[0])["payload_offset"], others_bpd=others,
-        encode_images_per_s=len(x) / enc_s, decode_images_per_s=len(x) / dec_s,
-        encode_s=enc_s, decode_s=dec_s)
-    print(json.dumps(res, indent=2))
-    out = CODEC / f"compress_batched_{args.model}_{args.device}.json"
-    out.write_text(json.dumps(res, indent=2) + "\n")
-
+        others_bpd=lossless_bpd(x))  # all n images, each a file of its own
 
 if __name__ == "__main__":
     main()
