@@ -62,10 +62,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--batch", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tag", default="", help="names the output: bits_by_plane_<dataset>_<tag>")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    tag = f" --tag {args.tag}" if args.tag else ""
     res = {"command": f"python benchmarks/bits_by_plane.py --dataset {args.dataset} --n {args.n} "
-                      f"--models {' '.join(args.models)}", "models": {}}
+                      f"--models {' '.join(args.models)}{tag}", "models": {}}
     for name in args.models:
         t = time.perf_counter()
         model = WaveletGPT.from_pretrained(name).eval()
@@ -73,7 +75,7 @@ def main() -> None:
                                **bits_by_plane(model, args.dataset, args.n, args.batch),
                                "seconds": round(time.perf_counter() - t, 1)}
         print(name, json.dumps(res["models"][name]), flush=True)
-    out = EVAL / f"bits_by_plane_{args.dataset}.json"
+    out = EVAL / f"bits_by_plane_{args.dataset}{'_' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"-> {out}")
 
