@@ -43,7 +43,9 @@ from wavar.viz import grid, save_gif, save_png
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="wavar sample", description="Sample images from a wavar model.")
-    p.add_argument("--model", default="fashion-mnist", help="zoo name or model folder")
+    p.add_argument("--model", default="fashion-mnist-fine",
+                   help="zoo name or model folder (default: the best wavelet-language "
+                        "Fashion-MNIST model)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--class", dest="classes", action="append", metavar="C",
                        help="class name or index (repeat for several)")

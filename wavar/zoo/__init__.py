@@ -36,12 +36,12 @@ MODELS: dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("mnist", "mnist",
              "MNIST, Haar 2^-3, zero-block, decoder-state features; 8 x 256, 1 KV head (5.6M), "
              "4.5 H200-minutes: FID 35.5, 28.2 with a per-plane schedule; "
-             "wavar sample's MNIST wavelet default (mnist-fine is better and slower)",
+             "mnist-fine is better (its sequences 1.4x longer)",
              "ff77d682051bd26ff4e0a490b11ae2534a585e6aded00efbe0f43009310801f5"),
     ZooEntry("fashion-mnist", "fashion-mnist",
              "Fashion-MNIST, bior4.4 2^-4, zero-block, decoder-state features; 8 x 320, 1 KV "
              "head (8.6M), 16 H200-minutes, packed batches: FID 24.3 with a per-plane "
-             "schedule; wavar sample's default (fashion-mnist-fine is better and 1.8x longer)",
+             "schedule (fashion-mnist-fine is better, its sequences 1.8x longer)",
              "acd71b308277fb6393b69c4754903d39194a259c7973eaa64e2e939a8883bdee"),
     ZooEntry("mnist-fine", "mnist",
              "MNIST, Haar 2^-4 (a finer final threshold: codec floor FID 2.36 against 4.83), "
@@ -54,7 +54,7 @@ MODELS: dict[str, ZooEntry] = {e.name: e for e in (
              "against 9.69), zero-block, decoder-state features; fashion-mnist's shape (8.6M), "
              "started from fashion-mnist's weights and trained 7 H200-minutes more at 2^-6 (23 "
              "in all): FID 17.5 with a per-plane schedule; the best wavelet-language "
-             "Fashion-MNIST model",
+             "Fashion-MNIST model, wavar sample's default",
              "b796389fdee8a5729258545236601fbae6cedd70ffd9256ed2efede0c8b4878a"),
     ZooEntry("mnist-small", "mnist",
              "MNIST, Haar 2^-3, zero-block; 4 x 128, 1 KV head (0.72M), 5 H200-minutes: FID "
