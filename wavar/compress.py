@@ -272,10 +272,11 @@ def _placed(model, tag: str, placed: dict):
     return placed[tag]
 
 
-def _sequences(model, images, label: int | None, planes: int | None,
-               lossless: bool) -> tuple[Codec, int, list[CodedImage]]:
+def _sequences(model, images, label: int | None, planes: int | None, lossless: bool,
+               tokens: int | None = None) -> tuple[Codec, int, list[CodedImage]]:
     """What :func:`compress` and :func:`compress_many` code: the codec, the class (default the
-    null label) and each image's sequence (its first ``planes`` planes), all checked."""
+    null label) and each image's sequence (its first ``planes`` planes, or ``tokens``
+    tokens), all checked."""
     codec = _check_model(model)
     if lossless and not codec.lossless:
         raise ValueError(f"--lossless needs a lossless model (e.g. cifar10-lossless); this "
@@ -285,8 +286,11 @@ def _sequences(model, images, label: int | None, planes: int | None,
         raise ValueError(f"class {label} out of range [0, {model.config.num_classes}]")
     if planes is not None and not isinstance(codec, WaveletCodec):
         raise ValueError("--planes needs a wavelet-language model: a raster sequence has no "
-                         "bit-planes (--bytes keeps the first rows of a raster image)")
-    seqs = [prefix_tokens(codec, img, planes) for img in images]
+                         "bit-planes (--bytes or --tokens keeps the first rows of a raster "
+                         "image)")
+    if tokens is not None and tokens < 0:
+        raise ValueError(f"tokens must be >= 0, got {tokens}")
+    seqs = [prefix_tokens(codec, img, planes, tokens) for img in images]
     for s in seqs:
         if len(s) > model.config.max_seq_len:
             raise ValueError(f"the image takes {len(s)} tokens, more than the model's "
@@ -402,15 +406,16 @@ def _pack(name: str, whash: str, header: Header, label: int, n_tok: int,
 
 def compress(model, image: np.ndarray, model_name: str = "", label: int | None = None,
              planes: int | None = None, max_bytes: int | None = None,
-             lossless: bool = False) -> bytes:
+             lossless: bool = False, tokens: int | None = None) -> bytes:
     """A ``.wvc`` file of ``image`` (uint8, the model's image shape) coded with ``model``.
 
     ``label``: the class to condition on (default: the null label, unconditional).
     ``planes``: code only the first K bit-planes. ``max_bytes``: the longest token prefix
     whose whole file fits in this many bytes. ``lossless``: refuse a model whose codec is not
-    lossless. ``model_name``: the zoo name recorded so :func:`decompress` can load the model.
+    lossless. ``tokens``: code only the first K tokens (all if the sequence is shorter).
+    ``model_name``: the zoo name recorded so :func:`decompress` can load the model.
     """
-    _, label, (seq,) = _sequences(model, [image], label, planes, lossless)
+    _, label, (seq,) = _sequences(model, [image], label, planes, lossless, tokens)
     sizes, payload, _ = code_tokens(model, seq, label)
     whash, tag = weights_hash(model), device_tag(next(model.parameters()).device)
     k = len(seq)
@@ -459,17 +464,17 @@ def read_header(data: bytes) -> dict:
 
 def compress_many(model, images, model_name: str = "", label: int | None = None,
                   planes: int | None = None, rows: int = 16, lossless: bool = False,
-                  code_bits: list | None = None) -> list[bytes]:
+                  code_bits: list | None = None, tokens: int | None = None) -> list[bytes]:
     """``.wvc`` files of ``images`` (uint8, the model's image shape each), coded ``rows`` at
     a time in blocks stepped together (see the module docstring): the same files
-    :func:`decompress` reads one by one. ``label``, ``planes`` and ``lossless`` as in
-    :func:`compress`. ``code_bits``: a list to which each file's model code length is
+    :func:`decompress` reads one by one. ``label``, ``planes``, ``lossless`` and ``tokens``
+    as in :func:`compress`. ``code_bits``: a list to which each file's model code length is
     appended, in bits (-log2 of the float probabilities of its coded tokens, before
     quantising: what an ideal coder would spend; the payload's excess over it is the coder's
     and the quantisation's cost)."""
     if not 1 <= rows <= 65535:
         raise ValueError(f"rows must lie in [1, 65535], got {rows}")
-    codec, label, seqs = _sequences(model, images, label, planes, lossless)
+    codec, label, seqs = _sequences(model, images, label, planes, lossless, tokens)
     whash, tag = weights_hash(model), device_tag(next(model.parameters()).device)
     files = []
     for start in range(0, len(seqs), rows):

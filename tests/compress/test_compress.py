@@ -195,6 +195,37 @@ def test_files_coded_in_blocks_decode_alone_and_together(model):
         decompress(bytes(bad), model)
 
 
+def test_a_token_prefix_file_decodes_to_that_prefix(model, tmp_path):
+    """--tokens K codes the first K tokens: the file says K and decodes to the codec's image
+    of those K tokens, alone or coded in a block; past the sequence's end it codes all."""
+    from wavar.imageio import read_image
+    from wavar.viz import save_png
+
+    codec = codec_of(model)
+    img = digit(8)
+    seq = codec.encode(img)
+    for k in (0, 1, 57, len(seq) // 2):
+        data = compress(model, img, model_name="mnist-small", tokens=k)
+        assert read_header(data)["n_tokens"] == k
+        assert np.array_equal(decompress(data, model), codec.decode(seq, k))
+    whole = compress(model, img, model_name="mnist-small", tokens=10**6)
+    assert whole == compress(model, img, model_name="mnist-small")
+    files = compress_many(model, [img, digit(9)], "mnist-small", rows=2, tokens=40)
+    assert [read_header(f)["n_tokens"] for f in files] == [40, 40]
+    assert np.array_equal(decompress(files[0], model), codec.decode(seq, 40))
+    with pytest.raises(ValueError, match="tokens must be >= 0"):
+        compress(model, img, tokens=-1)
+    save_png(tmp_path / "d.png", img)
+    out = tmp_path / "d.wvc"
+    assert main(["compress", str(tmp_path / "d.png"), "-o", str(out), "--model", "mnist-small",
+                 "--tokens", "57"]) == 0
+    assert read_header(out.read_bytes())["n_tokens"] == 57
+    assert main(["decompress", str(out), "-o", str(tmp_path / "r.png")]) == 0
+    assert np.array_equal(read_image(tmp_path / "r.png", "L"), codec.decode(seq, 57))
+    assert main(["compress", str(tmp_path / "d.png"), "-o", str(out), "--model", "mnist-small",
+                 "--tokens", "3", "--planes", "2"]) == 2  # one way of cutting at a time
+
+
 def test_cli_round_trip(tmp_path, capsys):
     from wavar.viz import save_png
 

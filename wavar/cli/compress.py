@@ -7,6 +7,7 @@ Examples
     wavar compress digit.png -o digit.wvc --model mnist
     wavar compress digit.png -o small.wvc --model mnist --planes 3     # the first 3 bit-planes
     wavar compress digit.png -o tiny.wvc --model mnist --bytes 60      # fits in 60 bytes
+    wavar compress digit.png -o pre.wvc --model mnist --tokens 300     # the first 300 tokens
     wavar decompress digit.wvc -o digit.png
     wavar decompress digit.wvc -o coarse.png --bytes 40   # from the payload's first 40 bytes
     wavar compress img/*.png -o codes/ --model mnist      # several: blocks of --rows at once
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="code only the first K bit-planes")
     how.add_argument("--bytes", type=int, default=None, metavar="B",
                      help="the longest token prefix whose file fits in B bytes")
+    how.add_argument("--tokens", type=int, default=None, metavar="K",
+                     help="code only the first K tokens (a raster model: the first K pixels)")
     p.set_defaults(func=_compress)
 
     p = sub.add_parser("decompress", help="decode a .wvc file (or a prefix of it) to an image")
@@ -113,6 +116,8 @@ def _compress(args: argparse.Namespace) -> int:
         raise UsageError("--bytes codes one image; give one image, or use --planes")
     if not 1 <= args.rows <= 65535:
         raise UsageError(f"--rows must lie in [1, 65535], got {args.rows}")
+    if args.tokens is not None and args.tokens < 0:
+        raise UsageError(f"--tokens must be >= 0, got {args.tokens}")
     archive = several and args.output.endswith(".wvc") and not Path(args.output).is_dir()
     stems = [Path(i).stem for i in args.image]
     if archive:
@@ -141,10 +146,10 @@ def _compress(args: argparse.Namespace) -> int:
     name = args.model if not Path(args.model).exists() else ""
     if several:
         files = compress_many(model, images, model_name=name, label=label, planes=args.planes,
-                              rows=args.rows, lossless=args.lossless)
+                              rows=args.rows, lossless=args.lossless, tokens=args.tokens)
     else:
         files = [compress(model, images[0], model_name=name, label=label, planes=args.planes,
-                          max_bytes=args.bytes, lossless=args.lossless)]
+                          max_bytes=args.bytes, lossless=args.lossless, tokens=args.tokens)]
     if args.device == "cuda":
         from wavar.compress import device_tag
 
