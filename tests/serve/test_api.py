@@ -109,7 +109,7 @@ def test_result_downloads(client, sampled):
     assert np.array_equal(decoded, data_url_image(sampled["frames"][-1]["images"][0]))
 
 
-def test_upload_slider_and_downloads(client, uploaded):
+def test_upload_slider_and_downloads(client, uploaded, model_root):
     assert uploaded["original"] == {"height": 40, "width": 50}
     assert (uploaded["height"], uploaded["width"]) == SHAPE and uploaded["class"] == "b"
     ends = uploaded["plane_ends"]
@@ -123,6 +123,20 @@ def test_upload_slider_and_downloads(client, uploaded):
     assert data_url_image(frames[1]["image"]).shape == SHAPE
     seq = CodedImage.from_bytes(client.get(f"{base}/prefix.wvr?tokens={ends[0]}").content)
     assert len(seq) == ends[0]
+    # the same prefix as a real compressed file: it decodes to the frame the slider shows
+    from wavar.compress import decompress, read_header
+    from wavar.model.transformer import WaveletGPT
+
+    r = client.get(f"{base}/prefix.wvc?tokens={ends[0]}")
+    assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+    head = read_header(r.content)
+    assert head["n_tokens"] == ends[0] and head["model"] == ""  # not a zoo model: no name
+    model = WaveletGPT.from_pretrained(model_root / "tiny")
+    assert np.array_equal(decompress(r.content, model), data_url_image(frames[1]["image"]))
+    whole = read_header(client.get(f"{base}/prefix.wvc").content)
+    assert whole["n_tokens"] == uploaded["tokens"] and whole["label"] == 1  # class b
+    assert client.get(f"{base}/prefix.wvc?tokens=-1").status_code == 422
+    assert client.get("/api/uploads/nope/prefix.wvc").status_code == 404
     r = client.get(f"{base}/image.png?tokens=5&scale=2")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
 
@@ -269,6 +283,10 @@ def test_raster_models_refuse_wvr_and_completion(tmp_path):
         r = c.get(f"/api/results/{r.json()['result']}/0.wvr")
         assert r.status_code == 400 and "raster" in r.json()["error"]
         up = upload(c, png_file(np.zeros((4, 4), np.uint8)), model="pixels").json()
+        from wavar.compress import read_header
+
+        r = c.get(f"/api/uploads/{up['upload']}/prefix.wvc?tokens=5")  # the first 5 pixels
+        assert r.status_code == 200 and read_header(r.content)["n_tokens"] == 5
         generate_error(c, {"model": "pixels", "upload": up["upload"], "keep_planes": 0}, 400,
                        ["raster"])
 

@@ -107,6 +107,12 @@ def test_sample_upload_slide_and_complete_a_region(page, tmp_path):
     readout = page.inner_text("#slider-readout")
     assert f"{k} / {total:,} tokens" in readout and "bits" in readout and "PSNR" in readout
     assert canvases_not_blank(page, "#upload-decoded") == [True]
+    # the prefix as a compressed file: the link the page offers gives a .wvc of k tokens
+    from wavar.compress import read_header
+
+    wvc = page.request.get(page.eval_on_selector("#upload-links a[href*='prefix.wvc']",
+                                                 "a => a.href"))
+    assert wvc.ok and read_header(wvc.body())["n_tokens"] == k
 
     # paint the left half as kept, then let the model invent the rest
     page.locator("#mask-canvas").scroll_into_view_if_needed()

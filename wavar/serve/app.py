@@ -13,6 +13,8 @@ Endpoints (all errors are ``{"error": message}`` with a 4xx/5xx status):
 ``GET  /api/uploads/{id}/frame?tokens=K``   its first K tokens decoded: image, bits, PSNR
 ``GET  /api/uploads/{id}/image.png``        the same as a PNG (``?tokens=K&scale=S``)
 ``GET  /api/uploads/{id}/prefix.wvr``       its first K tokens as a ``.wvr`` file
+``GET  /api/uploads/{id}/prefix.wvc``       its first K tokens range-coded with the model: a
+                                            ``.wvc`` file (``wavar decompress`` reads it)
 ``GET  /api/results/{id}/FILE``             a generation's ``grid.png``, ``grid.gif``,
                                             ``I.png``, ``I.gif``, ``I.wvr`` (image I);
                                             ``?scale=S``: pixel upscale (default: I.png
@@ -63,6 +65,7 @@ from wavar.serve.generation import (
     Upload,
     UploadRequest,
     analyse_upload,
+    code_upload,
     fit_image,
     plan_generation,
     read_upload,
@@ -279,6 +282,15 @@ def create_app(settings: Settings) -> FastAPI:
         _check_wvr(up.codec, up.model)
         return _file(up.seq[:k].to_bytes(), "application/octet-stream",
                      f"wavar-{up.model}-{k}tok.wvr")
+
+    @app.get("/api/uploads/{uid}/prefix.wvc")
+    async def upload_wvc(uid: str, tokens: int | None = Query(None, ge=0)) -> Response:
+        up, k, _ = prefix_of(uid, tokens)
+        entry = registry.entry(up.model)
+        job, events = submit(entry.name, code_upload, (up, k, entry.name if entry.in_zoo
+                                                      else ""))
+        data = (await answer(job, events))["file"]
+        return _file(data, "application/octet-stream", f"wavar-{up.model}-{k}tok.wvc")
 
     @app.get("/api/results/{rid}/{name}")
     def result_file(rid: str, name: str, scale: int = Query(0, ge=0, le=16)) -> Response:

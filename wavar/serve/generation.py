@@ -333,3 +333,18 @@ def analyse_upload(model, jobs: list[Job], uploads: Store) -> None:
         "tokens": len(seq), "plane_ends": ends, "bits": round(float(bits[-1]), 1),
         "bits_tokens": len(bits) - 1, "image": png_data_url(req.image),
         "lossless": bool(getattr(codec, "lossless", True))})
+
+
+def code_upload(model, jobs: list[Job]) -> None:
+    """The worker's job for an upload's ``.wvc``: its first K tokens range-coded with the
+    model (:func:`wavar.compress.compress`), conditioned on the upload's class; the file names
+    the model when it is a zoo model (``decompress`` then loads it by itself)."""
+    job = jobs[0]
+    up, k, zoo_name = job.payload
+    try:
+        from wavar.compress import compress
+    except ImportError as e:  # constriction is part of the model extra
+        raise ApiError(501, f"this server cannot write .wvc files: {e}") from None
+    data = compress(model, up.image, zoo_name, label=up.label, tokens=k)
+    job.emit("done", {"file": data, "tokens": k})
+

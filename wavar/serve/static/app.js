@@ -306,6 +306,7 @@ async function showPrefix() {
     readout.dataset.tokens = String(f.tokens);
     const base = `/api/uploads/${up.upload}`;
     $("upload-links").innerHTML = `<a href="${base}/image.png?tokens=${f.tokens}" download>PNG of this prefix</a>`
+      + `<a href="${base}/prefix.wvc?tokens=${f.tokens}" download title="range-coded with the model: wavar decompress reads it">.wvc of this prefix</a>`
       + (state.model.language === "raster" ? "" : `<a href="${base}/prefix.wvr?tokens=${f.tokens}" download>.wvr of this prefix</a>`);
   } catch (e) {
     $("slider-readout").textContent = `Error: ${e.message}`;
