@@ -6,7 +6,7 @@ a JSON API (:mod:`wavar.serve.app`):
 * sample images of chosen classes and watch them sharpen plane by plane;
 * upload an image, slide over its token count (tokens, model bits, PSNR), keep its first K
   bit-planes or a painted region and let the model invent the rest;
-* download PNG, GIF and ``.wvr`` files.
+* download PNG, GIF and ``.wvr`` files, and an upload's prefix as a compressed ``.wvc`` file.
 
 How frames stream. The sampler (:func:`wavar.sample.generate.generate`) has no per-token
 callback, so a generation is sampled in stages (:mod:`wavar.serve.stages`): one sampler call
