@@ -141,6 +141,14 @@ def test_upload_slider_and_downloads(client, uploaded, model_root):
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
 
 
+def test_a_server_without_the_range_coder_says_so(client, uploaded, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "constriction", None)  # as if not installed
+    r = client.get(f"/api/uploads/{uploaded['upload']}/prefix.wvc?tokens=3")
+    assert r.status_code == 501 and "constriction" in r.json()["error"]
+
+
 def test_prefix_and_region_completion(client, uploaded):
     body = {"model": "tiny", "classes": ["a"], "n": 2, "seed": 0, "upload": uploaded["upload"]}
     r = client.post("/api/generate", json={**body, "keep_planes": 1})

@@ -339,12 +339,13 @@ def code_upload(model, jobs: list[Job]) -> None:
     """The worker's job for an upload's ``.wvc``: its first K tokens range-coded with the
     model (:func:`wavar.compress.compress`), conditioned on the upload's class; the file names
     the model when it is a zoo model (``decompress`` then loads it by itself)."""
+    from wavar.compress import compress
+
     job = jobs[0]
     up, k, zoo_name = job.payload
     try:
-        from wavar.compress import compress
-    except ImportError as e:  # constriction is part of the model extra
+        data = compress(model, up.image, zoo_name, label=up.label, tokens=k)
+    except ModuleNotFoundError as e:  # the range coder, constriction, is in the model extra
         raise ApiError(501, f"this server cannot write .wvc files: {e}") from None
-    data = compress(model, up.image, zoo_name, label=up.label, tokens=k)
     job.emit("done", {"file": data, "tokens": k})
 
