@@ -17,8 +17,9 @@ import re
 
 from benchmarks._common import EVAL, TRAIN
 
-#: (dataset, series, report under results/eval, run summary under results/train or None when
-#: the report's model is a snapshot, minutes when neither says: the zoo's first small models)
+#: (dataset, series, report under results/eval, run summary under results/train (a tuple of
+#: them for a run started from another's weights: their minutes add up) or None when the
+#: report's model is a snapshot, minutes when neither says: the zoo's first small models)
 POINTS = [
     ("fashion-mnist", "0.72M, plain", "eval_fashion-mnist_full.json", None, 6.0),
     ("fashion-mnist", "raster 0.70M, plain", "eval_fashion-mnist-raster_full.json", None, 7.0),
@@ -34,13 +35,14 @@ POINTS = [
     ("fashion-mnist", "8.6M packed, 16-min cosine",
      "schedules/fashion-mnist-8.6M-packed-16min/eval_ramp-cool.json",
      "packing/fashion-mnist_8.6M_packed_960s_summary.txt", None),
-    # a finer final threshold, started from the zoo model's weights (the series' first point):
-    # its minutes plus this run's
+    # a finer final threshold, started from the zoo model's weights (the series' first point)
     ("fashion-mnist", "8.6M, then 7 min at 2^-6",
      "schedules/fashion-mnist-8.6M-packed-16min/eval_ramp-cool.json",
      "packing/fashion-mnist_8.6M_packed_960s_summary.txt", None),
     ("fashion-mnist", "8.6M, then 7 min at 2^-6",
-     "schedules/fashion-mnist-8.6M-fine-2e-6/eval_ramp-cool.json", None, 16.0 + 421 / 60),
+     "schedules/fashion-mnist-8.6M-fine-2e-6/eval_ramp-cool.json",
+     ("packing/fashion-mnist_8.6M_packed_960s_summary.txt",
+      "fine/fashion-mnist_8.6M_2e-6_from-zoo_summary.txt"), None),
     ("fashion-mnist", "2.4M packed", "schedules/fashion-mnist-2.4M-packed/eval_ramp-cool.json",
      "size_sweep/fashion-mnist_2.4M_packed_summary.txt", None),
     ("fashion-mnist", "raster 8.8M, plain",
@@ -52,7 +54,7 @@ POINTS = [
     ("mnist", "5.6M, then 3.8 min at 2^-4", "schedules/mnist-medium/eval_cfg-ramp-cool.json",
      "medium/mnist-medium_summary.txt", None),
     ("mnist", "5.6M, then 3.8 min at 2^-4", "schedules/mnist-5.6M-fine-2e-4/eval_ramp-cool.json",
-     None, 4.5 + 230 / 60),
+     ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt"), None),
     ("mnist", "raster 5.7M, plain", "schedules/mnist-raster-5.7M/eval_plain.json",
      "size_sweep/mnist-raster_5.7M_summary.txt", None),
 ]
@@ -60,12 +62,12 @@ POINTS = [
 PEER = [("fashion-mnist", 2.0, 33.4), ("fashion-mnist", 7.5, 21.5), ("mnist", 2.0, 52.2)]
 
 
-def minutes(report: dict, summary: str | None, given: float | None) -> float:
+def minutes(report: dict, summary: str | tuple[str, ...] | None, given: float | None) -> float:
     if given is not None:
         return given
     if summary is not None:
-        text = (TRAIN / summary).read_text()
-        return int(re.search(r"elapsed (\d+) s", text).group(1)) / 60
+        return sum(int(re.search(r"elapsed (\d+) s", (TRAIN / s).read_text()).group(1))
+                   for s in ((summary,) if isinstance(summary, str) else summary)) / 60
     return int(re.search(r"/s(\d{6})-step\d+$", report["model"]).group(1)) / 60
 
 

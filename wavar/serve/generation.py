@@ -348,4 +348,3 @@ def code_upload(model, jobs: list[Job]) -> None:
     except ModuleNotFoundError as e:  # the range coder, constriction, is in the model extra
         raise ApiError(501, f"this server cannot write .wvc files: {e}") from None
     job.emit("done", {"file": data, "tokens": k})
-
