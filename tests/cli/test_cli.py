@@ -104,6 +104,9 @@ def test_sample_errors(tmp_path, digit, capsys):
     assert "mask" in one_line_error(capsys)
     assert cli.main([*SAMPLE, "--prefix-planes", "2", "-o", out]) == 2
     one_line_error(capsys)
+    assert cli.main([*SAMPLE, "--image", str(digit), "--prefix-planes", "2", "--prefix-tokens",
+                     "30", "-o", out]) == 2  # which would win is not a guess to make
+    assert "not allowed with argument" in one_line_error(capsys)
     assert cli.main([*SAMPLE, "--temperature", "0", "-o", out]) == 2  # the settings' own check
     assert "temperature must be > 0" in one_line_error(capsys)
 

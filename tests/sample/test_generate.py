@@ -65,6 +65,8 @@ def test_prefix_completion_keeps_the_forced_tokens(rng):
     img = smooth_image(rng, 12, 12)
     pre = prefix_tokens(codec, img, planes=2)
     assert 0 < len(pre) < len(codec.encode(img))
+    with pytest.raises(ValueError, match="not both"):
+        prefix_tokens(codec, img, planes=2, tokens=5)
     out = generate(model, [0, 1, 2], prefix=[pre.tokens] * 3, m_tilde=[pre.header.m_tilde] * 3,
                    seed=2)
     for s in out:

@@ -70,10 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-image", "--image", dest="image", metavar="IMG",
                    help="a real image to condition on (with --prefix-planes/--prefix-tokens or "
                         "--mask)")
-    p.add_argument("--prefix-planes", type=int, default=None, metavar="K",
-                   help="keep the image's first K bit-planes; the model invents the rest")
-    p.add_argument("--prefix-tokens", type=int, default=None, metavar="N",
-                   help="keep the image's first N tokens")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--prefix-planes", type=int, default=None, metavar="K",
+                      help="keep the image's first K bit-planes; the model invents the rest")
+    keep.add_argument("--prefix-tokens", type=int, default=None, metavar="N",
+                      help="keep the image's first N tokens")
     p.add_argument("--mask", metavar="PNG", help="keep the image where the mask is white")
     p.add_argument("--ll-init", action="store_true",
                    help="start from the LL band and m~ of a training image of the class "

@@ -192,6 +192,8 @@ def sample_images(model, classes: int | str | Sequence[int | str] | None = None,
 def prefix_tokens(codec: Codec, image: np.ndarray, planes: int | None = None,
                   tokens: int | None = None) -> CodedImage:
     """The first ``planes`` bit-planes (or ``tokens`` tokens) of a real image's sequence."""
+    if planes is not None and tokens is not None:
+        raise ValueError(f"give planes or tokens, not both (planes={planes}, tokens={tokens})")
     if planes is not None and not isinstance(codec, WaveletCodec):
         raise ValueError("a raster sequence has no bit-planes: keep its first pixels with "
                          "tokens=N (--prefix-tokens N)")
