@@ -258,9 +258,12 @@ def create_app(settings: Settings) -> FastAPI:
         job, events = submit(entry.name, partial(analyse_upload, uploads=uploads), req)
         return await answer(job, events)
 
-    def prefix_of(uid: str, tokens: int | None) -> tuple[Upload, int, Any]:
+    def prefix_length(uid: str, tokens: int | None) -> tuple[Upload, int]:
         up: Upload = uploads.get(uid)
-        k = len(up.seq) if tokens is None else min(tokens, len(up.seq))
+        return up, len(up.seq) if tokens is None else min(tokens, len(up.seq))
+
+    def prefix_of(uid: str, tokens: int | None) -> tuple[Upload, int, Any]:
+        up, k = prefix_length(uid, tokens)
         return up, k, up.codec.decode(up.seq, k)
 
     @app.get("/api/uploads/{uid}/frame")
@@ -278,14 +281,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/uploads/{uid}/prefix.wvr")
     def upload_wvr(uid: str, tokens: int | None = Query(None, ge=0)) -> Response:
-        up, k, _ = prefix_of(uid, tokens)
+        up, k = prefix_length(uid, tokens)
         _check_wvr(up.codec, up.model)
         return _file(up.seq[:k].to_bytes(), "application/octet-stream",
                      f"wavar-{up.model}-{k}tok.wvr")
 
     @app.get("/api/uploads/{uid}/prefix.wvc")
     async def upload_wvc(uid: str, tokens: int | None = Query(None, ge=0)) -> Response:
-        up, k, _ = prefix_of(uid, tokens)
+        up, k = prefix_length(uid, tokens)
         entry = registry.entry(up.model)
         job, events = submit(entry.name, code_upload, (up, k, entry.name if entry.in_zoo
                                                       else ""))
