@@ -3,7 +3,9 @@ decides (group, significance, refinement), for several models side by side (CPU)
 
 Teacher-forced on the first ``--n`` test images (the loss training minimises, exactly the
 code length): comparing two models shows which planes and decisions a larger or longer-trained
-model codes better. Writes ``benchmarks/results/eval/bits_by_plane_<dataset>.json``.
+model codes better; and, by plane, each token's count beside its expected count under the model
+(its probabilities summed: calibration under teacher forcing). Writes
+``benchmarks/results/eval/bits_by_plane_<dataset>.json``.
 
     PYTHONPATH=. python benchmarks/bits_by_plane.py --dataset fashion-mnist --n 200 \\
         --models fashion-mnist-small fashion-mnist
@@ -34,25 +36,36 @@ def bits_by_plane(model, dataset: str, n: int, batch: int) -> dict:
                              context=bool(model.config.decoder_state))
     planes, kinds = np.zeros(64), np.zeros(len(KINDS))
     plane_tokens = np.zeros(64)
+    vocab = model.config.vocab_size
+    # calibration under teacher forcing: each token's expected count (its probabilities summed)
+    # beside its count, by plane; samples that drift from the data while these agree drift
+    # because they run free (their own earlier tokens), not because the model misjudges
+    expected, actual = np.zeros((64, vocab)), np.zeros((64, vocab))
     images = 0
     with torch.no_grad():
         for np_batch in data.iter_batches(batch):
             if images >= n:
                 break
             b = {k: v for k, v in pad_batch(np_batch).items()}
-            bits = token_bits(model(b), b).numpy()  # (B, T), 0 at padding
+            logits = model(b)
+            bits = token_bits(logits, b).numpy()  # (B, T), 0 at padding
+            probs = torch.softmax(logits.float(), -1).numpy()
             valid = np_batch["valid"]
             plane = np_batch["slots"][..., 0]
             kind = np_batch["slots"][..., 4]
             np.add.at(planes, plane[valid], bits[valid])
             np.add.at(plane_tokens, plane[valid], 1)
             np.add.at(kinds, kind[valid], bits[valid])
+            np.add.at(expected, plane[valid], probs[valid])
+            np.add.at(actual, (plane[valid], np_batch["tokens"][valid]), 1)
             images += len(np_batch["label"])
     top = int(np.flatnonzero(plane_tokens)[-1]) + 1
     return {"images": images, "bits_per_image": float(planes.sum() / images),
             "by_plane": (planes[:top] / images).round(2).tolist(),
             "tokens_by_plane": (plane_tokens[:top] / images).round(1).tolist(),
-            "by_kind": dict(zip(KINDS, (kinds / images).round(2).tolist(), strict=True))}
+            "by_kind": dict(zip(KINDS, (kinds / images).round(2).tolist(), strict=True)),
+            "token_counts_by_plane": (actual[:top] / images).round(2).tolist(),
+            "expected_counts_by_plane": (expected[:top] / images).round(2).tolist()}
 
 
 def main() -> None:
