@@ -86,8 +86,9 @@ def test_model_mode(toy, monkeypatch):
 
     seen = {}
 
-    def fake_generate(model, n, cfg, seed, batch, log=print, temperature=1.0):  # tiled labels
-        seen.update(cfg=cfg, temperature=temperature)
+    def fake_generate(model, n, cfg, seed, batch, log=print, temperature=1.0,
+                      ll_init=False):  # tiled labels
+        seen.update(cfg=cfg, temperature=temperature, ll_init=ll_init)
         y = np.arange(n) % model.config.num_classes
         return shapes(n, seed)[0], y
 
@@ -102,8 +103,12 @@ def test_model_mode(toy, monkeypatch):
         assert z["x"].shape == (20, 28, 28) and list(z["y"][:11]) == [*range(10), 0]
     assert cli.main(["eval", "--model", "mnist-small", "--dataset", "toy10", "--cas", "--n", "20",
                      "--cfg", "3", "--temperature", "0.8", "-o", str(out)]) == 0
-    assert seen == {"cfg": 3.0, "temperature": 0.8}
+    assert seen == {"cfg": 3.0, "temperature": 0.8, "ll_init": False}
     assert json.loads(out.read_text())["temperature"] == 0.8
+    assert cli.main(["eval", "--model", "mnist-small", "--dataset", "toy10", "--cas", "--n", "20",
+                     "--ll-init", "-o", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert seen["ll_init"] is True and r["ll_init"] is True and "--ll-init" in r["command"]
 
 
 def test_nll(toy):
@@ -120,10 +125,11 @@ def test_generate_samples_tiles_labels(monkeypatch):
     from wavar.model.transformer import WaveletGPT
     from wavar.sample import generate as gen
 
-    real, calls = gen.generate, []
+    real, calls, inits = gen.generate, [], []
 
     def short(model, labels, **kw):  # the first 40 tokens only (coarse images), for speed
         calls.append(list(labels))
+        inits.append(kw["ll_init"])
         return real(model, labels, max_tokens=40, **kw)
 
     monkeypatch.setattr(gen, "generate", short)
@@ -133,6 +139,10 @@ def test_generate_samples_tiles_labels(monkeypatch):
     assert calls == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [0, 1, 2]]
     again, _ = generate_samples(model, 13, cfg=1.0, seed=0, batch=5, log=None)
     assert np.array_equal(x, again)  # seeded
+    assert inits == [False] * 6
+    # --ll-init reaches the sampler: each sample starts from a training image's LL band
+    started, _ = generate_samples(model, 5, cfg=1.0, seed=0, batch=5, log=None, ll_init=True)
+    assert inits[-1] is True and not np.array_equal(started, x[:5])
 
 
 @pytest.mark.parametrize("content, match", [

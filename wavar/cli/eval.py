@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=per_plane, default=1.0,
                    help="sampling temperature (the protocol's is 1); comma-separated: one per "
                         "bit-plane")
+    p.add_argument("--ll-init", action="store_true",
+                   help="start each sample from the LL band and m~ of a training image of its "
+                        "class (wavar sample --ll-init; the grammar then steps on the CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=None,
                    help="samples generated per batch (default 100 on the CPU, 1000 on a GPU)")
@@ -147,7 +150,8 @@ def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate_samples(model, n: int, cfg: float, seed: int, batch: int, log=print,
-                     temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                     temperature: float = 1.0, ll_init: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` decoded samples of ``model``, labels tiled over its classes (equal shares)."""
     labels = np.arange(n) % model.config.num_classes
     seeds = np.random.default_rng(seed).integers(2**31, size=-(-n // batch))
@@ -155,7 +159,7 @@ def generate_samples(model, n: int, cfg: float, seed: int, batch: int, log=print
     t = time.perf_counter()
     for i, s in enumerate(range(0, n, batch)):
         seqs = gen.generate(model, labels[s : s + batch], cfg=cfg, seed=int(seeds[i]),
-                            temperature=temperature)
+                            temperature=temperature, ll_init=ll_init)
         images += gen.decode(model, seqs)
         if log is not None and (i + 1) % max(1, (n // batch) // 10) == 0:
             done = len(images)
@@ -327,9 +331,10 @@ def _eval(args: argparse.Namespace) -> int:
         if model.config.num_classes != len(classes):
             raise WavarError(f"model {args.model} has {model.config.num_classes} classes, "
                              f"dataset {args.dataset} {len(classes)}")
-        SamplingOptions(cfg=args.cfg, temperature=args.temperature)  # bad settings fail now
+        # bad settings fail now, before any sampling
+        SamplingOptions(cfg=args.cfg, temperature=args.temperature, ll_init=args.ll_init)
         report.update(model=args.model, cfg=args.cfg, temperature=args.temperature, seed=args.seed,
-                      parameters=model.num_params())
+                      ll_init=args.ll_init, parameters=model.num_params())
     x = y = None
     if args.samples:
         x, y = read_samples(args.samples)
@@ -341,10 +346,11 @@ def _eval(args: argparse.Namespace) -> int:
         sampler = copy.deepcopy(model).to(torch.bfloat16) if args.bf16 else model
         print(f"generating {n} samples of {args.model} (cfg {args.cfg}, temperature "
               f"{args.temperature}, seed {args.seed}, "
-              f"{args.device}{', bf16' if args.bf16 else ''}, batch {batch})", flush=True)
+              f"{args.device}{', bf16' if args.bf16 else ''}"
+              f"{', LL init' if args.ll_init else ''}, batch {batch})", flush=True)
         t = time.perf_counter()
         x, y = generate_samples(sampler, n, args.cfg, args.seed, batch,
-                                temperature=args.temperature)
+                                temperature=args.temperature, ll_init=args.ll_init)
         del sampler
         report["seconds"]["generate"] = time.perf_counter() - t
         report.update(sample_batch=batch, bf16=args.bf16,
