@@ -5,11 +5,14 @@ For each sampling setting, ``--n`` samples per class (seed 0) and the first ``--
 of each class, coded and decoded by the model's codec (what a perfect model would sample): the
 mean number of tokens in each bit-plane (plane 0 the coarsest, counted from each image's m~;
 more tokens in a plane = more coefficients found significant or refined there), the mean
-pixel value and the mean absolute difference between neighbouring pixels (how busy the
-texture is). Writes ``benchmarks/results/eval/plane_stats_<model>.json``.
+pixel value (also of the images cut after each plane: where an excess is born) and the mean
+absolute difference between neighbouring pixels (how busy the texture is), and the model's
+teacher-forced bits by plane of the same sequences (of its own samples, the entropy it drew
+them from; of the data, its cross-entropy). ``--prefix-planes K`` also completes the real
+images' first K planes. Writes ``benchmarks/results/eval/plane_stats_<model>[_<tag>].json``.
 
     WAVAR_CACHE=... PYTHONPATH=. python benchmarks/plane_stats.py --model mnist-fine \\
-        --dataset mnist --n 10
+        --dataset mnist --n 10 --settings plain --prefix-planes 0 1 2 3 4 5 --tag prefix
 """
 
 from __future__ import annotations
@@ -23,31 +26,63 @@ import torch
 
 from benchmarks._common import EVAL
 from wavar.data import datasets
-from wavar.model.transformer import WaveletGPT
-from wavar.sample.generate import codec_of, decode, generate
+from wavar.data.shards import TokenDataset
+from wavar.model.transformer import WaveletGPT, token_bits
+from wavar.sample.generate import codec_of, decode, generate, image_shape_of, prefix_tokens
 
-#: name -> (cfg, temperature): plain, the per-plane schedule the zoo models recommend, and one
+#: name -> sampling settings: plain, the per-plane schedule the zoo models recommend, one
 #: between them on the finest planes (at 2^-6 "ramp + cool" samples come out smoother than the
-#: data, plain ones busier)
-SETTINGS = {"plain": (1.0, 1.0),
-            "ramp-cool": ((1.0, 1.5, 2.0), (1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7)),
-            "ramp-mild": ((1.0, 1.5, 2.0), (1.0, 1.0, 1.0, 1.0, 1.0, 0.9, 0.85))}
+#: data, plain ones busier), and three that act on the coarsest plane (where MNIST's excess ink
+#: is decided: --prefix-planes 1 removes most of it): the LL band and m~ of a training image
+#: (the paper's robust initialisation), guidance throughout, a cooler first plane
+SETTINGS = {"plain": {},
+            "ramp-cool": {"cfg": (1.0, 1.5, 2.0),
+                          "temperature": (1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7)},
+            "ramp-mild": {"cfg": (1.0, 1.5, 2.0),
+                          "temperature": (1.0, 1.0, 1.0, 1.0, 1.0, 0.9, 0.85)},
+            "ll-init": {"ll_init": True},
+            "cfg-2": {"cfg": 2.0},
+            "cool-first": {"temperature": (0.7, 1.0)}}
 
 
-def stats(codec, seqs, images: list[np.ndarray], labels: np.ndarray) -> dict:
-    """Mean tokens per plane, mean pixel value (all, and by class) and mean absolute
-    neighbour difference."""
+def model_bits_by_plane(model, codec, seqs, labels: np.ndarray, batch: int = 20) -> np.ndarray:
+    """Mean teacher-forced bits per image by plane of the sequences under the model (of its own
+    samples: the entropy it sampled them from; of the data: its cross-entropy)."""
+    tokens = np.concatenate([s.tokens for s in seqs]).astype(np.uint8)
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
+    m_tilde = np.array([s.header.m_tilde for s in seqs])
+    data = TokenDataset.from_sequences(codec, image_shape_of(model), tokens, offsets, m_tilde,
+                                       labels, context=bool(model.config.decoder_state))
+    total = np.zeros(24)
+    with torch.no_grad():
+        for start in range(0, len(seqs), batch):
+            b = data.batch(np.arange(start, min(len(seqs), start + batch)))
+            tb = {k: torch.as_tensor(v) for k, v in b.items()}
+            bits = token_bits(model(tb), tb).numpy()
+            np.add.at(total, b["slots"][..., 0][b["valid"]], bits[b["valid"]])
+    return total / len(seqs)
+
+
+def stats(model, codec, seqs, labels: np.ndarray) -> dict:
+    """Mean tokens per plane, mean pixel value (all, by class, and of the image cut after each
+    plane), mean absolute neighbour difference, and the model's bits by plane."""
+    images = decode(model, seqs)
     planes = [np.bincount(codec.slots(s).plane[:-1], minlength=24)[:24] for s in seqs]
     x = np.stack(images).astype(np.float64)
     busy = (np.abs(np.diff(x, axis=1)).mean() + np.abs(np.diff(x, axis=2)).mean()) / 2
     tokens = np.mean(planes, axis=0)
     last = int(np.flatnonzero(tokens)[-1]) + 1 if tokens.any() else 0
+    cut = [np.mean([codec.decode(s, int(np.searchsorted(codec.slots(s).plane[:-1], k + 1)))
+                    for s in seqs]) for k in range(last)]
     return {"tokens": float(np.mean([len(s) for s in seqs])),
             "tokens_by_plane": [round(float(t), 1) for t in tokens[:last]],
             "mean_pixel": round(float(x.mean()), 2),
             "mean_pixel_by_class": [round(float(x[labels == c].mean()), 1)
                                     for c in np.unique(labels)],
-            "neighbour_difference": round(busy, 2)}
+            "mean_pixel_cut_after_plane": [round(float(v), 2) for v in cut],
+            "neighbour_difference": round(busy, 2),
+            "model_bits_by_plane": [round(float(b), 2) for b in
+                                    model_bits_by_plane(model, codec, seqs, labels)[:last]]}
 
 
 def main() -> None:
@@ -58,6 +93,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10, help="images per class")
     ap.add_argument("--settings", nargs="+", choices=SETTINGS, default=["plain", "ramp-cool"])
     ap.add_argument("--tag", default="", help="suffix of the output file's name")
+    ap.add_argument("--prefix-planes", type=int, nargs="+", default=[], metavar="K",
+                    help="also complete the real images' first K planes (where the drift "
+                         "starts: does a plane go wrong by itself, or because the ones before "
+                         "did?)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,19 +108,29 @@ def main() -> None:
     labels = np.repeat(np.arange(classes), args.n)
     res = {"command": f"PYTHONPATH=. python benchmarks/plane_stats.py --model {args.model} "
                       f"--dataset {args.dataset} --n {args.n} --settings "
-                      f"{' '.join(args.settings)}" + (f" --tag {args.tag}" if args.tag else ""),
+                      f"{' '.join(args.settings)}" + (f" --tag {args.tag}" if args.tag else "")
+                      + (f" --prefix-planes {' '.join(map(str, args.prefix_planes))}"
+                         if args.prefix_planes else ""),
            "model": args.model, "images": len(labels),
            # the real images as the language has them (coded and decoded): what a perfect
            # model of it would sample
-           "real": stats(codec, seqs := [codec.encode(img) for img in real],
-                         decode(model, seqs), labels)}
+           "real": stats(model, codec, [codec.encode(img) for img in real], labels)}
     for name in args.settings:
-        cfg, temperature = SETTINGS[name]
+        settings = SETTINGS[name]
         t = time.perf_counter()
-        seqs = generate(model, labels, cfg=cfg, temperature=temperature, seed=0)
-        res[name] = {**stats(codec, seqs, decode(model, seqs), labels),
+        seqs = generate(model, labels, **settings, seed=0)
+        res[name] = {**stats(model, codec, seqs, labels),
                      "seconds": round(time.perf_counter() - t, 1)}
         print(name, json.dumps(res[name]), flush=True)
+        for k in args.prefix_planes:
+            pre = [prefix_tokens(codec, img, planes=k) for img in real]
+            t = time.perf_counter()
+            seqs = generate(model, labels, **settings, seed=0, prefix=[p.tokens for p in pre],
+                            m_tilde=[p.header.m_tilde for p in pre])
+            key = f"{name}, first {k} planes given"
+            res[key] = {**stats(model, codec, seqs, labels),
+                        "seconds": round(time.perf_counter() - t, 1)}
+            print(key, json.dumps(res[key]), flush=True)
     print("real", json.dumps(res["real"]))
     out = EVAL / f"plane_stats_{args.model}{'_' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
