@@ -29,11 +29,9 @@ from wavar.train.prefetch import pad_batch
 KINDS = ("4x4 block", "2x2 quad", "coefficient (significance)", "refinement")
 
 
-def bits_by_plane(model, dataset: str, n: int, batch: int) -> dict:
-    """Mean bits per image by bit-plane and node kind over the first ``n`` test images."""
-    codec = codec_of(model)
-    data = TokenDataset.load(dataset, codec, "test", limit=n,
-                             context=bool(model.config.decoder_state))
+def bits_by_plane(model, data: TokenDataset, n: int, batch: int) -> dict:
+    """Mean bits per image by bit-plane and node kind over the first ``n`` sequences of
+    ``data`` (a TokenDataset: a test split, or coded samples)."""
     planes, kinds = np.zeros(64), np.zeros(len(KINDS))
     plane_tokens = np.zeros(64)
     vocab = model.config.vocab_size
@@ -84,8 +82,10 @@ def main() -> None:
     for name in args.models:
         t = time.perf_counter()
         model = WaveletGPT.from_pretrained(name).eval()
+        data = TokenDataset.load(args.dataset, codec_of(model), "test", limit=args.n,
+                                 context=bool(model.config.decoder_state))
         res["models"][name] = {"parameters": model.num_params(),
-                               **bits_by_plane(model, args.dataset, args.n, args.batch),
+                               **bits_by_plane(model, data, args.n, args.batch),
                                "seconds": round(time.perf_counter() - t, 1)}
         print(name, json.dumps(res["models"][name]), flush=True)
     out = EVAL / f"bits_by_plane_{args.dataset}{'_' + args.tag if args.tag else ''}.json"

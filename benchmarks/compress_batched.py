@@ -124,12 +124,9 @@ def model_bits(model, images: np.ndarray, batch: int) -> float:
     label, as the files are coded), teacher-forced."""
     codec = codec_of(model)
     seqs = [codec.encode(img) for img in images]
-    tokens = np.concatenate([s.tokens for s in seqs]).astype(np.uint8)
-    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
-    m_tilde = np.array([s.header.m_tilde for s in seqs])
     null = np.full(len(seqs), model.config.num_classes)
-    data = TokenDataset.from_sequences(codec, images.shape[1:], tokens, offsets, m_tilde, null,
-                                       context=bool(model.config.decoder_state))
+    data = TokenDataset.from_coded(codec, images.shape[1:], seqs, null,
+                                   context=bool(model.config.decoder_state))
     return nll(model, data, batch_size=batch)["bits_per_image"] * len(seqs)
 
 

@@ -5,15 +5,15 @@ For each sampling setting, ``--n`` samples per class (seed 0) and ``--n`` test i
 class drawn at random (seed 0), coded and decoded by the model's codec (what a perfect model
 would sample): the mean number of tokens in each bit-plane (plane 0 the coarsest, counted
 from each image's m~; more tokens in a plane = more coefficients found significant or refined
-there), the mean
-pixel value (also of the images cut after each plane: where an excess is born) and the mean
-absolute difference between neighbouring pixels (how busy the texture is), and the model's
-teacher-forced bits by plane of the same sequences (of its own samples, the entropy it drew
-them from; of the data, its cross-entropy). ``--prefix-planes K`` also completes the real
-images' first K planes. Writes ``benchmarks/results/eval/plane_stats_<model>[_<tag>].json``.
+there), the mean pixel value (also of the images cut after each plane: where an excess is
+born) and the mean absolute difference between neighbouring pixels (how busy the texture is),
+and the model's teacher-forced bits by plane of the same sequences (of its own samples, the
+entropy it drew them from; of the data, its cross-entropy). ``--prefix-planes K`` also
+completes the real images' first K planes. Writes
+``benchmarks/results/eval/plane_stats_<model>[_<tag>].json``.
 
     WAVAR_CACHE=... PYTHONPATH=. python benchmarks/plane_stats.py --model mnist-fine \\
-        --dataset mnist --n 10 --settings plain --prefix-planes 0 1 2 3 4 5 --tag prefix
+        --dataset mnist --n 20 --settings plain --prefix-planes 1 --tag random
 """
 
 from __future__ import annotations
@@ -26,16 +26,17 @@ import numpy as np
 import torch
 
 from benchmarks._common import EVAL
+from benchmarks.bits_by_plane import bits_by_plane
 from wavar.data import datasets
 from wavar.data.shards import TokenDataset
-from wavar.model.transformer import WaveletGPT, token_bits
+from wavar.model.transformer import WaveletGPT
 from wavar.sample.generate import codec_of, decode, generate, image_shape_of, prefix_tokens
 
 #: name -> sampling settings: plain, the per-plane schedule the zoo models recommend, one
 #: between them on the finest planes (at 2^-6 "ramp + cool" samples come out smoother than the
-#: data, plain ones busier), and three that act on the coarsest plane (where MNIST's excess ink
-#: is decided: --prefix-planes 1 removes most of it): the LL band and m~ of a training image
-#: (the paper's robust initialisation), guidance throughout, a cooler first plane
+#: data, plain ones busier), and three that act on the coarsest plane (about half of MNIST's
+#: excess ink is laid down there: --prefix-planes 1 halves it): the LL band and m~ of a
+#: training image (the paper's robust initialisation), guidance throughout, a cooler first plane
 SETTINGS = {"plain": {},
             "ramp-cool": {"cfg": (1.0, 1.5, 2.0),
                           "temperature": (1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7)},
@@ -46,35 +47,23 @@ SETTINGS = {"plain": {},
             "cool-first": {"temperature": (0.7, 1.0)}}
 
 
-def model_bits_by_plane(model, codec, seqs, labels: np.ndarray, batch: int = 20) -> np.ndarray:
-    """Mean teacher-forced bits per image by plane of the sequences under the model (of its own
-    samples: the entropy it sampled them from; of the data: its cross-entropy)."""
-    tokens = np.concatenate([s.tokens for s in seqs]).astype(np.uint8)
-    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
-    m_tilde = np.array([s.header.m_tilde for s in seqs])
-    data = TokenDataset.from_sequences(codec, image_shape_of(model), tokens, offsets, m_tilde,
-                                       labels, context=bool(model.config.decoder_state))
-    total = np.zeros(24)
-    with torch.no_grad():
-        for start in range(0, len(seqs), batch):
-            b = data.batch(np.arange(start, min(len(seqs), start + batch)))
-            tb = {k: torch.as_tensor(v) for k, v in b.items()}
-            bits = token_bits(model(tb), tb).numpy()
-            np.add.at(total, b["slots"][..., 0][b["valid"]], bits[b["valid"]])
-    return total / len(seqs)
-
-
 def stats(model, codec, seqs, labels: np.ndarray) -> dict:
     """Mean tokens per plane, mean pixel value (all, by class, and of the image cut after each
     plane), mean absolute neighbour difference, and the model's bits by plane."""
     images = decode(model, seqs)
-    planes = [np.bincount(codec.slots(s).plane[:-1], minlength=24)[:24] for s in seqs]
+    plane_of = [codec.slots(s).plane[:-1] for s in seqs]  # each token's plane
+    planes = [np.bincount(p, minlength=24)[:24] for p in plane_of]
     x = np.stack(images).astype(np.float64)
     busy = (np.abs(np.diff(x, axis=1)).mean() + np.abs(np.diff(x, axis=2)).mean()) / 2
     tokens = np.mean(planes, axis=0)
     last = int(np.flatnonzero(tokens)[-1]) + 1 if tokens.any() else 0
-    cut = [np.mean([codec.decode(s, int(np.searchsorted(codec.slots(s).plane[:-1], k + 1)))
-                    for s in seqs]) for k in range(last)]
+    cut = [np.mean([codec.decode(s, int(np.searchsorted(p, k + 1)))
+                    for s, p in zip(seqs, plane_of, strict=True)]) for k in range(last)]
+    # the model's teacher-forced bits of these sequences (of its own samples: the entropy it
+    # drew them from; of the data: its cross-entropy)
+    data = TokenDataset.from_coded(codec, image_shape_of(model), seqs, labels,
+                                   context=bool(model.config.decoder_state))
+    bits = bits_by_plane(model, data, len(seqs), batch=20)["by_plane"]
     return {"tokens": float(np.mean([len(s) for s in seqs])),
             "tokens_by_plane": [round(float(t), 1) for t in tokens[:last]],
             "mean_pixel": round(float(x.mean()), 2),
@@ -82,8 +71,7 @@ def stats(model, codec, seqs, labels: np.ndarray) -> dict:
                                     for c in np.unique(labels)],
             "mean_pixel_cut_after_plane": [round(float(v), 2) for v in cut],
             "neighbour_difference": round(busy, 2),
-            "model_bits_by_plane": [round(float(b), 2) for b in
-                                    model_bits_by_plane(model, codec, seqs, labels)[:last]]}
+            "model_bits_by_plane": bits[:last]}
 
 
 def main() -> None:

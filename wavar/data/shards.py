@@ -186,6 +186,16 @@ class TokenDataset:
         return np.diff(self.offsets)
 
     @classmethod
+    def from_coded(cls, codec: Codec, image_shape, seqs, label, context: bool = False
+                   ) -> TokenDataset:
+        """Build from coded images (:class:`~wavar.codec.CodedImage`), one label each."""
+        return cls.from_sequences(
+            codec, image_shape, np.concatenate([s.tokens for s in seqs]).astype(np.uint8),
+            np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64),
+            np.array([s.header.m_tilde for s in seqs], np.int64), np.asarray(label, np.int64),
+            context=context)
+
+    @classmethod
     def from_sequences(cls, codec: Codec, image_shape, tokens, offsets, m_tilde, label,
                        classes=(), context: bool = False) -> TokenDataset:
         """Build from concatenated sequences; replays the grammar for slots and masks (and,

@@ -119,12 +119,8 @@ def model_rd(model, images: np.ndarray, labels: np.ndarray, jpeg2000: bool = Tru
     t0 = time.perf_counter()
     codec = codec_of(model)
     seqs = codec.encode_batch(images)
-    lengths = np.array([len(s) for s in seqs], np.int64)
-    data = TokenDataset.from_sequences(
-        codec, images.shape[1:], np.concatenate([s.tokens for s in seqs]),
-        np.concatenate([[0], np.cumsum(lengths)]),
-        np.array([s.header.m_tilde for s in seqs], np.int64), labels,
-        context=bool(model.config.decoder_state))
+    data = TokenDataset.from_coded(codec, images.shape[1:], seqs, labels,
+                                   context=bool(model.config.decoder_state))
     cum = prefix_model_bits(model, data, batch_size)
     points = []
     for p, used in prefix_points(codec, seqs, images):
@@ -147,7 +143,7 @@ def model_rd(model, images: np.ndarray, labels: np.ndarray, jpeg2000: bool = Tru
     return {
         "images": len(images), "pixels": int(np.prod(images.shape[1:3])),
         "vocab_size": codec.lang.vocab_size, "psnr_cap": PSNR_CAP,
-        "mean_tokens": float(lengths.mean()),
+        "mean_tokens": float(data.lengths.mean()),
         "mean_model_bits": float(np.mean([c[-1] for c in cum])),
         "points": points, "seconds": time.perf_counter() - t0,
     }
