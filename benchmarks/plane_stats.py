@@ -47,6 +47,13 @@ SETTINGS = {"plain": {},
             "cool-first": {"temperature": (0.7, 1.0)}}
 
 
+def neighbour_difference(images: np.ndarray) -> float:
+    """Mean absolute difference between horizontally and vertically neighbouring pixels (how
+    busy the texture is)."""
+    x = np.asarray(images, np.float64)
+    return float(np.abs(np.diff(x, axis=1)).mean() + np.abs(np.diff(x, axis=2)).mean()) / 2
+
+
 def stats(model, codec, seqs, labels: np.ndarray) -> dict:
     """Mean tokens per plane, mean pixel value (all, by class, and of the image cut after each
     plane), mean absolute neighbour difference, and the model's bits by plane."""
@@ -54,7 +61,7 @@ def stats(model, codec, seqs, labels: np.ndarray) -> dict:
     plane_of = [codec.slots(s).plane[:-1] for s in seqs]  # each token's plane
     planes = [np.bincount(p, minlength=24)[:24] for p in plane_of]
     x = np.stack(images).astype(np.float64)
-    busy = (np.abs(np.diff(x, axis=1)).mean() + np.abs(np.diff(x, axis=2)).mean()) / 2
+    busy = neighbour_difference(x)
     tokens = np.mean(planes, axis=0)
     last = int(np.flatnonzero(tokens)[-1]) + 1 if tokens.any() else 0
     cut = [np.mean([codec.decode(s, int(np.searchsorted(p, k + 1)))

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks._common import EVAL
-from benchmarks.plane_stats import SETTINGS
+from benchmarks.plane_stats import SETTINGS, neighbour_difference
 from wavar.data import datasets
 from wavar.eval import fid
 from wavar.model.transformer import WaveletGPT
@@ -37,13 +37,11 @@ from wavar.sample.generate import codec_of, decode, generate, prefix_tokens
 
 def image_stats(images: np.ndarray, feats: np.ndarray, ref: fid.FeatureStats) -> dict:
     """FID and KID against the reference, mean pixel and mean neighbour difference."""
-    x = images.astype(np.float64)
-    busy = (np.abs(np.diff(x, axis=1)).mean() + np.abs(np.diff(x, axis=2)).mean()) / 2
     kid_mean, kid_std = fid.kid(feats, ref.features)
     return {"fid": round(fid.FeatureStats.of(feats, "").fid(ref), 2),
             "kid_x1000": round(1000 * kid_mean, 2), "kid_std_x1000": round(1000 * kid_std, 2),
-            "mean_pixel": round(float(x.mean()), 2),
-            "neighbour_difference": round(float(busy), 2)}
+            "mean_pixel": round(float(images.mean()), 2),
+            "neighbour_difference": round(neighbour_difference(images), 2)}
 
 
 def main() -> None:
