@@ -47,6 +47,14 @@ SETTINGS = {"plain": {},
             "cool-first": {"temperature": (0.7, 1.0)}}
 
 
+def per_class(y: np.ndarray, classes: int, n: int, seed: int = 0) -> np.ndarray:
+    """Indices of ``n`` images of each class drawn at random, class by class, each class's in
+    the split's order."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([np.sort(rng.choice(np.flatnonzero(y == c), n, replace=False))
+                           for c in range(classes)])
+
+
 def neighbour_difference(images: np.ndarray) -> float:
     """Mean absolute difference between horizontally and vertically neighbouring pixels (how
     busy the texture is)."""
@@ -104,9 +112,7 @@ def main() -> None:
     # MNIST's test set is ordered by writer population (mean pixel 31.1 in its first half,
     # 36.5 in its second), so its first images are thinner digits than the data the model
     # learned and the FID is measured against (33.8)
-    rng = np.random.default_rng(0)
-    real = [test.x[i] for c in range(classes)
-            for i in np.sort(rng.choice(np.flatnonzero(test.y == c), args.n, replace=False))]
+    real = list(test.x[per_class(test.y, classes, args.n)])
     labels = np.repeat(np.arange(classes), args.n)
     res = {"command": f"PYTHONPATH=. python benchmarks/plane_stats.py --model {args.model} "
                       f"--dataset {args.dataset} --n {args.n} --settings "

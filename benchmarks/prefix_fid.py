@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks._common import EVAL
-from benchmarks.plane_stats import SETTINGS, neighbour_difference
+from benchmarks.plane_stats import SETTINGS, neighbour_difference, per_class
 from wavar.data import datasets
 from wavar.eval import fid
 from wavar.model.transformer import WaveletGPT
@@ -81,9 +81,7 @@ def main() -> None:
     classes = model.config.num_classes
     if args.n % classes:
         raise SystemExit(f"--n must be a multiple of the {classes} classes")
-    rng = np.random.default_rng(0)
-    idx = np.concatenate([np.sort(rng.choice(np.flatnonzero(train.y == c), args.n // classes,
-                                             replace=False)) for c in range(classes)])
+    idx = per_class(train.y, classes, args.n // classes)
     real, labels = train.x[idx], train.y[idx]
 
     def features(images: np.ndarray) -> np.ndarray:
