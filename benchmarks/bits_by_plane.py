@@ -39,6 +39,10 @@ def bits_by_plane(model, data: TokenDataset, n: int, batch: int) -> dict:
     # beside its count, by plane; samples that drift from the data while these agree drift
     # because they run free (their own earlier tokens), not because the model misjudges
     expected, actual = np.zeros((64, vocab)), np.zeros((64, vocab))
+    # near-certain positions: how many carry almost no information (they cost a transformer
+    # position each in training and a step each in sampling all the same)
+    cuts = (0.01, 0.1)
+    under, under_bits, total_bits, positions = np.zeros(len(cuts)), np.zeros(len(cuts)), 0.0, 0
     images = 0
     with torch.no_grad():
         for np_batch in data.iter_batches(batch):
@@ -56,6 +60,11 @@ def bits_by_plane(model, data: TokenDataset, n: int, batch: int) -> dict:
             np.add.at(kinds, kind[valid], bits[valid])
             np.add.at(expected, plane[valid], probs[valid])
             np.add.at(actual, (plane[valid], np_batch["tokens"][valid]), 1)
+            for i, c in enumerate(cuts):
+                under[i] += (bits[valid] < c).sum()
+                under_bits[i] += bits[valid][bits[valid] < c].sum()
+            total_bits += bits[valid].sum()
+            positions += valid.sum()
             images += len(np_batch["label"])
     top = int(np.flatnonzero(plane_tokens)[-1]) + 1
     return {"images": images, "bits_per_image": float(planes.sum() / images),
@@ -63,7 +72,11 @@ def bits_by_plane(model, data: TokenDataset, n: int, batch: int) -> dict:
             "tokens_by_plane": (plane_tokens[:top] / images).round(1).tolist(),
             "by_kind": dict(zip(KINDS, (kinds / images).round(2).tolist(), strict=True)),
             "token_counts_by_plane": (actual[:top] / images).round(2).tolist(),
-            "expected_counts_by_plane": (expected[:top] / images).round(2).tolist()}
+            "expected_counts_by_plane": (expected[:top] / images).round(2).tolist(),
+            "near_certain": {f"under {c} bits": {
+                "share_of_positions": round(float(under[i] / positions), 4),
+                "share_of_bits": round(float(under_bits[i] / total_bits), 5)}
+                for i, c in enumerate(cuts)}}
 
 
 def main() -> None:

@@ -42,6 +42,10 @@ SETTINGS = {"plain": {},
                           "temperature": (1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7)},
             "ramp-mild": {"cfg": (1.0, 1.5, 2.0),
                           "temperature": (1.0, 1.0, 1.0, 1.0, 1.0, 0.9, 0.85)},
+            # "ramp + cool" with the tail cut: options under ~1% of the mass never drawn (most
+            # positions are near-certain: ~1 slip an image among ~1,000 of them adds tokens)
+            "ramp-cool-p99": {"cfg": (1.0, 1.5, 2.0),
+                              "temperature": (1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7), "top_p": 0.99},
             "ll-init": {"ll_init": True},
             "cfg-2": {"cfg": 2.0},
             "cool-first": {"temperature": (0.7, 1.0)}}

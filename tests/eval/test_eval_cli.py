@@ -81,14 +81,14 @@ def test_samples_mode(toy, capsys):
     assert abs(f["fid"]) < 1e-6 and "floor" not in f and "floor_fid" not in f
 
 
-def test_model_mode(toy, monkeypatch):
+def test_model_mode(toy, monkeypatch, capsys):
     from wavar.cli import eval as evalcli
 
     seen = {}
 
     def fake_generate(model, n, cfg, seed, batch, log=print, temperature=1.0,
-                      ll_init=False):  # tiled labels
-        seen.update(cfg=cfg, temperature=temperature, ll_init=ll_init)
+                      ll_init=False, top_p=None):  # tiled labels
+        seen.update(cfg=cfg, temperature=temperature, ll_init=ll_init, top_p=top_p)
         y = np.arange(n) % model.config.num_classes
         return shapes(n, seed)[0], y
 
@@ -103,8 +103,15 @@ def test_model_mode(toy, monkeypatch):
         assert z["x"].shape == (20, 28, 28) and list(z["y"][:11]) == [*range(10), 0]
     assert cli.main(["eval", "--model", "mnist-small", "--dataset", "toy10", "--cas", "--n", "20",
                      "--cfg", "3", "--temperature", "0.8", "-o", str(out)]) == 0
-    assert seen == {"cfg": 3.0, "temperature": 0.8, "ll_init": False}
+    assert seen == {"cfg": 3.0, "temperature": 0.8, "ll_init": False, "top_p": None}
     assert json.loads(out.read_text())["temperature"] == 0.8
+    assert cli.main(["eval", "--model", "mnist-small", "--dataset", "toy10", "--cas", "--n", "20",
+                     "--top-p", "0.99", "-o", str(out)]) == 0
+    assert seen["top_p"] == 0.99 and json.loads(out.read_text())["top_p"] == 0.99
+    seen.clear()  # a nucleus that keeps nothing fails before any sampling
+    assert cli.main(["eval", "--model", "mnist-small", "--dataset", "toy10", "--cas", "--n", "20",
+                     "--top-p", "0", "-o", str(out)]) == 1
+    assert "top_p must be > 0" in one_line_error(capsys) and not seen
     assert cli.main(["eval", "--model", "mnist-small", "--dataset", "toy10", "--cas", "--n", "20",
                      "--ll-init", "-o", str(out)]) == 0
     r = json.loads(out.read_text())
@@ -125,11 +132,12 @@ def test_generate_samples_tiles_labels(monkeypatch):
     from wavar.model.transformer import WaveletGPT
     from wavar.sample import generate as gen
 
-    real, calls, inits = gen.generate, [], []
+    real, calls, inits, tops = gen.generate, [], [], []
 
     def short(model, labels, **kw):  # the first 40 tokens only (coarse images), for speed
         calls.append(list(labels))
         inits.append(kw["ll_init"])
+        tops.append(kw["top_p"])
         return real(model, labels, max_tokens=40, **kw)
 
     monkeypatch.setattr(gen, "generate", short)
@@ -143,6 +151,10 @@ def test_generate_samples_tiles_labels(monkeypatch):
     # --ll-init reaches the sampler: each sample starts from a training image's LL band
     started, _ = generate_samples(model, 5, cfg=1.0, seed=0, batch=5, log=None, ll_init=True)
     assert inits[-1] is True and not np.array_equal(started, x[:5])
+    # top_p reaches the sampler: a nucleus that keeps only the most likely token changes
+    # the samples of the same seeds
+    greedy, _ = generate_samples(model, 5, cfg=1.0, seed=0, batch=5, log=None, top_p=1e-6)
+    assert tops[-1] == 1e-6 and not np.array_equal(greedy, x[:5])
 
 
 @pytest.mark.parametrize("content, match", [

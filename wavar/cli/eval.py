@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=per_plane, default=1.0,
                    help="sampling temperature (the protocol's is 1); comma-separated: one per "
                         "bit-plane")
+    p.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help="nucleus filter after guidance and temperature: never draw the tokens "
+                        "beyond the most likely ones that reach P of the mass (default: none)")
     p.add_argument("--ll-init", action="store_true",
                    help="start each sample from the LL band and m~ of a training image of its "
                         "class (wavar sample --ll-init; the grammar then steps on the CPU)")
@@ -150,8 +153,8 @@ def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate_samples(model, n: int, cfg: float, seed: int, batch: int, log=print,
-                     temperature: float = 1.0, ll_init: bool = False
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     temperature: float = 1.0, ll_init: bool = False,
+                     top_p: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` decoded samples of ``model``, labels tiled over its classes (equal shares)."""
     labels = np.arange(n) % model.config.num_classes
     seeds = np.random.default_rng(seed).integers(2**31, size=-(-n // batch))
@@ -159,7 +162,7 @@ def generate_samples(model, n: int, cfg: float, seed: int, batch: int, log=print
     t = time.perf_counter()
     for i, s in enumerate(range(0, n, batch)):
         seqs = gen.generate(model, labels[s : s + batch], cfg=cfg, seed=int(seeds[i]),
-                            temperature=temperature, ll_init=ll_init)
+                            temperature=temperature, ll_init=ll_init, top_p=top_p)
         images += gen.decode(model, seqs)
         if log is not None and (i + 1) % max(1, (n // batch) // 10) == 0:
             done = len(images)
@@ -332,9 +335,10 @@ def _eval(args: argparse.Namespace) -> int:
             raise WavarError(f"model {args.model} has {model.config.num_classes} classes, "
                              f"dataset {args.dataset} {len(classes)}")
         # bad settings fail now, before any sampling
-        SamplingOptions(cfg=args.cfg, temperature=args.temperature, ll_init=args.ll_init)
+        SamplingOptions(cfg=args.cfg, temperature=args.temperature, ll_init=args.ll_init,
+                        top_p=args.top_p)
         report.update(model=args.model, cfg=args.cfg, temperature=args.temperature, seed=args.seed,
-                      ll_init=args.ll_init, parameters=model.num_params())
+                      ll_init=args.ll_init, top_p=args.top_p, parameters=model.num_params())
     x = y = None
     if args.samples:
         x, y = read_samples(args.samples)
@@ -345,12 +349,14 @@ def _eval(args: argparse.Namespace) -> int:
         n = 10_000 if args.n is None else args.n
         sampler = copy.deepcopy(model).to(torch.bfloat16) if args.bf16 else model
         print(f"generating {n} samples of {args.model} (cfg {args.cfg}, temperature "
-              f"{args.temperature}, seed {args.seed}, "
+              f"{args.temperature}{f', top-p {args.top_p}' if args.top_p else ''}, seed "
+              f"{args.seed}, "
               f"{args.device}{', bf16' if args.bf16 else ''}"
               f"{', LL init' if args.ll_init else ''}, batch {batch})", flush=True)
         t = time.perf_counter()
         x, y = generate_samples(sampler, n, args.cfg, args.seed, batch,
-                                temperature=args.temperature, ll_init=args.ll_init)
+                                temperature=args.temperature, ll_init=args.ll_init,
+                                top_p=args.top_p)
         del sampler
         report["seconds"]["generate"] = time.perf_counter() - t
         report.update(sample_batch=batch, bf16=args.bf16,
