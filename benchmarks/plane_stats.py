@@ -46,6 +46,10 @@ SETTINGS = {"plain": {},
             # positions are near-certain: ~1 slip an image among ~1,000 of them adds tokens)
             "ramp-cool-p99": {"cfg": (1.0, 1.5, 2.0),
                               "temperature": (1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7), "top_p": 0.99},
+            "ramp-cool-p95": {"cfg": (1.0, 1.5, 2.0),
+                              "temperature": (1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7), "top_p": 0.95},
+            "ramp-cool-p90": {"cfg": (1.0, 1.5, 2.0),
+                              "temperature": (1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7), "top_p": 0.9},
             "ll-init": {"ll_init": True},
             "cfg-2": {"cfg": 2.0},
             "cool-first": {"temperature": (0.7, 1.0)}}
