@@ -182,3 +182,9 @@ def test_sample_uses_the_models_recommended_setting_unless_named(tmp_path, capsy
     assert not np.array_equal(recommended, images("--cfg", "1", "--temperature", "1"))
     images("--cfg", "1")  # one named: the other still recommended
     assert "recommended --temperature 0.5 " in capsys.readouterr().out
+    # a recommended filter: said as the option a user would type, and it reaches the draw
+    model.config.sampling = {"top_p": 1e-6}
+    model.save_pretrained(tmp_path / "m")
+    greedy = images("--cfg", "1", "--temperature", "1")
+    assert "recommended --top-p 1e-06 " in capsys.readouterr().out
+    assert np.array_equal(greedy, images("--cfg", "1", "--temperature", "1", "--top-p", "1e-6"))

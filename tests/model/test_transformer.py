@@ -226,6 +226,10 @@ def test_config_validation_and_presets():
         config_from_preset("huge")
     with pytest.raises(ValueError, match="unknown ModelConfig keys"):
         ModelConfig.from_dict({"n_layers": 3})
+    # a recommended sampling setting names what wavar sample can apply, nothing else
+    assert ModelConfig(sampling={"cfg": [1, 2], "top_p": 0.9}).sampling["top_p"] == 0.9
+    with pytest.raises(ValueError, match=r"not \['top_k'\]"):
+        ModelConfig(sampling={"top_k": 3})
     assert set(PRESETS) >= {"tiny", "small", "base"}
     small = WaveletGPT(config_from_preset("small"))
     assert 3e6 < small.num_params() < 6e6

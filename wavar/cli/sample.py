@@ -145,7 +145,7 @@ def _sample(args: argparse.Namespace) -> int:
     if recommended:
         settings.update(recommended)
         print("sampling with the model's recommended " + ", ".join(
-            f"--{k} {','.join(map(str, v)) if isinstance(v, tuple) else v}"
+            f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, tuple) else v}"
             for k, v in recommended.items()) + " (config.json 'sampling'; name them to change)")
     names = class_names(model)
     classes = parse_classes(args.classes, args.classes_list, names)

@@ -50,8 +50,9 @@ class ModelConfig:
         saved model says which language it speaks.
     sampling : dict
         The sampling settings measured best for this model (``cfg``, ``temperature``: a value
-        or one per bit-plane), which ``wavar sample`` uses where its command line names none;
-        empty: plain sampling (1, 1). Not part of the architecture.
+        or one per bit-plane; ``top_p``: the nucleus filter), which ``wavar sample`` uses where
+        its command line names none; empty: plain sampling (1, 1, no filter). Not part of the
+        architecture.
     """
 
     vocab_size: int = 7
@@ -76,9 +77,10 @@ class ModelConfig:
     sampling: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.sampling) - {"cfg", "temperature"})
+        unknown = sorted(set(self.sampling) - {"cfg", "temperature", "top_p"})
         if unknown:
-            raise ValueError(f"sampling recommends only cfg and temperature, not {unknown}")
+            raise ValueError(f"sampling recommends only cfg, temperature and top_p, not "
+                             f"{unknown}")
         if self.n_kv_head == 0:
             self.n_kv_head = self.n_head
         if self.n_head % self.n_kv_head:
