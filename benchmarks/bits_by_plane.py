@@ -42,7 +42,7 @@ def bits_by_plane(model, data: TokenDataset, n: int, batch: int) -> dict:
     # near-certain positions: how many carry almost no information (they cost a transformer
     # position each in training and a step each in sampling all the same)
     cuts = (0.01, 0.1)
-    under, under_bits, total_bits, positions = np.zeros(len(cuts)), np.zeros(len(cuts)), 0.0, 0
+    under, under_bits = np.zeros(len(cuts)), np.zeros(len(cuts))
     images = 0
     with torch.no_grad():
         for np_batch in data.iter_batches(batch):
@@ -61,10 +61,9 @@ def bits_by_plane(model, data: TokenDataset, n: int, batch: int) -> dict:
             np.add.at(expected, plane[valid], probs[valid])
             np.add.at(actual, (plane[valid], np_batch["tokens"][valid]), 1)
             for i, c in enumerate(cuts):
-                under[i] += (bits[valid] < c).sum()
-                under_bits[i] += bits[valid][bits[valid] < c].sum()
-            total_bits += bits[valid].sum()
-            positions += valid.sum()
+                small = bits[valid][bits[valid] < c]
+                under[i] += small.size
+                under_bits[i] += small.sum()
             images += len(np_batch["label"])
     top = int(np.flatnonzero(plane_tokens)[-1]) + 1
     return {"images": images, "bits_per_image": float(planes.sum() / images),
@@ -74,8 +73,8 @@ def bits_by_plane(model, data: TokenDataset, n: int, batch: int) -> dict:
             "token_counts_by_plane": (actual[:top] / images).round(2).tolist(),
             "expected_counts_by_plane": (expected[:top] / images).round(2).tolist(),
             "near_certain": {f"under {c} bits": {
-                "share_of_positions": round(float(under[i] / positions), 4),
-                "share_of_bits": round(float(under_bits[i] / total_bits), 5)}
+                "share_of_positions": round(float(under[i] / plane_tokens.sum()), 4),
+                "share_of_bits": round(float(under_bits[i] / planes.sum()), 5)}
                 for i, c in enumerate(cuts)}}
 
 

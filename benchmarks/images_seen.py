@@ -13,9 +13,9 @@ started from another's weights add up. Bits a position is the final validation b
 from __future__ import annotations
 
 import json
-import re
 
 from benchmarks._common import EVAL, TRAIN
+from benchmarks.fid_minutes import minutes
 
 #: (dataset, model, FID and its report under results/eval, runs under results/train)
 RUNS = [
@@ -38,7 +38,7 @@ RUNS = [
 
 
 def run_figures(run: str) -> dict:
-    """Seconds, tokens, tokens an image and images of one run."""
+    """Tokens, tokens an image and images of one run."""
     lines = [json.loads(x) for x in (TRAIN / f"{run}_metrics.jsonl").read_text().splitlines()]
     tokens, last = 0.0, 0.0
     for x in lines:
@@ -47,8 +47,7 @@ def run_figures(run: str) -> dict:
             last = x["elapsed_s"]
     val = [x for x in lines if "val_bits_per_token" in x][-1]
     per_image = val["val_bits_per_image"] / val["val_bits_per_token"]
-    seconds = int(re.search(r"elapsed (\d+) s", (TRAIN / f"{run}_summary.txt").read_text())[1])
-    return dict(run=run, seconds=seconds, tokens=tokens, tokens_per_image=round(per_image, 1),
+    return dict(run=run, tokens=tokens, tokens_per_image=round(per_image, 1),
                 images=tokens / per_image, bits_per_position=round(val["val_bits_per_token"], 4))
 
 
@@ -59,7 +58,7 @@ def main() -> None:
         rows.append(dict(
             dataset=dataset, model=model, report=report,
             fid=round(json.loads((EVAL / report).read_text())["fid"]["fid"], 2),
-            minutes=round(sum(p["seconds"] for p in parts) / 60, 1),
+            minutes=round(minutes({}, tuple(f"{r}_summary.txt" for r in runs), None), 1),
             images_millions=round(sum(p["images"] for p in parts) / 1e6, 2),
             tokens_per_image=parts[-1]["tokens_per_image"],
             bits_per_position=parts[-1]["bits_per_position"],

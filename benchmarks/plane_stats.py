@@ -42,17 +42,13 @@ SETTINGS = {"plain": {},
                           "temperature": (1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7)},
             "ramp-mild": {"cfg": (1.0, 1.5, 2.0),
                           "temperature": (1.0, 1.0, 1.0, 1.0, 1.0, 0.9, 0.85)},
-            # "ramp + cool" with the tail cut: options under ~1% of the mass never drawn (most
-            # positions are near-certain: ~1 slip an image among ~1,000 of them adds tokens)
-            "ramp-cool-p99": {"cfg": (1.0, 1.5, 2.0),
-                              "temperature": (1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7), "top_p": 0.99},
-            "ramp-cool-p95": {"cfg": (1.0, 1.5, 2.0),
-                              "temperature": (1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7), "top_p": 0.95},
-            "ramp-cool-p90": {"cfg": (1.0, 1.5, 2.0),
-                              "temperature": (1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7), "top_p": 0.9},
             "ll-init": {"ll_init": True},
             "cfg-2": {"cfg": 2.0},
             "cool-first": {"temperature": (0.7, 1.0)}}
+# "ramp + cool" with the tail cut (ramp-cool-p99, -p95, -p90): options beyond the nucleus never
+# drawn (most positions are near-certain: a slip now and then among ~1,000 adds tokens)
+SETTINGS.update({f"ramp-cool-p{round(p * 100)}": {**SETTINGS["ramp-cool"], "top_p": p}
+                 for p in (0.99, 0.95, 0.9)})
 
 
 def per_class(y: np.ndarray, classes: int, n: int, seed: int = 0) -> np.ndarray:
