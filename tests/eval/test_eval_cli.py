@@ -1,5 +1,6 @@
 """``wavar eval`` end to end, with tiny networks patched in for Inception and the classifier."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -86,9 +87,9 @@ def test_model_mode(toy, monkeypatch, capsys):
 
     seen = {}
 
-    def fake_generate(model, n, cfg, seed, batch, log=print, temperature=1.0,
-                      ll_init=False, top_p=None):  # tiled labels
-        seen.update(cfg=cfg, temperature=temperature, ll_init=ll_init, top_p=top_p)
+    def fake_generate(model, n, options, seed, batch, log=print):  # tiled labels
+        seen.update(cfg=options.cfg, temperature=options.temperature, ll_init=options.ll_init,
+                    top_p=options.top_p)
         y = np.arange(n) % model.config.num_classes
         return shapes(n, seed)[0], y
 
@@ -130,30 +131,34 @@ def test_nll(toy):
 def test_generate_samples_tiles_labels(monkeypatch):
     from wavar.cli.eval import generate_samples
     from wavar.model.transformer import WaveletGPT
+    from wavar.sample import SamplingOptions
     from wavar.sample import generate as gen
 
     real, calls, inits, tops = gen.generate, [], [], []
 
-    def short(model, labels, **kw):  # the first 40 tokens only (coarse images), for speed
+    def short(model, labels, options):  # the first 40 tokens only (coarse images), for speed
         calls.append(list(labels))
-        inits.append(kw["ll_init"])
-        tops.append(kw["top_p"])
-        return real(model, labels, max_tokens=40, **kw)
+        inits.append(options.ll_init)
+        tops.append(options.top_p)
+        return real(model, labels, dataclasses.replace(options, max_tokens=40))
 
     monkeypatch.setattr(gen, "generate", short)
     model = WaveletGPT.from_pretrained("mnist-small")
-    x, y = generate_samples(model, 13, cfg=1.0, seed=0, batch=5, log=None)
+    plain = SamplingOptions()
+    x, y = generate_samples(model, 13, plain, seed=0, batch=5, log=None)
     assert x.shape == (13, 28, 28) and x.dtype == np.uint8 and list(y) == [*range(10), 0, 1, 2]
     assert calls == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [0, 1, 2]]
-    again, _ = generate_samples(model, 13, cfg=1.0, seed=0, batch=5, log=None)
+    again, _ = generate_samples(model, 13, plain, seed=0, batch=5, log=None)
     assert np.array_equal(x, again)  # seeded
     assert inits == [False] * 6
     # --ll-init reaches the sampler: each sample starts from a training image's LL band
-    started, _ = generate_samples(model, 5, cfg=1.0, seed=0, batch=5, log=None, ll_init=True)
+    started, _ = generate_samples(model, 5, SamplingOptions(ll_init=True), seed=0, batch=5,
+                                  log=None)
     assert inits[-1] is True and not np.array_equal(started, x[:5])
     # top_p reaches the sampler: a nucleus that keeps only the most likely token changes
     # the samples of the same seeds
-    greedy, _ = generate_samples(model, 5, cfg=1.0, seed=0, batch=5, log=None, top_p=1e-6)
+    greedy, _ = generate_samples(model, 5, SamplingOptions(top_p=1e-6), seed=0, batch=5,
+                                 log=None)
     assert tops[-1] == 1e-6 and not np.array_equal(greedy, x[:5])
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import sys
@@ -152,17 +153,17 @@ def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
-def generate_samples(model, n: int, cfg: float, seed: int, batch: int, log=print,
-                     temperature: float = 1.0, ll_init: bool = False,
-                     top_p: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` decoded samples of ``model``, labels tiled over its classes (equal shares)."""
+def generate_samples(model, n: int, options: SamplingOptions, seed: int, batch: int,
+                     log=print) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` decoded samples of ``model`` under ``options`` (its own seed is ignored: batch i
+    draws seed i of ``seed``'s stream), labels tiled over its classes (equal shares)."""
     labels = np.arange(n) % model.config.num_classes
     seeds = np.random.default_rng(seed).integers(2**31, size=-(-n // batch))
     images: list[np.ndarray] = []
     t = time.perf_counter()
     for i, s in enumerate(range(0, n, batch)):
-        seqs = gen.generate(model, labels[s : s + batch], cfg=cfg, seed=int(seeds[i]),
-                            temperature=temperature, ll_init=ll_init, top_p=top_p)
+        seqs = gen.generate(model, labels[s : s + batch],
+                            dataclasses.replace(options, seed=int(seeds[i])))
         images += gen.decode(model, seqs)
         if log is not None and (i + 1) % max(1, (n // batch) // 10) == 0:
             done = len(images)
@@ -334,11 +335,11 @@ def _eval(args: argparse.Namespace) -> int:
         if model.config.num_classes != len(classes):
             raise WavarError(f"model {args.model} has {model.config.num_classes} classes, "
                              f"dataset {args.dataset} {len(classes)}")
-        # bad settings fail now, before any sampling
-        SamplingOptions(cfg=args.cfg, temperature=args.temperature, ll_init=args.ll_init,
+        settings = dict(cfg=args.cfg, temperature=args.temperature, ll_init=args.ll_init,
                         top_p=args.top_p)
-        report.update(model=args.model, cfg=args.cfg, temperature=args.temperature, seed=args.seed,
-                      ll_init=args.ll_init, top_p=args.top_p, parameters=model.num_params())
+        options = SamplingOptions(**settings)  # bad settings fail now, before any sampling
+        report.update(model=args.model, seed=args.seed, parameters=model.num_params(),
+                      **settings)
     x = y = None
     if args.samples:
         x, y = read_samples(args.samples)
@@ -354,9 +355,7 @@ def _eval(args: argparse.Namespace) -> int:
               f"{args.device}{', bf16' if args.bf16 else ''}"
               f"{', LL init' if args.ll_init else ''}, batch {batch})", flush=True)
         t = time.perf_counter()
-        x, y = generate_samples(sampler, n, args.cfg, args.seed, batch,
-                                temperature=args.temperature, ll_init=args.ll_init,
-                                top_p=args.top_p)
+        x, y = generate_samples(sampler, n, options, args.seed, batch)
         del sampler
         report["seconds"]["generate"] = time.perf_counter() - t
         report.update(sample_batch=batch, bf16=args.bf16,
