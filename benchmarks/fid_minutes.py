@@ -60,6 +60,8 @@ POINTS = [
      "medium/mnist-medium_summary.txt", None),
     ("mnist", "5.6M, then 3.8 min at 2^-4", "schedules/mnist-5.6M-fine-2e-4/eval_ramp-cool.json",
      ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt"), None),
+    ("mnist", "5.6M at 2^-4, top-p 0.8", "schedules/mnist-5.6M-fine-2e-4/eval_ramp-cool-p80.json",
+     ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt"), None),
     ("mnist", "raster 5.7M, plain", "schedules/mnist-raster-5.7M/eval_plain.json",
      "size_sweep/mnist-raster_5.7M_summary.txt", None),
 ]
