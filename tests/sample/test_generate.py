@@ -155,6 +155,9 @@ def test_filters_keep_a_legal_token():
     assert torch.isfinite(filters.top_k(logits, 1)).sum(-1).tolist() == [1, 1]
     kept = torch.isfinite(filters.top_p(logits, 0.5))
     assert kept[0].tolist() == [True, False, False, False]
+    # one nucleus per row (a per-plane schedule): 1 keeps every token
+    rows = torch.isfinite(filters.top_p(logits, torch.tensor([[1.0], [0.25]])))
+    assert rows.tolist() == [[True, True, True, False], [False, False, False, True]]
     legal = torch.tensor([0b0110, 0b1000])
     masked = filters.apply_legal_mask(logits, legal)
     assert torch.isfinite(masked).tolist() == [[False, True, True, False],
@@ -242,6 +245,14 @@ def test_per_plane_settings_change_only_the_planes_they_name():
         assert np.array_equal(p.tokens[:first], c.tokens[:first])
         changed += not np.array_equal(p.tokens, c.tokens)
     assert changed > 0
+    # a nucleus from plane 2 on: planes 0 and 1 unchanged
+    cut = generate(model, [0, 1, 2, 0], seed=4, top_p=(1.0, 1.0, 0.3))
+    changed = 0
+    for p, c in zip(plain, cut, strict=True):
+        first = int(np.argmax(codec.slots(p).plane >= 2))
+        assert np.array_equal(p.tokens[:first], c.tokens[:first])
+        changed += not np.array_equal(p.tokens, c.tokens)
+    assert changed > 0
     # guidance from plane 1 on: plane 0 as unguided; guidance on planes 0-1 only: those as
     # guided throughout
     guided, ramp = (generate(model, [0, 1, 2, 0], seed=4, cfg=c) for c in (4.0, (4.0, 4.0, 1.0)))
@@ -261,12 +272,14 @@ def test_a_per_plane_draw_is_each_row_drawn_with_its_planes_values():
     logits = torch.randn(12, 7) * 3  # 6 rows, then their unconditional twins
     legal = torch.tensor([127, 126, 95, 127, 7, 127])
     planes = torch.tensor([0, 1, 2, 3, 1, 7])  # past the schedule's end: its last value
-    options = SamplingOptions(cfg=(0.5, 2.0, 3.0), temperature=(1.5, 1.0, 0.4, 0.7))
+    options = SamplingOptions(cfg=(0.5, 2.0, 3.0), temperature=(1.5, 1.0, 0.4, 0.7),
+                              top_p=(1.0, 0.2, 0.6))
     got = draw(logits, legal, options, torch.Generator().manual_seed(1),
                schedule=PlaneSchedule.of(options, torch.device("cpu")), planes=planes)
     for row, plane in enumerate(planes.tolist()):
         scalar = SamplingOptions(cfg=options.cfg[min(plane, 2)],
-                                 temperature=options.temperature[min(plane, 3)])
+                                 temperature=options.temperature[min(plane, 3)],
+                                 top_p=options.top_p[min(plane, 2)])
         want = draw(logits, legal, scalar, torch.Generator().manual_seed(1))
         assert got[row] == want[row], row
     assert (legal[torch.arange(6)] >> got & 1).all()
@@ -274,6 +287,7 @@ def test_a_per_plane_draw_is_each_row_drawn_with_its_planes_values():
 
 @pytest.mark.parametrize("settings, message", [
     ({"temperature": (1.0, 0.0)}, "temperature must be > 0"),
+    ({"top_p": (1.0, 0.0)}, "top_p must be > 0"),
     ({"cfg": ()}, "at least one value")])
 def test_bad_per_plane_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):

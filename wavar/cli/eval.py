@@ -101,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=per_plane, default=1.0,
                    help="sampling temperature (the protocol's is 1); comma-separated: one per "
                         "bit-plane")
-    p.add_argument("--top-p", type=float, default=None, metavar="P",
+    p.add_argument("--top-p", type=per_plane, default=None, metavar="P",
                    help="nucleus filter after guidance and temperature: never draw the tokens "
-                        "beyond the most likely ones that reach P of the mass (default: none)")
+                        "beyond the most likely ones that reach P of the mass; comma-separated: "
+                        "one per bit-plane, 1 = none (default: none)")
     p.add_argument("--ll-init", action="store_true",
                    help="start each sample from the LL band and m~ of a training image of its "
                         "class (wavar sample --ll-init; the grammar then steps on the CPU)")

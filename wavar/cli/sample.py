@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampling temperature; comma-separated: one per bit-plane (default: "
                         "the model's recommended setting, else 1)")
     p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-p", type=per_plane, default=None,
+                   help="nucleus filter: never draw beyond the most likely tokens that reach P "
+                        "of the mass; comma-separated: one per bit-plane, 1 = none (default: "
+                        "the model's recommended setting, else none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tokens", type=int, default=None, metavar="N",
                    help="token budget: stop each sequence after N tokens (progressive)")

@@ -49,10 +49,10 @@ class ModelConfig:
         The codec parameters the sequences were made with. Opaque to the model; recorded so a
         saved model says which language it speaks.
     sampling : dict
-        The sampling settings measured best for this model (``cfg``, ``temperature``: a value
-        or one per bit-plane; ``top_p``: the nucleus filter), which ``wavar sample`` uses where
-        its command line names none; empty: plain sampling (1, 1, no filter). Not part of the
-        architecture.
+        The sampling settings measured best for this model (``cfg``, ``temperature``,
+        ``top_p`` (the nucleus filter): a value or one per bit-plane), which ``wavar sample``
+        uses where its command line names none; empty: plain sampling (1, 1, no filter). Not
+        part of the architecture.
     """
 
     vocab_size: int = 7

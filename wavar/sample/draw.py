@@ -51,28 +51,33 @@ class ForcedPrefix:
 
 @dataclass
 class PlaneSchedule:
-    """Guidance and temperature per bit-plane (:class:`SamplingOptions` sequences), as tables
-    on the sampling device: made once before a loop (a CUDA graph may not copy them in)."""
+    """Guidance, temperature and nucleus per bit-plane (:class:`SamplingOptions` sequences), as
+    tables on the sampling device: made once before a loop (a CUDA graph may not copy them in)."""
 
     cfg: Tensor | None  # (P,), None without guidance
     temperature: Tensor  # (P,)
+    top_p: Tensor | None  # (P,), None where it does not change with the plane
 
     @classmethod
     def of(cls, options: SamplingOptions, device: torch.device) -> PlaneSchedule | None:
         """The tables of ``options``, or None where nothing changes with the plane."""
         if not options.scheduled:
             return None
-        cfg = (torch.tensor(options.per_plane("cfg"), device=device) if options.guided
-               else None)
-        return cls(cfg, torch.tensor(options.per_plane("temperature"), device=device))
+        def table(name: str) -> Tensor:
+            return torch.tensor(options.per_plane(name), device=device)
 
-    def at(self, planes: Tensor) -> tuple[float | Tensor, Tensor]:
-        """(cfg, temperature) for rows whose slots lie on ``planes`` (B,): (B, 1) each (cfg 1.0
-        without guidance)."""
+        return cls(table("cfg") if options.guided else None, table("temperature"),
+                   table("top_p") if len(set(options.per_plane("top_p"))) > 1 else None)
+
+    def at(self, planes: Tensor, top_p: float | None) -> tuple[float | Tensor, Tensor,
+                                                               float | Tensor | None]:
+        """(cfg, temperature, top_p) for rows whose slots lie on ``planes`` (B,): (B, 1) each
+        (cfg 1.0 without guidance; ``top_p`` as given where it does not change)."""
         def pick(table: Tensor) -> Tensor:
             return table[planes.long().clamp(0, len(table) - 1)][:, None]
 
-        return (1.0 if self.cfg is None else pick(self.cfg)), pick(self.temperature)
+        return ((1.0 if self.cfg is None else pick(self.cfg)), pick(self.temperature),
+                (top_p if self.top_p is None else pick(self.top_p)))
 
 
 def draw(logits: Tensor, legal: Tensor, options: SamplingOptions, gen: torch.Generator,
@@ -83,10 +88,10 @@ def draw(logits: Tensor, legal: Tensor, options: SamplingOptions, gen: torch.Gen
     temperature, top-k, top-p, a draw from the softmax; then ``forced`` at the rows' steps
     ``t`` (B,). With a per-plane ``schedule``, ``planes`` (B,) are the bit-planes of the rows'
     slots."""
-    cfg, temperature = options.cfg, options.temperature
+    cfg, temperature, top_p = options.cfg, options.temperature, options.top_p
     if schedule is not None:
-        cfg, temperature = schedule.at(planes)
-    logits = filters.filtered(logits, legal, cfg, temperature, options.top_k, options.top_p)
+        cfg, temperature, top_p = schedule.at(planes, top_p)
+    logits = filters.filtered(logits, legal, cfg, temperature, options.top_k, top_p)
     tok = filters.sample(logits, gen)
     return tok if forced is None else forced.apply(tok, t)
 

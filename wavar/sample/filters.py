@@ -47,14 +47,15 @@ def top_k(logits: Tensor, k: int | None) -> Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
-def top_p(logits: Tensor, p: float | None) -> Tensor:
-    """Nucleus: keep the smallest set of most likely tokens whose probability reaches p."""
-    if p is None or p >= 1:
+def top_p(logits: Tensor, p: float | Tensor | None) -> Tensor:
+    """Nucleus: keep the smallest set of most likely tokens whose probability reaches p (a
+    (B, 1) tensor gives each row its own; 1 keeps every token)."""
+    if p is None or (not isinstance(p, Tensor) and p >= 1):
         return logits
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
     probs = torch.softmax(sorted_logits, -1)
     before = probs.cumsum(-1) - probs  # mass of the tokens ranked above each one
-    drop_sorted = before >= p  # the top token has before = 0 and is always kept
+    drop_sorted = (before >= p) & (p < 1)  # the top token has before = 0: always kept
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
@@ -72,10 +73,10 @@ def sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
 
 
 def filtered(logits: Tensor, legal: Tensor, cfg: float | Tensor, t: float | Tensor,
-             k: int | None, p: float | None) -> Tensor:
+             k: int | None, p: float | Tensor | None) -> Tensor:
     """The grammar mask, guidance and filters in order, on raw logits (B, V), or (2B, V) under
-    guidance (each row's unconditional twin B rows below it)  ->  (B, V). ``cfg`` and ``t``:
-    one value, or (B, 1) per row (a per-plane schedule; rows come in twins then)."""
+    guidance (each row's unconditional twin B rows below it)  ->  (B, V). ``cfg``, ``t`` and
+    ``p``: one value, or (B, 1) per row (a per-plane schedule; rows come in twins then)."""
     if isinstance(cfg, Tensor) or cfg != 1.0:
         b = len(legal)
         logits = guidance(apply_legal_mask(logits[:b], legal),

@@ -129,7 +129,7 @@ def generate(model, labels: Sequence[int] | np.ndarray, options: SamplingOptions
                              "sequence has no bit-planes (max_tokens, --tokens, stops it after "
                              "its first pixels)")
         if options.scheduled:
-            raise ValueError("a cfg or temperature per bit-plane needs a wavelet-language "
+            raise ValueError("a cfg, temperature or top_p per bit-plane needs a wavelet-language "
                              "model: a raster sequence has no bit-planes; give one value")
     plan = plan or plan_for(model, options)
     log.info("sampling plan for %d rows:\n%s", len(labels), plan)

@@ -142,7 +142,7 @@ def plan(model, options: SamplingOptions | None = None,
     elif options.guided:
         draw_limit = f"guidance (cfg {options.cfg}) mixes each row with its twin's logits"
     elif options.scheduled:
-        draw_limit = "the temperature changes with the bit-plane"
+        draw_limit = "the temperature or top-p changes with the bit-plane"
     elif options.filtered:
         draw_limit = "top-k / top-p filters"
     elif c.vocab_size > DRAW_VOCAB:
