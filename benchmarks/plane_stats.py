@@ -45,10 +45,14 @@ SETTINGS = {"plain": {},
             "ll-init": {"ll_init": True},
             "cfg-2": {"cfg": 2.0},
             "cool-first": {"temperature": (0.7, 1.0)}}
-# "ramp + cool" with the tail cut (ramp-cool-p99, -p95, -p90, -p80): options beyond the nucleus never
-# drawn (most positions are near-certain: a slip now and then among ~1,000 adds tokens)
+# "ramp + cool" with the tail cut (ramp-cool-p99, -p95, -p90, -p80): options beyond the nucleus
+# never drawn (most positions are near-certain: a slip now and then among ~1,000 adds tokens)
 SETTINGS.update({f"ramp-cool-p{round(p * 100)}": {**SETTINGS["ramp-cool"], "top_p": p}
                  for p in (0.99, 0.95, 0.9, 0.8)})
+# the 0.8 cut on the first three planes only (where MNIST's excess is born), or after them only
+SETTINGS.update({f"ramp-cool-p80-{part}": {**SETTINGS["ramp-cool"], "top_p": top_p}
+                 for part, top_p in (("coarse", (0.8, 0.8, 0.8, 1.0)),
+                                     ("fine", (1.0, 1.0, 1.0, 0.8)))})
 
 
 def per_class(y: np.ndarray, classes: int, n: int, seed: int = 0) -> np.ndarray:
