@@ -56,7 +56,7 @@ class PlaneSchedule:
 
     cfg: Tensor | None  # (P,), None without guidance
     temperature: Tensor  # (P,)
-    top_p: Tensor | None  # (P,), None where it does not change with the plane
+    top_p: Tensor | None  # (P,), None where no plane filters
 
     @classmethod
     def of(cls, options: SamplingOptions, device: torch.device) -> PlaneSchedule | None:
@@ -67,17 +67,16 @@ class PlaneSchedule:
             return torch.tensor(options.per_plane(name), device=device)
 
         return cls(table("cfg") if options.guided else None, table("temperature"),
-                   table("top_p") if len(set(options.per_plane("top_p"))) > 1 else None)
+                   table("top_p") if min(options.per_plane("top_p")) < 1 else None)
 
-    def at(self, planes: Tensor, top_p: float | None) -> tuple[float | Tensor, Tensor,
-                                                               float | Tensor | None]:
+    def at(self, planes: Tensor) -> tuple[float | Tensor, Tensor, Tensor | None]:
         """(cfg, temperature, top_p) for rows whose slots lie on ``planes`` (B,): (B, 1) each
-        (cfg 1.0 without guidance; ``top_p`` as given where it does not change)."""
+        (cfg 1.0 without guidance, top_p None without a filter)."""
         def pick(table: Tensor) -> Tensor:
             return table[planes.long().clamp(0, len(table) - 1)][:, None]
 
         return ((1.0 if self.cfg is None else pick(self.cfg)), pick(self.temperature),
-                (top_p if self.top_p is None else pick(self.top_p)))
+                (None if self.top_p is None else pick(self.top_p)))
 
 
 def draw(logits: Tensor, legal: Tensor, options: SamplingOptions, gen: torch.Generator,
@@ -90,7 +89,7 @@ def draw(logits: Tensor, legal: Tensor, options: SamplingOptions, gen: torch.Gen
     slots."""
     cfg, temperature, top_p = options.cfg, options.temperature, options.top_p
     if schedule is not None:
-        cfg, temperature, top_p = schedule.at(planes, top_p)
+        cfg, temperature, top_p = schedule.at(planes)
     logits = filters.filtered(logits, legal, cfg, temperature, options.top_k, top_p)
     tok = filters.sample(logits, gen)
     return tok if forced is None else forced.apply(tok, t)
