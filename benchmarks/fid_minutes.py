@@ -1,10 +1,11 @@
-"""FID against training H200-minutes (issue 18: "our FID against GPU-minutes beside the peer's
+"""FID against training GPU-minutes (issue 18: "our FID against GPU-minutes beside the peer's
 points"), Fashion-MNIST and MNIST, from the evaluation reports in results/eval/.
 
 Each point is one full-protocol report (10,000 samples against the 10,000 test images). Its
-minutes are the training run's wall time alone on one H200 (compilation and validation
-included), read from the run's summary (``elapsed N s``), or from a snapshot's name
-(``sNNNNNN-stepM``: its second). The DDPM points are the peer's as reported in issue 18 (its
+minutes are the training run's wall time alone on one GPU (an H200; MNIST's last run an H100;
+compilation and validation included), read from the run's summary (``elapsed N s``), plus a
+snapshot's second (its name, ``sNNNNNN-stepM``) when the report's model is a snapshot: then the
+summaries named are those of the runs before it. The DDPM points are the peer's as reported in issue 18 (its
 runs are not in this repository).
 
     python benchmarks/fid_minutes.py   # writes results/eval/fid_minutes.{json,png}
@@ -18,8 +19,8 @@ import re
 from benchmarks._common import EVAL, TRAIN
 
 #: (dataset, series, report under results/eval, run summary under results/train (a tuple of
-#: them for a run started from another's weights: their minutes add up) or None when the
-#: report's model is a snapshot, minutes when neither says: the zoo's first small models)
+#: them for a run started from another's weights: their minutes add up; for a snapshot, the
+#: runs before it, or None), minutes when neither says: the zoo's first small models)
 POINTS = [
     ("fashion-mnist", "0.72M, plain", "eval_fashion-mnist_full.json", None, 6.0),
     ("fashion-mnist", "raster 0.70M, plain", "eval_fashion-mnist-raster_full.json", None, 7.0),
@@ -62,6 +63,13 @@ POINTS = [
      ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt"), None),
     ("mnist", "5.6M at 2^-4, top-p 0.8", "schedules/mnist-5.6M-fine-2e-4/eval_ramp-cool-p80.json",
      ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt"), None),
+    ("mnist", "5.6M at 2^-4, top-p 0.8",
+     "schedules/mnist-5.6M-fine-2e-4-15min/eval_ramp-cool-p80.json",
+     ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt"), None),
+    ("mnist", "5.6M at 2^-4, top-p 0.8",
+     "schedules/mnist-5.6M-fine-2e-4-22min/eval_ramp-cool-p80.json",
+     ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt",
+      "fine/mnist_5.6M_2e-4_22min_summary.txt"), None),
     ("mnist", "raster 5.7M, plain", "schedules/mnist-raster-5.7M/eval_plain.json",
      "size_sweep/mnist-raster_5.7M_summary.txt", None),
 ]
@@ -72,10 +80,11 @@ PEER = [("fashion-mnist", 2.0, 33.4), ("fashion-mnist", 7.5, 21.5), ("mnist", 2.
 def minutes(report: dict, summary: str | tuple[str, ...] | None, given: float | None) -> float:
     if given is not None:
         return given
-    if summary is not None:
-        return sum(int(re.search(r"elapsed (\d+) s", (TRAIN / s).read_text()).group(1))
-                   for s in ((summary,) if isinstance(summary, str) else summary)) / 60
-    return int(re.search(r"/s(\d{6})-step\d+$", report["model"]).group(1)) / 60
+    summaries = () if summary is None else (summary,) if isinstance(summary, str) else summary
+    seconds = sum(int(re.search(r"elapsed (\d+) s", (TRAIN / s).read_text()).group(1))
+                  for s in summaries)
+    snapshot = re.search(r"/s(\d{6})-step\d+$", report["model"])
+    return (seconds + (int(snapshot.group(1)) if snapshot else 0)) / 60
 
 
 def main() -> None:
@@ -106,7 +115,7 @@ def main() -> None:
                          if r["dataset"] == dataset and r["series"] == name)
             style = "s--" if name.startswith("DDPM") else "o-"
             ax.plot(*zip(*pts, strict=True), style, label=name)
-        ax.set(title=dataset, xlabel="training H200-minutes (alone)", ylabel="FID (10k, test)",
+        ax.set(title=dataset, xlabel="training GPU-minutes (alone; H200, MNIST's last 14 H100)", ylabel="FID (10k, test)",
                yscale="log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
