@@ -5,8 +5,8 @@ Each point is one full-protocol report (10,000 samples against the 10,000 test i
 minutes are the training run's wall time alone on one GPU (an H200; MNIST's last run an H100;
 compilation and validation included), read from the run's summary (``elapsed N s``), plus a
 snapshot's second (its name, ``sNNNNNN-stepM``) when the report's model is a snapshot: then the
-summaries named are those of the runs before it. The DDPM points are the peer's as reported in issue 18 (its
-runs are not in this repository).
+summaries named are those of the runs before it. The DDPM points are the peer's as reported
+in issue 18 (its runs are not in this repository).
 
     python benchmarks/fid_minutes.py   # writes results/eval/fid_minutes.{json,png}
 """
@@ -115,8 +115,8 @@ def main() -> None:
                          if r["dataset"] == dataset and r["series"] == name)
             style = "s--" if name.startswith("DDPM") else "o-"
             ax.plot(*zip(*pts, strict=True), style, label=name)
-        ax.set(title=dataset, xlabel="training GPU-minutes (alone; H200, MNIST's last 14 H100)", ylabel="FID (10k, test)",
-               yscale="log")
+        ax.set(title=dataset, xlabel="training GPU-minutes (alone; H200, MNIST's last 14 H100)",
+               ylabel="FID (10k, test)", yscale="log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     fig.suptitle("wavar ('ramp + cool' schedule unless plain) against the DDPM peer")
