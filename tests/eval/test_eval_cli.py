@@ -106,9 +106,12 @@ def test_model_mode(toy, monkeypatch, capsys):
                      "--cfg", "3", "--temperature", "0.8", "-o", str(out)]) == 0
     assert seen == {"cfg": 3.0, "temperature": 0.8, "ll_init": False, "top_p": None}
     assert json.loads(out.read_text())["temperature"] == 0.8
+    # the progress line names the settings the report records, unset ones left out
+    assert "(cfg 3.0, temperature 0.8, seed 0, cpu, batch 100)" in capsys.readouterr().out
     assert cli.main(["eval", "--model", "mnist-small", "--dataset", "toy10", "--cas", "--n", "20",
                      "--top-p", "0.99", "-o", str(out)]) == 0
     assert seen["top_p"] == 0.99 and json.loads(out.read_text())["top_p"] == 0.99
+    assert "temperature 1.0, top-p 0.99, seed" in capsys.readouterr().out
     seen.clear()  # a nucleus that keeps nothing fails before any sampling
     assert cli.main(["eval", "--model", "mnist-small", "--dataset", "toy10", "--cas", "--n", "20",
                      "--top-p", "0", "-o", str(out)]) == 1
@@ -117,6 +120,7 @@ def test_model_mode(toy, monkeypatch, capsys):
                      "--ll-init", "-o", str(out)]) == 0
     r = json.loads(out.read_text())
     assert seen["ll_init"] is True and r["ll_init"] is True and "--ll-init" in r["command"]
+    assert ", ll-init, seed 0" in capsys.readouterr().out
 
 
 def test_nll(toy):

@@ -350,11 +350,11 @@ def _eval(args: argparse.Namespace) -> int:
     elif model is not None and (args.fid or args.cas):
         n = 10_000 if args.n is None else args.n
         sampler = copy.deepcopy(model).to(torch.bfloat16) if args.bf16 else model
-        print(f"generating {n} samples of {args.model} (cfg {args.cfg}, temperature "
-              f"{args.temperature}{f', top-p {args.top_p}' if args.top_p else ''}, seed "
-              f"{args.seed}, "
-              f"{args.device}{', bf16' if args.bf16 else ''}"
-              f"{', LL init' if args.ll_init else ''}, batch {batch})", flush=True)
+        # the settings as the report records them (a switch by its name, unset ones left out)
+        spelled = [k.replace("_", "-") if v is True else f"{k.replace('_', '-')} {v}"
+                   for k, v in settings.items() if v is not None and v is not False]
+        print(f"generating {n} samples of {args.model} ({', '.join(spelled)}, seed {args.seed}, "
+              f"{args.device}{', bf16' if args.bf16 else ''}, batch {batch})", flush=True)
         t = time.perf_counter()
         x, y = generate_samples(sampler, n, options, args.seed, batch)
         del sampler
