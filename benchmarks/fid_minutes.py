@@ -83,7 +83,7 @@ def minutes(report: dict, summary: str | tuple[str, ...] | None, given: float | 
     summaries = () if summary is None else (summary,) if isinstance(summary, str) else summary
     seconds = sum(int(re.search(r"elapsed (\d+) s", (TRAIN / s).read_text()).group(1))
                   for s in summaries)
-    snapshot = re.search(r"/s(\d{6})-step\d+$", report["model"])
+    snapshot = re.search(r"/s(\d{6})-step\d+$", report.get("model", ""))
     return (seconds + (int(snapshot.group(1)) if snapshot else 0)) / 60
 
 

@@ -31,9 +31,15 @@ RUNS = [
       "fine/fashion-mnist_8.6M_2e-6_from-zoo-2"]),
     ("mnist", "raster 5.7M (mnist-raster-medium)",
      "schedules/mnist-raster-5.7M/eval_plain.json", ["size_sweep/mnist-raster_5.7M"]),
-    ("mnist", "wavelet 5.6M, then 2^-4 (mnist-fine)",
+    ("mnist", "wavelet 5.6M, then 2^-4 (mnist-fine at 8.3 min)",
      "schedules/mnist-5.6M-fine-2e-4/eval_ramp-cool.json",
      ["medium/mnist-medium", "fine/mnist_5.6M_2e-4_from-zoo"]),
+    ("mnist", "wavelet 5.6M, then 2^-4 (mnist-fine, top-p 0.8)",
+     "schedules/mnist-5.6M-fine-2e-4-22min/eval_ramp-cool-p80.json",
+     ["medium/mnist-medium", "fine/mnist_5.6M_2e-4_from-zoo", "fine/mnist_5.6M_2e-4_22min"]),
+    ("mnist", "wavelet 5.6M, then 2^-4 (mnist-fine, no cut)",
+     "schedules/mnist-5.6M-fine-2e-4-22min/eval_ramp-cool.json",
+     ["medium/mnist-medium", "fine/mnist_5.6M_2e-4_from-zoo", "fine/mnist_5.6M_2e-4_22min"]),
 ]
 
 
