@@ -26,6 +26,7 @@ def save_tiny_model(folder: Path) -> Path:
                              n_channels=1)
     cfg.codec = {**codec.params(), "image_shape": list(SHAPE), "classes": ["a", "b", "c"],
                  "m_tilde_min": 2, "m_tilde_hist": [[1, 2, 1]] * 3}
+    cfg.sampling = {"cfg": [1.0, 2.0], "top_p": 0.9}  # what the page fills in for it
     torch.manual_seed(0)
     model = WaveletGPT(cfg).eval()
     with torch.no_grad():  # a peaked head: less noisy images than a uniform one

@@ -60,6 +60,7 @@ def test_page_models_and_health(client):
     (tiny,) = models["models"]
     assert tiny["name"] == "tiny" and tiny["classes"] == ["a", "b", "c"]
     assert tiny["image_shape"] == [*SHAPE, 1]
+    assert tiny["sampling"] == {"cfg": [1.0, 2.0], "top_p": 0.9}  # the model's recommendation
     assert models["limits"]["max_images"] == 64
     assert client.get("/api/health").json()["status"] == "ok"
 
@@ -202,12 +203,31 @@ def generate_error(client, body, status, words):
     ({"model": "tiny", "classes": ["zebra"]}, 400, ["unknown class 'zebra'", "0=a"]),
     ({"model": "tiny", "classes": []}, 400, ["at least one class"]),
     ({"model": "tiny", "temperature": 0}, 422, ["temperature"]),
+    ({"model": "tiny", "temperature": [1, 0]}, 422, ["temperature"]),
+    ({"model": "tiny", "cfg": []}, 422, ["cfg", "at least 1"]),
+    ({"model": "tiny", "top_p": [0.9, 1.5]}, 422, ["top_p", "less than or equal to 1"]),
     ({"model": "tiny", "colour": "red"}, 422, ["colour", "not permitted"]),
     ({"model": "tiny", "upload": "missing"}, 404, ["no upload 'missing'"]),
     ({"model": "tiny", "keep_planes": 2}, 400, ["need an uploaded image"]),
 ])
 def test_generate_refuses_bad_requests(client, body, status, words):
     generate_error(client, body, status, words)
+
+
+def test_per_plane_sampling(client):
+    """cfg, temperature and top_p take one value per bit-plane, as `wavar sample` does."""
+    def final(**settings):
+        r = client.post("/api/generate", json={"model": "tiny", "classes": ["a"], "seed": 5,
+                                               **FAST, **settings})
+        assert r.status_code == 200, r.text
+        return r.json()["frames"][-1]["images"]
+
+    assert final(cfg=[2, 2]) == final(cfg=2)  # one value throughout is that value
+    assert final(temperature=[1, 0.5], top_p=[1, 0.8]) != final()
+    # without a seed a request may share a batch: its per-plane settings are part of the key
+    r = client.post("/api/generate", json={"model": "tiny", "classes": ["b"], "cfg": [1, 2],
+                                           **FAST})
+    assert r.status_code == 200, r.text
 
 
 def test_completion_refuses_bad_conditions(client, uploaded):
@@ -297,6 +317,8 @@ def test_raster_models_refuse_wvr_and_completion(tmp_path):
         assert r.status_code == 200 and read_header(r.content)["n_tokens"] == 5
         generate_error(c, {"model": "pixels", "upload": up["upload"], "keep_planes": 0}, 400,
                        ["raster"])
+        generate_error(c, {"model": "pixels", "cfg": [1, 2]}, 400,
+                       ["raster language", "one value each"])
 
 
 def test_full_queue_gets_429_and_slow_requests_504(model_root):

@@ -59,9 +59,24 @@ def canvases_not_blank(page, selector: str) -> list[bool]:
     })""")
 
 
+def sampling_fields(page) -> list[str]:
+    return [page.input_value(f"#{i}") for i in ("cfg", "temperature", "top-p")]
+
+
 def test_sample_upload_slide_and_complete_a_region(page, tmp_path):
-    # sample two images of one class: coarse frames first, the final one last, not blank
+    # a model's recommended sampling fills the fields (per-plane values comma-separated); one
+    # that names none gets plain sampling; a field that is no list of numbers is refused
+    page.select_option("#model", "tiny")
+    assert sampling_fields(page) == ["1,2", "1", "0.9"]
+    assert "recommends" in page.inner_text("#sampling-hint")
     page.select_option("#model", "mnist-small")
+    assert sampling_fields(page) == ["1", "1", ""]
+    assert "recommends" not in page.inner_text("#sampling-hint")
+    page.fill("#cfg", "1,,2")
+    page.click("#sample")
+    assert "guidance (cfg): a number" in page.inner_text("#status")
+    page.fill("#cfg", "1")
+    # sample two images of one class: coarse frames first, the final one last, not blank
     page.click("#classes-none")
     page.check("#classes input[value='3']")
     page.fill("#n", "2")

@@ -4,7 +4,8 @@ Endpoints (all errors are ``{"error": message}`` with a 4xx/5xx status):
 
 =========================================  =================================================
 ``GET  /``                                  the page (``static/index.html``)
-``GET  /api/models``                        offered models (classes, shape) and the limits
+``GET  /api/models``                        offered models (classes, shape, recommended
+                                            sampling) and the limits
 ``GET  /api/health``                        queue and loaded models
 ``POST /api/generate[?stream=true]``        sample (JSON body: :class:`GenerateRequest`);
                                             streamed as server-sent events, or one JSON answer
@@ -84,6 +85,12 @@ RESULT_FILE = re.compile(r"(grid|\d{1,3})\.(png|gif|wvr)")
 BODY_SLACK = 64 * 1024
 
 
+Cfg = Annotated[float, Field(ge=0, le=20)]
+Temperature = Annotated[float, Field(gt=0, le=10)]
+TopP = Annotated[float, Field(gt=0, le=1)]
+PLANES = Field(min_length=1, max_length=64)  # one value per bit-plane
+
+
 class GenerateRequest(BaseModel):
     """A generation: ``n`` images of each class; with ``upload``, prefix completion (keep its
     first ``keep_planes`` bit-planes, default 2) or region completion (``mask``, the model's
@@ -95,10 +102,12 @@ class GenerateRequest(BaseModel):
     classes: list[str | int] | str = "all"
     n: int = Field(1, ge=1, le=64, description="images per class")
     seed: int | None = Field(None, ge=0, le=2**62)
-    cfg: float = Field(1.0, ge=0, le=20)
-    temperature: float = Field(1.0, gt=0, le=10)
+    # cfg, temperature, top_p: one value, or one per bit-plane (the last holds for the planes
+    # after it; a wavelet model only); omitted: plain sampling, as in the Python API
+    cfg: Cfg | Annotated[list[Cfg], PLANES] = 1.0
+    temperature: Temperature | Annotated[list[Temperature], PLANES] = 1.0
     top_k: int | None = Field(None, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
+    top_p: TopP | Annotated[list[TopP], PLANES] | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_plane: int | None = Field(None, ge=1, le=64)
     upload: str | None = Field(None, max_length=64)

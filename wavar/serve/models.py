@@ -50,14 +50,16 @@ class ModelEntry:
             raise ApiError(500, f"model {self.name!r} has an unreadable config.json: {e}") from e
 
     def info(self) -> dict[str, Any]:
-        """What the page shows and checks: classes, image shape, language."""
+        """What the page shows and checks: classes, image shape, language, and the sampling
+        the model recommends (its config's ``sampling``: the page fills its fields with it)."""
         codec = self.config.get("codec", {})
         classes = codec.get("classes") or [str(i) for i in range(self.config["num_classes"])]
         shape = list(codec.get("image_shape", []))
         return {"name": self.name, "description": self.description, "classes": list(classes),
                 "image_shape": shape + [1] * (3 - len(shape)),
                 "language": codec.get("language", "zeroblock"),
-                "wavelet": codec.get("wavelet"), "max_tokens": self.config.get("max_seq_len")}
+                "wavelet": codec.get("wavelet"), "max_tokens": self.config.get("max_seq_len"),
+                "sampling": dict(self.config.get("sampling") or {})}
 
 
 @lru_cache(maxsize=64)

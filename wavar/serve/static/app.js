@@ -75,7 +75,17 @@ function chooseModel(name) {
     label.append(input, " " + cls);
     box.append(label);
   });
+  // the model's recommended sampling fills the fields (plain sampling where it names none)
+  const rec = m.sampling || {};
+  const shown = (v, plain) => (v === undefined || v === null ? plain : [].concat(v).join(","));
+  $("cfg").value = shown(rec.cfg, "1");
+  $("temperature").value = shown(rec.temperature, "1");
+  $("top-p").value = shown(rec.top_p, "");
   const raster = m.language === "raster";
+  $("sampling-hint").textContent = (Object.keys(rec).length
+    ? "Filled in: the sampling this model recommends. " : "")
+    + (raster ? "One value each (a raster model has no bit-planes)."
+      : "One value, or one per bit-plane separated by commas (the last holds for the planes after it).");
   for (const id of ["complete-prefix", "complete-region"]) $(id).disabled = raster;
   if (state.file) uploadFile(state.file);
 }
@@ -84,11 +94,23 @@ function chosenClasses() {
   return [...document.querySelectorAll("#classes input:checked")].map((i) => i.value);
 }
 
+// "1" -> 1, "1, 1.5, 2" -> [1, 1.5, 2] (one per bit-plane); the server checks the ranges
+function planeValues(id, name) {
+  const parts = $(id).value.split(",").map((x) => x.trim());
+  const values = parts.map(Number);
+  if (parts.some((x) => x === "") || values.some((v) => !Number.isFinite(v))) {
+    throw new Error(`${name}: a number, or numbers separated by commas`);
+  }
+  return values.length === 1 ? values[0] : values;
+}
+
 function samplingBody() {
   const classes = chosenClasses();
   if (!classes.length) throw new Error("choose at least one class");
   const body = { model: state.model.name, classes, n: Number($("n").value),
-                 cfg: Number($("cfg").value), temperature: Number($("temperature").value) };
+                 cfg: planeValues("cfg", "guidance (cfg)"),
+                 temperature: planeValues("temperature", "temperature") };
+  if ($("top-p").value.trim() !== "") body.top_p = planeValues("top-p", "top-p");
   for (const [id, key] of [["seed", "seed"], ["max-plane", "max_plane"], ["max-tokens", "max_tokens"]]) {
     if ($(id).value !== "") body[key] = Number($(id).value);
   }
