@@ -317,8 +317,9 @@ def test_raster_models_refuse_wvr_and_completion(tmp_path):
         assert r.status_code == 200 and read_header(r.content)["n_tokens"] == 5
         generate_error(c, {"model": "pixels", "upload": up["upload"], "keep_planes": 0}, 400,
                        ["raster"])
+        # the sampler's own check, answered as a 400 like every input error it finds
         generate_error(c, {"model": "pixels", "cfg": [1, 2]}, 400,
-                       ["raster language", "one value each"])
+                       ["per bit-plane needs a wavelet-language model", "give one value"])
 
 
 def test_full_queue_gets_429_and_slow_requests_504(model_root):

@@ -160,9 +160,6 @@ def plan_generation(entry: ModelEntry, req: Any, uploads: Store, max_images: int
         options = SamplingOptions(**settings)
     except ValueError as e:
         raise ApiError(400, str(e)) from None
-    if options.scheduled and info["language"] == "raster":
-        raise ApiError(400, f"model {entry.name!r} speaks the raster language, which has no "
-                            "bit-planes: give cfg, temperature and top_p one value each")
     return GenerationSpec(entry.name, labels, [names[c] for c in labels], options, conditioned)
 
 
