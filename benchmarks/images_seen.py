@@ -35,11 +35,13 @@ RUNS = [
      "schedules/mnist-5.6M-fine-2e-4/eval_ramp-cool.json",
      ["medium/mnist-medium", "fine/mnist_5.6M_2e-4_from-zoo"]),
     ("mnist", "wavelet 5.6M, then 2^-4 (mnist-fine, top-p 0.8)",
-     "schedules/mnist-5.6M-fine-2e-4-22min/eval_ramp-cool-p80.json",
-     ["medium/mnist-medium", "fine/mnist_5.6M_2e-4_from-zoo", "fine/mnist_5.6M_2e-4_22min"]),
+     "schedules/mnist-5.6M-fine-2e-4-30min/eval_ramp-cool-p80.json",
+     ["medium/mnist-medium", "fine/mnist_5.6M_2e-4_from-zoo", "fine/mnist_5.6M_2e-4_22min",
+      "fine/mnist_5.6M_2e-4_30min"]),
     ("mnist", "wavelet 5.6M, then 2^-4 (mnist-fine, no cut)",
-     "schedules/mnist-5.6M-fine-2e-4-22min/eval_ramp-cool.json",
-     ["medium/mnist-medium", "fine/mnist_5.6M_2e-4_from-zoo", "fine/mnist_5.6M_2e-4_22min"]),
+     "schedules/mnist-5.6M-fine-2e-4-30min/eval_ramp-cool.json",
+     ["medium/mnist-medium", "fine/mnist_5.6M_2e-4_from-zoo", "fine/mnist_5.6M_2e-4_22min",
+      "fine/mnist_5.6M_2e-4_30min"]),
 ]
 
 

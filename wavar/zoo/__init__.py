@@ -46,10 +46,10 @@ MODELS: dict[str, ZooEntry] = {e.name: e for e in (
     ZooEntry("mnist-fine", "mnist",
              "MNIST, Haar 2^-4 (a finer final threshold: codec floor FID 2.36 against 4.83), "
              "zero-block, decoder-state features; mnist's shape (5.6M), started from mnist's "
-             "weights and trained 3.8 H200-minutes at 2^-4, then 14 H100-minutes more (22.3 "
-             "GPU-minutes in all): FID 4.7 with a per-plane schedule and top-p 0.8; the best "
+             "weights and trained 3.8 H200-minutes at 2^-4, then 14 and 7.7 H100-minutes more "
+             "(30 GPU-minutes in all): FID 4.5 with a per-plane schedule and top-p 0.8; the best "
              "wavelet-language MNIST model",
-             "cc2568930835525fcbe79e6c7786153638050c83b4b3bfc71c7ce658ae23cdd7"),
+             "9118112ad7cd73066da843ec0d10e6c4f300fb8ba60fb5ea7c087e589b47258c"),
     ZooEntry("fashion-mnist-fine", "fashion-mnist",
              "Fashion-MNIST, bior4.4 2^-6 (a finer final threshold: codec floor FID 3.56 "
              "against 9.69), zero-block, decoder-state features; fashion-mnist's shape (8.6M), "
