@@ -23,7 +23,12 @@ leaves them) and again, complete, after decoding. Each worker prints a line as i
 A test set too long for one time limit (1,000 CIFAR-10 images take ~15,000 steps a block each
 way) runs in two: ``--phase encode --files DIR`` keeps the files and the encode report in DIR,
 ``--phase decode --files DIR`` (the same model, dataset and --n) decodes them and completes the
-report.
+report. Either phase keeps each worker's slice in DIR the moment that worker ends
+(``encode_K.json`` beside its files, ``decode_K.json``), so a call cut short by its time limit
+loses only the slices still running, and the same command again runs only those. Speed is then
+given per call (``encode_calls``/``decode_calls``: its slices, images, wall time), and the
+phase's images/s only when one call ran every slice (workers running side by side in one call
+are what the figure measures).
 
     PYTHONPATH=. python benchmarks/compress_batched.py --model mnist --dataset mnist \\
         --n 10000 --device cuda --rows 256 --workers 8
@@ -38,6 +43,7 @@ import argparse
 import json
 import queue
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -94,12 +100,14 @@ def _worker(rank: int, args, images: np.ndarray, files: list[bytes] | None, barr
     results.put(("decode", rank, exact, (t2, t3)))
 
 
-def _collect(results, procs, kind: str, early: list[tuple]) -> list[tuple]:
-    """One ``kind`` message from every worker, in rank order. A message of the next phase
-    that comes first waits in ``early``; a worker that dies puts nothing, so its exit code
-    ends the wait."""
+def _collect(results, procs, kind: str, early: list[tuple], keep=None) -> list[tuple]:
+    """One ``kind`` message from every worker, in rank order, each handed to ``keep`` as it
+    comes. A message of the next phase that comes first waits in ``early``; a worker that dies
+    puts nothing, so its exit code ends the wait."""
     got = [m[1:] for m in early if m[0] == kind]
     early[:] = [m for m in early if m[0] != kind]
+    for m in got:
+        keep and keep(m)
     while len(got) < len(procs):
         try:
             msg = results.get(timeout=5)
@@ -109,9 +117,53 @@ def _collect(results, procs, kind: str, early: list[tuple]) -> list[tuple]:
             continue
         if msg[0] == kind:
             got.append(msg[1:])
+            keep and keep(msg[1:])
         else:
             early.append(msg)
     return sorted(got, key=lambda r: r[0])
+
+
+class Slices:
+    """Each worker's finished slice of a phase, kept in the --files folder: ``encode_K.json``
+    (its first image, code bits and clock; the files beside it) or ``decode_K.json`` (its exact
+    count and clock), for a run of these settings only. ``done(phase)`` is what an earlier
+    call of the same command left."""
+
+    def __init__(self, folder: Path | None, settings: dict):
+        self.folder, self.settings = folder, settings
+
+    def done(self, phase: str) -> dict[int, dict]:
+        if self.folder is None:
+            return {}
+        found = {}
+        for path in sorted(self.folder.glob(f"{phase}_*.json")):
+            rec = json.loads(path.read_text())
+            if rec.get("settings") == self.settings:
+                found[rec["rank"]] = rec
+        return found
+
+    def keep(self, phase: str, rec: dict, files: list[bytes] = ()) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for j, f in enumerate(files):
+            (self.folder / f"{rec['start'] + j:05d}.wvc").write_bytes(f)
+        tmp = self.folder / f".{phase}_{rec['rank']}.json"  # whole or absent, if killed here
+        tmp.write_text(json.dumps(dict(rec, settings=self.settings)) + "\n")
+        tmp.replace(self.folder / f"{phase}_{rec['rank']}.json")
+
+
+def _speed(records: dict[int, dict], n: int) -> tuple[float | None, float, list[dict]]:
+    """A phase's images/s (None unless one call ran every slice), the wall time of the last
+    call, and each call's slices, images and wall time."""
+    calls: dict[str, list[dict]] = {}
+    for rec in records.values():
+        calls.setdefault(rec["call"], []).append(rec)
+    out = [dict(call=c, slices=sorted(r["rank"] for r in rs),
+                images=sum(r["n"] for r in rs),
+                seconds=_span([(r["t0"], r["t1"]) for r in rs])) for c, rs in calls.items()]
+    out.sort(key=lambda c: min(r["t0"] for r in calls[c["call"]]))
+    return (n / out[0]["seconds"] if len(out) == 1 else None), out[-1]["seconds"], out
 
 
 def _span(times: list[tuple[float, float]]) -> float:
@@ -146,54 +198,89 @@ def main() -> None:
                          "or both")
     ap.add_argument("--files", type=Path, help="folder of the .wvc files and the encode "
                     "report (needed by --phase encode and decode)")
+    ap.add_argument("--out", type=Path, help="the report (default: benchmarks/results/codec/"
+                    "compress_batched_<model>_<device>.json)")
     args = ap.parse_args()
     if args.phase != "both" and args.files is None:
         ap.error(f"--phase {args.phase} needs --files")
     x = datasets.load(args.dataset, "test").x[: args.n]
-    out = CODEC / f"compress_batched_{args.model}_{args.device}.json"
+    out = args.out or CODEC / f"compress_batched_{args.model}_{args.device}.json"
+    blocks = -(-len(x) // args.rows)
+    per = -(-blocks // args.workers) * args.rows  # whole blocks per worker
+    starts = list(range(0, len(x), per))
+    slices = Slices(args.files, dict(model=args.model, dataset=args.dataset, n=len(x),
+                                     rows=args.rows, workers=args.workers))
+    call = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {uuid.uuid4().hex[:6]}"  # this call's name
     if args.phase == "decode":
+        if not (args.files / "encode.json").exists():
+            raise SystemExit(f"{args.files} has no encode.json: the encode phase has not "
+                             "finished there (run --phase encode again: it codes only the "
+                             "slices still missing)")
         res = json.loads((args.files / "encode.json").read_text())
         if (res["model"], res["dataset"], res["n"]) != (args.model, args.dataset, len(x)):
             raise SystemExit(f"{args.files} holds {res['n']} {res['dataset']} files of "
                              f"{res['model']}, not {len(x)} {args.dataset} ones of {args.model}")
         files = [(args.files / f"{i:05d}.wvc").read_bytes() for i in range(len(x))]
-    blocks = -(-len(x) // args.rows)
-    per = -(-blocks // args.workers) * args.rows  # whole blocks per worker
-    starts = range(0, len(x), per)
+    phases = [p for p in ("encode", "decode") if args.phase in (p, "both")]
+    # a phase run alone resumes: the slices an earlier call finished are not run again
+    done = {p: slices.done(p) if args.phase != "both" else {} for p in phases}
+    todo = [k for k in range(len(starts)) if k not in done[phases[0]]]
+    for p in phases:
+        if done[p]:
+            print(f"{p}: slices {sorted(done[p])} already done in {args.files} (an earlier "
+                  f"call); running {[k for k in todo if k not in done[p]]}", flush=True)
     ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(len(starts)), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(k, args, x[i : i + per],
-                                               files[i : i + per] if args.phase == "decode"
-                                               else None, barrier, results))
-             for k, i in enumerate(starts)]
+    barrier, results = ctx.Barrier(max(len(todo), 1)), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(k, args, x[starts[k] : starts[k] + per],
+                                               files[starts[k] : starts[k] + per]
+                                               if args.phase == "decode" else None,
+                                               barrier, results))
+             for k in todo]
     for p in procs:
         p.start()
     # the main process's own work (the model's bits checked, the image codecs, the files
     # decoded alone) waits for the workers' phases, so as not to slow their clocks
     early: list[tuple] = []
-    if args.phase != "decode":
-        enc = _collect(results, procs, "encode", early)
-        files = [f for _, fs, *_ in enc for f in fs]
-        bits = np.array([b for _, _, bs, _ in enc for b in bs])
-        res = _file_figures(args, x, files, bits, _span([t for *_, t in enc]), len(procs))
+    if "encode" in phases:
+        def keep_encoded(m):
+            rank, fs, bs, (t0, t1) = m
+            rec = dict(rank=rank, start=starts[rank], n=len(fs), bits=bs, t0=t0, t1=t1,
+                       call=call)
+            done["encode"][rank] = rec
+            slices.keep("encode", rec, fs)
+            files_of[rank] = fs
+
+        files_of: dict[int, list[bytes]] = {}
+        _collect(results, procs, "encode", early, keep_encoded)
+        for k, rec in done["encode"].items():
+            if k not in files_of:  # coded by an earlier call
+                files_of[k] = [(args.files / f"{rec['start'] + j:05d}.wvc").read_bytes()
+                               for j in range(rec["n"])]
+        files = [f for k in sorted(files_of) for f in files_of[k]]
+        bits = np.array([b for k in sorted(done["encode"]) for b in done["encode"][k]["bits"]])
+        res = _file_figures(args, x, files, bits, len(starts),
+                            *_speed(done["encode"], len(x)))
         out.write_text(json.dumps(res, indent=2) + "\n")
         print(f"encode figures -> {out}", flush=True)
-        if args.files is not None:
-            args.files.mkdir(parents=True, exist_ok=True)
-            for i, f in enumerate(files):
-                (args.files / f"{i:05d}.wvc").write_bytes(f)
-    if args.phase != "encode":
-        dec = _collect(results, procs, "decode", early)
-        exact = sum(e for _, e, _ in dec)
-        dec_s = _span([t for *_, t in dec])
+    if "decode" in phases:
+        def keep_decoded(m):
+            rank, exact, (t2, t3) = m
+            rec = dict(rank=rank, start=starts[rank], n=min(per, len(x) - starts[rank]),
+                       exact=exact, t0=t2, t1=t3, call=call)
+            done["decode"][rank] = rec
+            slices.keep("decode", rec)
+
+        _collect(results, procs, "decode", early, keep_decoded)
+        exact = sum(r["exact"] for r in done["decode"].values())
+        dec_rate, dec_s, dec_calls = _speed(done["decode"], len(x))
     for p in procs:
         p.join()
     model = _load(args.model, args.device)
-    if args.phase != "decode":
+    if "encode" in phases:
         res.update(_checks(args, x, model, files, bits))
         if args.files is not None:
             (args.files / "encode.json").write_text(json.dumps(res, indent=2) + "\n")
-    if args.phase != "encode":
+    if "decode" in phases:
         codec = codec_of(model)
         alone = []
         for i in (0, len(files) - 1):  # decoded alone, in this process: the block's arithmetic
@@ -202,15 +289,16 @@ def main() -> None:
         res.update(
             complete=True,
             round_trip_exact=f"{exact}/{len(x)} (decoded image == codec.decode(codec.encode(img)))",
-            alone_exact=alone, decode_images_per_s=len(x) / dec_s, decode_s=dec_s)
+            alone_exact=alone, decode_images_per_s=dec_rate, decode_s=dec_s,
+            decode_calls=dec_calls)
         if args.phase == "decode":
             res["command"] += f"; then --phase decode --workers {args.workers}"
     print(json.dumps(res, indent=2))
     out.write_text(json.dumps(res, indent=2) + "\n")
 
 
-def _file_figures(args, x: np.ndarray, files: list[bytes], bits: np.ndarray, enc_s: float,
-                  workers: int) -> dict:
+def _file_figures(args, x: np.ndarray, files: list[bytes], bits: np.ndarray, workers: int,
+                  enc_rate: float | None, enc_s: float, enc_calls: list[dict]) -> dict:
     """What the coding run alone tells: file, payload and model bits, encode speed."""
     dims = x[0].size * len(x)
     pay = sum(read_header(f)["payload_bytes"] for f in files)
@@ -225,7 +313,7 @@ def _file_figures(args, x: np.ndarray, files: list[bytes], bits: np.ndarray, enc
         model_bpd=bits.sum() / dims, payload_over_model=8 * pay / bits.sum() - 1,
         mean_file_bytes=sum(map(len, files)) / len(files),
         header_bytes=read_header(files[0])["payload_offset"],
-        encode_images_per_s=len(x) / enc_s, encode_s=enc_s)
+        encode_images_per_s=enc_rate, encode_s=enc_s, encode_calls=enc_calls)
 
 
 def _checks(args, x: np.ndarray, model, files: list[bytes], bits: np.ndarray) -> dict:
