@@ -15,7 +15,8 @@ SIZES = {"mnist": (0.5e6, 1e6), "fashion-mnist": (0.5e6, 1e6), "mnist-large": (3
          "mnist-medium": (5e6, 6e6), "fashion-mnist-medium": (8e6, 9e6),
          "fashion-mnist-raster-medium": (8e6, 9e6), "fashion-mnist-fine": (8e6, 9e6),
          "mnist-raster-medium": (5e6, 6e6), "mnist-fine": (5e6, 6e6),
-         "cifar10-lossless": (4e6, 4.5e6), "cifar10-raster": (4e6, 4.5e6)}
+         "cifar10-lossless": (4e6, 4.5e6), "cifar10-raster": (4e6, 4.5e6),
+         "cifar10-lossless-large": (24e6, 26e6)}
 
 
 @pytest.mark.parametrize("name", ["tiny-cpu", *SIZES])

@@ -81,11 +81,11 @@ class TrainConfig:
     budget_s: float = 0.0  # >0: the run lasts this much training wall time (across resumes),
     #                        the cosine follows time, and max_steps is only a cap
     val_holdout: int = 0  # 0: validate on the test split; N > 0: the last N training images
+    #                       are the validation set and are left out of training (for runs whose
+    #                       data has no test split, e.g. a CIFAR-10 chunk without test.npz)
     hflip: bool = False  # also train on every training image mirrored left-right (coded
     #                      from the flipped image, not the tokens; each image drawn half the time
     #                      each way); held-out images stay out in both orientations
-    #                       are the validation set and are left out of training (for runs whose
-    #                       data has no test split, e.g. a CIFAR-10 chunk without test.npz)
     device: str = "auto"  # "auto", "cpu", "cuda"
     peak_flops: float = 989e12  # per-device peak for MFU: H200 bf16 dense
     resume: bool = True  # continue from out_dir/ckpt.pt if it exists
