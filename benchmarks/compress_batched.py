@@ -33,7 +33,7 @@ are what the figure measures).
     PYTHONPATH=. python benchmarks/compress_batched.py --model mnist --dataset mnist \\
         --n 10000 --device cuda --rows 256 --workers 8
     PYTHONPATH=. python benchmarks/compress_batched.py --model cifar10-lossless \\
-        --dataset cifar10 --n 1000 --device cuda --rows 250 --workers 4 --phase encode \\
+        --dataset cifar10 --n 1000 --device cuda --rows 125 --workers 8 --phase encode \\
         --files .carry/wvc-cifar10   # then the same with --phase decode
 """
 

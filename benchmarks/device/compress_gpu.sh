@@ -26,7 +26,7 @@ set -uo pipefail
 source "$(dirname "$0")/env.sh"
 python3 -c 'import constriction' 2>/dev/null \
   || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-RUNS=${RUNS:-$'cifar10-lossless cifar10 1000 250 4
+RUNS=${RUNS:-$'cifar10-lossless cifar10 1000 125 8
 mnist-raster-medium mnist 10000 256 14\nfashion-mnist-raster-medium fashion-mnist 10000 256 14'}
 PHASE=${PHASE:-both}
 while read -r model dataset n rows workers; do
