@@ -10,8 +10,9 @@ from wavar.sample.forcing import kept_coefficients
 from wavar.sample.generate import generate
 
 
-def tiny_model(language="zeroblock", shape=(12, 12), seed=0, **config) -> WaveletGPT:
-    codec = WaveletCodec("bior4.4", language=language, final_threshold=2**-2)
+def tiny_model(language="zeroblock", shape=(12, 12), seed=0, wavelet="bior4.4",
+               final_threshold=2**-2, **config) -> WaveletGPT:
+    codec = WaveletCodec(wavelet, language=language, final_threshold=final_threshold)
     cfg = config_from_preset("tiny", num_classes=3, max_seq_len=2048,
                              vocab_size=codec.lang.vocab_size,
                              n_channels=3 if len(shape) == 3 else 1, **config)
@@ -36,6 +37,21 @@ def test_samples_are_legal_complete_and_decode(language, shape):
         assert slots.kind[-1] == 4  # complete
         img = codec.decode(s)
         assert img.shape == shape and img.dtype == np.uint8
+
+
+def test_a_lossless_colour_model_with_decoder_state_samples_legal_images():
+    """Issue 19's model kind (cdf53 + RCT down to threshold 1, the decoder's state as input):
+    its samples are complete legal sequences that decode to colour images. (Not that they code
+    back to themselves: an untrained model's coefficients leave 0..255 and are clipped.)"""
+    model = tiny_model(shape=(8, 8, 3), wavelet="cdf53", final_threshold=1, decoder_state=1)
+    codec = WaveletCodec("cdf53", language="zeroblock", final_threshold=1)
+    assert codec.lossless
+    seqs = generate(model, [0, 1], seed=1)
+    for s in seqs:
+        assert codec.slots(s).kind[-1] == 4  # legal and complete
+        img = codec.decode(s)
+        assert img.shape == (8, 8, 3) and img.dtype == np.uint8
+    assert not np.array_equal(codec.decode(seqs[0]), codec.decode(seqs[1]))
 
 
 def test_same_seed_same_samples_and_different_seed_differs():

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from wavar.codec.grammar import N_CONTEXT
+from wavar.codec.grammar import CONTEXT_NAMES, N_CONTEXT
 from wavar.data.shards import TokenDataset
 from wavar.model.config import ModelConfig
 from wavar.model.transformer import WaveletGPT
@@ -123,10 +123,10 @@ def _token_logp(model, batch) -> torch.Tensor:
     return torch.log_softmax(logits, -1).gather(-1, batch["tokens"][..., None])[..., 0]
 
 
-def _decoder_state_model() -> WaveletGPT:
-    """A small model that reads the decoder-state features, on the mnist zoo model's codec,
-    with random weights large enough that every input moves the logits."""
-    zoo = WaveletGPT.from_pretrained("mnist-small").config.to_dict()
+def _decoder_state_model(zoo_name: str = "mnist-small") -> WaveletGPT:
+    """A small model that reads the decoder-state features, on a zoo model's codec, with
+    random weights large enough that every input moves the logits."""
+    zoo = WaveletGPT.from_pretrained(zoo_name).config.to_dict()
     model = WaveletGPT(ModelConfig.from_dict({**zoo, "n_layer": 2, "n_embd": 64, "n_head": 4,
                                               "n_kv_head": 2, "decoder_state": 1}))
     gen = torch.Generator().manual_seed(0)
@@ -140,10 +140,14 @@ def _decoder_state_model() -> WaveletGPT:
     ("mnist-small", {}),  # complete sequences: rows end at different steps -> compaction
     ("fashion-mnist-small", {"max_plane": 4}),  # planes 0..3: ~600 tokens, lengths differ per m~
     ("decoder-state", {"max_plane": 2}),  # a model that reads context_of's features
+    # issue 19's kind: colour, lossless (cdf53 + RCT to threshold 1), the other channels'
+    # significance among the features
+    ("decoder-state-colour", {"max_plane": 1}),
 ])
 def test_sampler_and_training_forward_agree(name, kwargs, monkeypatch):
     torch.manual_seed(0)
     model = (_decoder_state_model() if name == "decoder-state"
+             else _decoder_state_model("cifar10-lossless") if name == "decoder-state-colour"
              else WaveletGPT.from_pretrained(name).float().eval())
     seqs, rec = _sample_recording(model, LABELS, monkeypatch, seed=0, temperature=1.0,
                                   cfg=1.0, **kwargs)
@@ -168,6 +172,9 @@ def test_sampler_and_training_forward_agree(name, kwargs, monkeypatch):
     if model.config.decoder_state:
         assert torch.equal(rec["context"][valid], batch["context"][valid].long())
         assert len(torch.unique(batch["context"][valid], dim=0)) > 20
+        if len(model.config.codec["image_shape"]) == 3:  # colour
+            channels = batch["context"][valid][:, CONTEXT_NAMES.index("channels")]
+            assert set(channels.tolist()) == {0, 1, 2}  # the other channels' significance
 
     # outputs: every drawn token's log-probability
     logp_train = _token_logp(model, batch)
