@@ -34,6 +34,7 @@ def run(monkeypatch: pytest.MonkeyPatch, capsys, *argv: str) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.slow  # worker processes spawn: ~30 s
 def test_an_interrupted_phase_runs_only_the_slices_it_lacks(tmp_path: Path, monkeypatch,
                                                             capsys) -> None:
     monkeypatch.setenv("WAVAR_CACHE", str(tmp_path / "cache"))

@@ -19,10 +19,12 @@ from wavar.sample.options import SamplingOptions
 from wavar.sample.planning import Machine, plan
 
 
-def kernel_matches_cpu_stepping(language: str, channels: int = 1, context: bool = False) -> None:
+def kernel_matches_cpu_stepping(language: str, channels: int = 1, context: bool = False,
+                                wavelet: str = "haar") -> None:
     """The kernel's masks, slots and states (and, with ``context``, its decoder-state
-    features) equal the CPU grammar's at every step of random legal sequences."""
-    codec = WaveletCodec("haar", language=language)
+    features) equal the CPU grammar's at every step of random legal sequences (``wavelet``
+    "cdf53": lossless, down to threshold 1)."""
+    codec = WaveletCodec(wavelet, language=language)
     rng = np.random.default_rng(0)
     m_tilde = np.array([3, 4, 5, 3, 5])
     b = len(m_tilde)
@@ -145,7 +147,8 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     {"kernel": lambda: [kernel_matches_cpu_stepping(x) for x in ("zeroblock", "zerotree")],
      "context": lambda: [kernel_matches_cpu_stepping(x, c, context=True)
-                         for x in ("zeroblock", "zerotree") for c in (1, 3)],
+                         for x in ("zeroblock", "zerotree") for c in (1, 3)]
+     + [kernel_matches_cpu_stepping("zeroblock", 3, context=True, wavelet="cdf53")],
      "decoder_state": decoder_state_loops,
      "loops": loops_agree, "general": general_path}[sys.argv[1]]()
     print("ok")

@@ -27,6 +27,7 @@ def test_gpu_grammar_in_the_cuda_simulator(what):
     guided and filtered) draws the same tokens as the CPU loop, keeps a forced prefix and
     honours a plane budget. general: so does the path a model whose head size the Triton
     kernels cannot tile takes on a GPU. context: the kernel's decoder-state features equal
-    the CPU grammar's (both languages, grey and colour). decoder_state: a model reading them
+    the CPU grammar's (both languages, grey and colour; and issue 19's lossless colour
+    geometry, cdf53 to threshold 1). decoder_state: a model reading them
     draws the same tokens in both loops (the model's step and the fused one)."""
     run_simulated(what)
