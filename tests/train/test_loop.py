@@ -148,13 +148,16 @@ def test_batch_to_device_pads_with_invalid_positions():
     assert batch_to_device(batch, torch.device("cpu"), 64, max_len=T)["tokens"].shape[1] == T
 
 
-def test_resume_on_other_data_keeps_going(tmp_path):
+def test_resume_on_other_data_keeps_going(tmp_path, capsys):
     # A chunk on another source shard: other data statistics in the codec table, another
-    # dataset size; the run resumes (same architecture) and records the new statistics.
+    # dataset size; the run resumes (same architecture), says so, and records the new
+    # statistics.
     first = cfg(tmp_path, max_steps=4, codec={"wavelet": "haar", "m_tilde_hist": [[1, 2]]})
     train(first, SOURCE, VAL)
+    assert "resuming" not in capsys.readouterr().out
     second = cfg(tmp_path, max_steps=6, codec={"wavelet": "haar", "m_tilde_hist": [[3, 4]]})
     result = train(second, SyntheticSource(n=20, seed=5), VAL)
+    assert f"resuming {tmp_path / 'ckpt.pt'}: step 4," in capsys.readouterr().out
     assert result["step"] == 6
     saved = load_checkpoint(tmp_path / "ckpt.pt")["model_config"]["codec"]
     assert saved["m_tilde_hist"] == [[3, 4]]

@@ -159,6 +159,9 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     data_rng = np.random.default_rng([cfg.seed, info.rank])
     torch.manual_seed(cfg.seed * 1_000_003 + 1 + info.rank)
     step, elapsed_before = _resume(out / "ckpt.pt", cfg, model, ema, optimizer, data_rng, info)
+    if step and info.is_main:  # a chunk, or a run after a kill: say it goes on, not anew
+        print(f"resuming {out / 'ckpt.pt'}: step {step}, {elapsed_before:.0f} s of the run "
+              f"before this one")
     if step == 0 and cfg.init_from:
         said = _init_from(cfg.init_from, model, ema)
         if said and info.is_main:
