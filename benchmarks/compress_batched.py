@@ -107,7 +107,8 @@ def _collect(results, procs, kind: str, early: list[tuple], keep=None) -> list[t
     got = [m[1:] for m in early if m[0] == kind]
     early[:] = [m for m in early if m[0] != kind]
     for m in got:
-        keep and keep(m)
+        if keep:
+            keep(m)
     while len(got) < len(procs):
         try:
             msg = results.get(timeout=5)
@@ -117,7 +118,8 @@ def _collect(results, procs, kind: str, early: list[tuple], keep=None) -> list[t
             continue
         if msg[0] == kind:
             got.append(msg[1:])
-            keep and keep(msg[1:])
+            if keep:
+                keep(msg[1:])
         else:
             early.append(msg)
     return sorted(got, key=lambda r: r[0])
