@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from wavar.errors import CheckpointError
+from wavar.model import weights
 from wavar.model.transformer import WaveletGPT, config_from_preset
 
 
@@ -67,6 +68,68 @@ def test_weights_that_do_not_fit_the_config_raise(tmp_path):
         WaveletGPT.from_pretrained(tmp_path)
 
 
+def test_weights_past_the_shard_size_go_into_shards_and_load_back(tmp_path):
+    """Hugging Face's sharded layout (for zoo models past git's 20 MB a file): several files
+    under the limit and an index, loading to the same model; saving again in the other layout
+    leaves no stale file."""
+    model = make_model()
+    total = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    model.save_pretrained(tmp_path, max_shard_mb=total / 4e6)
+    index = json.loads((tmp_path / weights.INDEX).read_text())
+    shards = sorted(tmp_path.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 4 and not (tmp_path / weights.SINGLE).exists()
+    assert sorted(set(index["weight_map"].values())) == [f.name for f in shards]
+    assert set(index["weight_map"]) == set(model.state_dict())
+    assert index["metadata"]["total_size"] == total
+    biggest = max(v.numel() * v.element_size() for v in model.state_dict().values())
+    assert all(f.stat().st_size < max(total / 4, biggest) + 2000 for f in shards)  # + header
+    assert weights.files(tmp_path) == [tmp_path / weights.INDEX] + shards
+    loaded = WaveletGPT.from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded(batch()), model(batch()), rtol=0, atol=0)
+    sharded = weights.digest(tmp_path)
+
+    model.save_pretrained(tmp_path)  # fits one file: the shards and the index go
+    assert weights.files(tmp_path) == [tmp_path / weights.SINGLE]
+    assert not list(tmp_path.glob("model-*")) and not (tmp_path / weights.INDEX).exists()
+    assert weights.digest(tmp_path) != sharded
+    model.save_pretrained(tmp_path, max_shard_mb=total / 4e6)  # and back: the single file goes
+    assert not (tmp_path / weights.SINGLE).exists() and weights.digest(tmp_path) == sharded
+
+
+def test_a_damaged_set_of_shards_is_a_clear_error(tmp_path):
+    model = make_model()
+    total = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    model.save_pretrained(tmp_path, max_shard_mb=total / 3e6)
+    shards = sorted(tmp_path.glob("model-*-of-*.safetensors"))
+    index_text = (tmp_path / weights.INDEX).read_text()
+
+    keep = shards[1].read_bytes()
+    shards[1].write_bytes(keep[: len(keep) // 2])
+    with pytest.raises(CheckpointError, match=f"{shards[1].name} is truncated or corrupted"):
+        WaveletGPT.from_pretrained(tmp_path)
+    shards[1].unlink()
+    for read in (WaveletGPT.from_pretrained, weights.digest):
+        with pytest.raises(CheckpointError, match=f"{shards[1].name} is missing"):
+            read(tmp_path)
+    shards[1].write_bytes(keep)
+
+    index = json.loads(index_text)
+    moved = next(iter(index["weight_map"]))  # the index says another shard holds it
+    index["weight_map"][moved] = shards[-1].name
+    (tmp_path / weights.INDEX).write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="does not hold the tensors"):
+        WaveletGPT.from_pretrained(tmp_path)
+    index["weight_map"][moved] = "../elsewhere.safetensors"  # only files of this folder
+    (tmp_path / weights.INDEX).write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="not a safetensors index"):
+        WaveletGPT.from_pretrained(tmp_path)
+    (tmp_path / weights.INDEX).write_text(index_text[:40])
+    with pytest.raises(CheckpointError, match="not a safetensors index"):
+        WaveletGPT.from_pretrained(tmp_path)
+    (tmp_path / weights.INDEX).write_text(index_text)
+    torch.testing.assert_close(WaveletGPT.from_pretrained(tmp_path)(batch()), model(batch()))
+
+
 def test_a_name_goes_to_the_zoo(tmp_path, monkeypatch):
     make_model().save_pretrained(tmp_path / "weights")
     zoo = types.ModuleType("wavar.zoo")
@@ -91,8 +154,7 @@ def test_every_zoo_model_loads_and_matches_its_hash_and_dataset(name):
 
     assert set(MODELS) == set(ZOO)  # a new entry gets its own case: add it to ZOO
     folder = resolve(name)  # raises CheckpointError on a hash mismatch
-    weights = folder / "model.safetensors"
-    assert weights.stat().st_size < 20e6
+    assert all(f.stat().st_size < 20e6 for f in weights.files(folder))  # git's limit a file
     model = WaveletGPT.from_pretrained(name)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     codec = model.config.codec

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import smooth_image
-from tests.serve.conftest import FAST, SHAPE, Gate, data_url_image, png_file
+from tests.serve.conftest import FAST, SHAPE, Gate, data_url_image, png_file, save_tiny_model
 from wavar.codec import CodedImage, WaveletCodec
 from wavar.serve import Settings, create_app
 
@@ -63,6 +63,22 @@ def test_page_models_and_health(client):
     assert tiny["sampling"] == {"cfg": [1.0, 2.0], "top_p": 0.9}  # the model's recommendation
     assert models["limits"]["max_images"] == 64
     assert client.get("/api/health").json()["status"] == "ok"
+
+
+def test_a_model_folder_in_shards_is_offered_and_samples(tmp_path):
+    """Weights past the shard size (the zoo's layout for models over 20 MB a file) are a model
+    folder like any other under --model-root."""
+    from wavar.model import weights
+    from wavar.model.transformer import WaveletGPT
+
+    model = WaveletGPT.from_pretrained(save_tiny_model(tmp_path / "one"))
+    model.save_pretrained(tmp_path / "root" / "sharded", max_shard_mb=0.01)
+    assert len(weights.files(tmp_path / "root" / "sharded")) > 2  # the index and 2+ shards
+    with TestClient(create_app(Settings(model_root=tmp_path / "root"))) as c:
+        assert "sharded" in [m["name"] for m in c.get("/api/models").json()["models"]]
+        r = c.post("/api/generate", json={"model": "sharded", "classes": ["a"], "seed": 0,
+                                          **FAST})
+        assert r.status_code == 200, r.text
 
 
 def test_generate_answers_frames_coarse_to_fine(sampled):

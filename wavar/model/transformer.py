@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex
 
 from wavar.codec.grammar import CONTEXT_SIZES, CONTEXT_VERSION
 from wavar.errors import CheckpointError
+from wavar.model import weights
 from wavar.model.config import ModelConfig
 
 __all__ = ["KVCache", "ModelConfig", "PRESETS", "WaveletGPT", "config_from_preset",
@@ -596,34 +596,32 @@ class WaveletGPT(nn.Module):
 
     # -- published weights
 
-    def save_pretrained(self, directory: str | os.PathLike,
-                        dtype: torch.dtype | None = None) -> None:
-        """Write ``model.safetensors`` and ``config.json`` (incl. the codec) to ``directory``.
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None,
+                        max_shard_mb: float | None = None) -> None:
+        """Write the weights and ``config.json`` (incl. the codec) to ``directory``.
 
         ``dtype`` stores floating-point tensors in that type (the zoo keeps float16: half the
         bytes; :meth:`from_pretrained` casts back to the model's own dtype on load).
+        ``max_shard_mb``: weights larger than that go into several safetensors files beside an
+        index (Hugging Face's sharded layout, :mod:`wavar.model.weights`), as the zoo needs
+        for files kept in git under 20 MB; otherwise one ``model.safetensors``.
         """
-        from safetensors.torch import save_file
-
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().to(dtype if dtype and v.is_floating_point() else v.dtype)
                    .contiguous() for k, v in self.state_dict().items()}
-        _write_atomic(d / "model.safetensors", lambda f: save_file(tensors, f))
+        weights.save(d, tensors, None if max_shard_mb is None else int(max_shard_mb * 1e6))
         text = json.dumps(self.config.to_dict(), indent=2)
-        _write_atomic(d / "config.json", lambda f: Path(f).write_text(text + "\n"))
+        weights.write_atomic(d / "config.json", lambda f: Path(f).write_text(text + "\n"))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike,
                         device: torch.device | str = "cpu") -> WaveletGPT:
         """Load a model saved by :meth:`save_pretrained`, in eval mode.
 
-        ``name_or_path`` is a directory (or its ``model.safetensors``); a string that is no
-        existing path is looked up in the model zoo (``wavar.zoo.resolve``).
+        ``name_or_path`` is a directory (or one of its files); a string that is no existing
+        path is looked up in the model zoo (``wavar.zoo.resolve``).
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = Path(name_or_path)
         if not path.exists():
             try:
@@ -634,33 +632,21 @@ class WaveletGPT(nn.Module):
             path = Path(resolve(str(name_or_path)))
         if path.is_file():
             path = path.parent
-        cfg_file, weights = path / "config.json", path / "model.safetensors"
-        for f in (cfg_file, weights):
-            if not f.is_file():
-                raise CheckpointError(f"{f} is missing")
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise CheckpointError(f"{cfg_file} is missing")
         try:
             config = ModelConfig.from_dict(json.loads(cfg_file.read_text()))
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"{cfg_file} is not a valid model config: {e}") from e
-        try:
-            state = load_file(weights)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{weights} is truncated or corrupted: {e}") from e
+        state = weights.load(path)
         model = cls(config)
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
-            raise CheckpointError(f"{weights} does not fit {cfg_file}: {e}") from e
+            raise CheckpointError(f"{weights.files(path)[0]} does not fit {cfg_file}: {e}"
+                                  ) from e
         return model.to(device).eval()
-
-
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    # Write beside the target, then rename: a reader never sees half a file.
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- presets

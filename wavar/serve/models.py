@@ -20,6 +20,7 @@ from typing import Any
 
 from wavar import zoo
 from wavar.errors import CheckpointError
+from wavar.model import weights
 from wavar.serve.errors import ApiError
 from wavar.serve.settings import Settings
 
@@ -69,7 +70,7 @@ def _read_config(file: Path, mtime_ns: int) -> dict[str, Any]:
 
 
 def _folder_entry(path: Path, name: str | None = None) -> ModelEntry | None:
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+    if (path / "config.json").is_file() and weights.files(path):
         return ModelEntry(name or path.name, path, f"model folder {path.name}")
     return None
 

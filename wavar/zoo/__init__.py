@@ -4,18 +4,20 @@
 >>> model = WaveletGPT.from_pretrained("fashion-mnist")   # doctest: +SKIP
 
 Each entry is a folder under ``wavar/zoo/weights`` holding ``model.safetensors`` (stored in
-float16, half the bytes; loaded into float32) and
-``config.json`` (the model config, the codec parameters and the data statistics the sampler
-uses). The sha256 guards against a damaged or half-copied file.
+float16, half the bytes; loaded into float32), or for a model past git's 20 MB a file, shards
+of it beside an index (``save_pretrained(..., max_shard_mb=19)``, :mod:`wavar.model.weights`),
+and ``config.json`` (the model config, the codec parameters and the data statistics the sampler
+uses). The sha256 (of the weight files' bytes, :func:`wavar.model.weights.digest`) guards
+against a damaged or half-copied file.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from wavar.errors import CheckpointError
+from wavar.model import weights
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -95,11 +97,14 @@ def resolve(name: str, verify: bool = True) -> Path:
         raise CheckpointError(f"unknown model {name!r}: not a path and not in the zoo "
                               f"({', '.join(MODELS)})")
     entry = MODELS[name]
-    weights = entry.path / "model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(f"zoo model {name!r} is missing its weights ({weights})")
+    if not weights.files(entry.path):
+        raise CheckpointError(f"zoo model {name!r} is missing its weights "
+                              f"({entry.path / weights.SINGLE})")
     if verify:
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        try:
+            digest = weights.digest(entry.path)
+        except CheckpointError as e:
+            raise CheckpointError(f"zoo model {name!r} is damaged: {e}") from e
         if digest != entry.sha256:
             raise CheckpointError(f"zoo model {name!r} is damaged: sha256 {digest[:12]}... "
                                   f"is not {entry.sha256[:12]}...")

@@ -1,0 +1,144 @@
+"""A model folder's weights: one ``model.safetensors``, or shards beside an index.
+
+Hugging Face's layout for a model too large for one file: ``model-00001-of-00003.safetensors``
+... and ``model.safetensors.index.json`` (``{"metadata": {"total_size": bytes}, "weight_map":
+{tensor name: shard file}}``). The zoo stores weights in git, where a file must stay under
+20 MB, so a model past that (issue 19's 20-50M parameters are 40-100 MB in float16) is written
+in shards (``WaveletGPT.save_pretrained(..., max_shard_mb=19)``). Every reader goes through
+here: loading, the zoo's checksum, and the server's test of whether a folder holds a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wavar.errors import CheckpointError
+
+if TYPE_CHECKING:  # torch itself loads only with safetensors.torch, when tensors are read
+    import torch
+
+SINGLE = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+
+
+def files(folder: Path) -> list[Path]:
+    """The weight files of ``folder`` in a fixed order: ``[model.safetensors]``, or the index
+    and then its shards in name order; ``[]`` where there are none. A shard the index names
+    but the folder lacks is left in: :func:`load` and :func:`digest` say it is missing."""
+    folder = Path(folder)
+    if (folder / SINGLE).is_file():
+        return [folder / SINGLE]
+    if (folder / INDEX).is_file():
+        return [folder / INDEX] + [folder / s for s in sorted(set(_index(folder).values()))]
+    return []
+
+
+def _index(folder: Path) -> dict[str, str]:
+    """The index's weight map, checked: names are plain shard files of this folder."""
+    path = folder / INDEX
+    try:
+        weight_map = json.loads(path.read_text())["weight_map"]
+        ok = isinstance(weight_map, dict) and all(
+            isinstance(v, str) and v.endswith(".safetensors") and Path(v).name == v
+            for v in weight_map.values())
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is not a safetensors index: {e}") from e
+    if not ok or not weight_map:
+        raise CheckpointError(f"{path} is not a safetensors index (its weight_map must name "
+                              "shard files of this folder)")
+    return weight_map
+
+
+def save(folder: Path, tensors: dict[str, torch.Tensor], max_shard_bytes: int | None = None
+         ) -> list[Path]:
+    """Write ``tensors`` as one file, or as shards of at most ``max_shard_bytes`` each (a tensor
+    larger than that alone in its shard), each file whole or absent; the other layout's files
+    left from an earlier save are removed. Returns the files written."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    old = set(folder.glob("model-*-of-*.safetensors")) | {folder / INDEX, folder / SINGLE}
+    if max_shard_bytes is None or total <= max_shard_bytes:
+        groups = [dict(tensors)]
+    else:
+        groups, size = [{}], 0
+        for name, t in tensors.items():  # in state-dict order: a layer's tensors stay together
+            n = t.numel() * t.element_size()
+            if groups[-1] and size + n > max_shard_bytes:
+                groups.append({})
+                size = 0
+            groups[-1][name], size = t, size + n
+    if len(groups) == 1:
+        write_atomic(folder / SINGLE, lambda f: save_file(groups[0], f))
+        written = [folder / SINGLE]
+    else:
+        names = [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]
+        for name, group in zip(names, groups, strict=True):
+            write_atomic(folder / name, lambda f, g=group: save_file(g, f))
+        index = {"metadata": {"total_size": total},
+                 "weight_map": {t: name for name, g in zip(names, groups, strict=True) for t in g}}
+        text = json.dumps(index, indent=2) + "\n"
+        write_atomic(folder / INDEX, lambda f: Path(f).write_text(text))  # last: shards first
+        written = [folder / INDEX] + [folder / n for n in names]
+    for stale in old - set(written):
+        stale.unlink(missing_ok=True)
+    return written
+
+
+def load(folder: Path) -> dict[str, torch.Tensor]:
+    """All the tensors of ``folder``'s weights, on the CPU; a missing, truncated or corrupt file
+    (or a shard that lacks a tensor its index gives it) is a :class:`CheckpointError` naming
+    it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    found = files(folder)
+    if not found:
+        raise CheckpointError(f"{folder / SINGLE} is missing (and there is no {INDEX})")
+    weight_map = _index(folder) if found[0].name == INDEX else None
+    state: dict[str, torch.Tensor] = {}
+    for path in found[1:] if weight_map else found:
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing ({INDEX} names it)")
+        try:
+            part = load_file(path)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path} is truncated or corrupted: {e}") from e
+        if weight_map is not None:
+            want = {k for k, v in weight_map.items() if v == path.name}
+            if set(part) != want:
+                raise CheckpointError(f"{path} does not hold the tensors {INDEX} gives it "
+                                      f"(missing {sorted(want - set(part))[:3]}, extra "
+                                      f"{sorted(set(part) - want)[:3]})")
+        state.update(part)
+    return state
+
+
+def digest(folder: Path) -> str:
+    """sha256 of the weight files' bytes, in :func:`files` order (for one file: that file's
+    sha256, as ``sha256sum`` prints it)."""
+    h = hashlib.sha256()
+    found = files(folder)
+    if not found:
+        raise CheckpointError(f"{Path(folder) / SINGLE} is missing (and there is no {INDEX})")
+    for path in found:
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing ({INDEX} names it)")
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Write beside the target, then rename: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(str(tmp))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
