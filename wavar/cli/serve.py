@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "--model-root, or folder paths), loaded at start; default: the whole zoo "
                    "(and --model-root), loaded on first use")
     p.add_argument("--model-root", type=Path, default=None, metavar="DIR",
-                   help="offer every model folder (config.json + model.safetensors) under DIR")
+                   help="offer every model folder (config.json + model.safetensors, or its "
+                   "shards) under DIR")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)

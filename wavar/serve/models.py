@@ -117,7 +117,7 @@ class ModelRegistry:
                     raise CheckpointError(
                         f"--model {name}: not a zoo model ({', '.join(zoo.MODELS)}), not a "
                         "folder under --model-root, and not a folder holding config.json and "
-                        "model.safetensors")
+                        "model.safetensors (or its shards)")
                 if not NAME.fullmatch(entry.name):
                     raise CheckpointError(f"--model {name}: the folder name {entry.name!r} is "
                                           "not usable as a model name (letters, digits, . _ -)")

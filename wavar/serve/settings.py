@@ -15,8 +15,9 @@ class Settings:
     models : the models offered: zoo names, folder names under ``model_root`` or folder paths
         (named by the folder). Empty: the whole zoo plus every model folder under
         ``model_root``.
-    model_root : a folder whose sub-folders (``config.json`` + ``model.safetensors``) clients
-        may name. Clients only ever name models; a name never becomes a path of their choosing.
+    model_root : a folder whose sub-folders (``config.json`` + weights: ``model.safetensors``
+        or its shards) clients may name. Clients only ever name models; a name never becomes a
+        path of their choosing.
     device : where the models run ("cpu", "cuda", "cuda:1", ...).
     queue_size : generations and uploads that may wait for the worker; one more gets 429.
     timeout_s : a request still unanswered after this long gets 504 (a generation in the
