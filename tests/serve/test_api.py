@@ -74,11 +74,18 @@ def test_a_model_folder_in_shards_is_offered_and_samples(tmp_path):
     model = WaveletGPT.from_pretrained(save_tiny_model(tmp_path / "one"))
     model.save_pretrained(tmp_path / "root" / "sharded", max_shard_mb=0.01)
     assert len(weights.files(tmp_path / "root" / "sharded")) > 2  # the index and 2+ shards
+    broken = tmp_path / "root" / "broken"  # a damaged index: listed, and refused when used
+    broken.mkdir()
+    (broken / "config.json").write_bytes((tmp_path / "one" / "tiny" / "config.json").read_bytes())
+    (broken / weights.INDEX).write_text("{not json")
     with TestClient(create_app(Settings(model_root=tmp_path / "root"))) as c:
-        assert "sharded" in [m["name"] for m in c.get("/api/models").json()["models"]]
+        names = [m["name"] for m in c.get("/api/models").json()["models"]]
+        assert "sharded" in names and "broken" in names
         r = c.post("/api/generate", json={"model": "sharded", "classes": ["a"], "seed": 0,
                                           **FAST})
         assert r.status_code == 200, r.text
+        r = c.post("/api/generate", json={"model": "broken", "classes": ["a"], "seed": 0})
+        assert r.status_code == 500 and "not a safetensors index" in r.json()["error"]
 
 
 def test_generate_answers_frames_coarse_to_fine(sampled):

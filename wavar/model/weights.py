@@ -26,6 +26,12 @@ SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 
 
+def present(folder: Path) -> bool:
+    """Whether ``folder`` holds weights in either layout (not whether they are whole: reading
+    them says that)."""
+    return (Path(folder) / SINGLE).is_file() or (Path(folder) / INDEX).is_file()
+
+
 def files(folder: Path) -> list[Path]:
     """The weight files of ``folder`` in a fixed order: ``[model.safetensors]``, or the index
     and then its shards in name order; ``[]`` where there are none. A shard the index names

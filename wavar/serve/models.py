@@ -70,7 +70,7 @@ def _read_config(file: Path, mtime_ns: int) -> dict[str, Any]:
 
 
 def _folder_entry(path: Path, name: str | None = None) -> ModelEntry | None:
-    if (path / "config.json").is_file() and weights.files(path):
+    if (path / "config.json").is_file() and weights.present(path):
         return ModelEntry(name or path.name, path, f"model folder {path.name}")
     return None
 

@@ -97,7 +97,7 @@ def resolve(name: str, verify: bool = True) -> Path:
         raise CheckpointError(f"unknown model {name!r}: not a path and not in the zoo "
                               f"({', '.join(MODELS)})")
     entry = MODELS[name]
-    if not weights.files(entry.path):
+    if not weights.present(entry.path):
         raise CheckpointError(f"zoo model {name!r} is missing its weights "
                               f"({entry.path / weights.SINGLE})")
     if verify:
