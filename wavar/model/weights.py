@@ -36,12 +36,26 @@ def files(folder: Path) -> list[Path]:
     """The weight files of ``folder`` in a fixed order: ``[model.safetensors]``, or the index
     and then its shards in name order; ``[]`` where there are none. A shard the index names
     but the folder lacks is left in: :func:`load` and :func:`digest` say it is missing."""
+    return _layout(folder)[1] if present(folder) else []
+
+
+def _layout(folder: Path) -> tuple[dict[str, str] | None, list[Path]]:
+    """The index's weight map (None for one file) and :func:`files`; no weights at all is a
+    :class:`CheckpointError`."""
     folder = Path(folder)
     if (folder / SINGLE).is_file():
-        return [folder / SINGLE]
+        return None, [folder / SINGLE]
     if (folder / INDEX).is_file():
-        return [folder / INDEX] + [folder / s for s in sorted(set(_index(folder).values()))]
-    return []
+        weight_map = _index(folder)
+        return weight_map, [folder / INDEX] + [folder / s
+                                               for s in sorted(set(weight_map.values()))]
+    raise CheckpointError(f"{folder / SINGLE} is missing (and there is no {INDEX})")
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing ({INDEX} names it)")
+    return path
 
 
 def _index(folder: Path) -> dict[str, str]:
@@ -104,17 +118,11 @@ def load(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    folder = Path(folder)
-    found = files(folder)
-    if not found:
-        raise CheckpointError(f"{folder / SINGLE} is missing (and there is no {INDEX})")
-    weight_map = _index(folder) if found[0].name == INDEX else None
+    weight_map, found = _layout(folder)
     state: dict[str, torch.Tensor] = {}
-    for path in found[1:] if weight_map else found:
-        if not path.is_file():
-            raise CheckpointError(f"{path} is missing ({INDEX} names it)")
+    for path in found if weight_map is None else found[1:]:
         try:
-            part = load_file(path)
+            part = load_file(_existing(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path} is truncated or corrupted: {e}") from e
         if weight_map is not None:
@@ -131,13 +139,8 @@ def digest(folder: Path) -> str:
     """sha256 of the weight files' bytes, in :func:`files` order (for one file: that file's
     sha256, as ``sha256sum`` prints it)."""
     h = hashlib.sha256()
-    found = files(folder)
-    if not found:
-        raise CheckpointError(f"{Path(folder) / SINGLE} is missing (and there is no {INDEX})")
-    for path in found:
-        if not path.is_file():
-            raise CheckpointError(f"{path} is missing ({INDEX} names it)")
-        h.update(path.read_bytes())
+    for path in _layout(folder)[1]:
+        h.update(_existing(path).read_bytes())
     return h.hexdigest()
 
 
