@@ -100,15 +100,14 @@ def _worker(rank: int, args, images: np.ndarray, files: list[bytes] | None, barr
     results.put(("decode", rank, exact, (t2, t3)))
 
 
-def _collect(results, procs, kind: str, early: list[tuple], keep=None) -> list[tuple]:
-    """One ``kind`` message from every worker, in rank order, each handed to ``keep`` as it
-    comes. A message of the next phase that comes first waits in ``early``; a worker that dies
-    puts nothing, so its exit code ends the wait."""
-    got = [m[1:] for m in early if m[0] == kind]
+def _collect(results, procs, kind: str, early: list[tuple], keep) -> None:
+    """Hand one ``kind`` message from every worker to ``keep``, each as it comes. A message of
+    the next phase that comes first waits in ``early``; a worker that dies puts nothing, so
+    its exit code ends the wait."""
+    got = [m for m in early if m[0] == kind]
     early[:] = [m for m in early if m[0] != kind]
     for m in got:
-        if keep:
-            keep(m)
+        keep(m[1:])
     while len(got) < len(procs):
         try:
             msg = results.get(timeout=5)
@@ -117,12 +116,10 @@ def _collect(results, procs, kind: str, early: list[tuple], keep=None) -> list[t
                 raise SystemExit("a worker failed (its traceback is above)") from None
             continue
         if msg[0] == kind:
-            got.append(msg[1:])
-            if keep:
-                keep(msg[1:])
+            got.append(msg)
+            keep(msg[1:])
         else:
             early.append(msg)
-    return sorted(got, key=lambda r: r[0])
 
 
 class Slices:
