@@ -21,6 +21,10 @@ from benchmarks._common import EVAL, TRAIN
 #: (dataset, series, report under results/eval, run summary under results/train (a tuple of
 #: them for a run started from another's weights: their minutes add up; for a snapshot, the
 #: runs before it, or None), minutes when neither says: the zoo's first small models)
+#: the runs behind mnist-fine, each from the weights of those before it: 8.3, 22.3, 30 minutes
+MNIST_FINE_8 = ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt")
+MNIST_FINE_22 = (*MNIST_FINE_8, "fine/mnist_5.6M_2e-4_22min_summary.txt")
+MNIST_FINE_30 = (*MNIST_FINE_22, "fine/mnist_5.6M_2e-4_30min_summary.txt")
 POINTS = [
     ("fashion-mnist", "0.72M, plain", "eval_fashion-mnist_full.json", None, 6.0),
     ("fashion-mnist", "raster 0.70M, plain", "eval_fashion-mnist-raster_full.json", None, 7.0),
@@ -60,26 +64,22 @@ POINTS = [
     ("mnist", "5.6M, then at 2^-4", "schedules/mnist-medium/eval_cfg-ramp-cool.json",
      "medium/mnist-medium_summary.txt", None),
     ("mnist", "5.6M, then at 2^-4", "schedules/mnist-5.6M-fine-2e-4/eval_ramp-cool.json",
-     ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt"), None),
+     MNIST_FINE_8, None),
     ("mnist", "5.6M, then at 2^-4", "schedules/mnist-5.6M-fine-2e-4-22min/eval_ramp-cool.json",
-     ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt",
-      "fine/mnist_5.6M_2e-4_22min_summary.txt"), None),
+     MNIST_FINE_22, None),
     ("mnist", "5.6M, then at 2^-4", "schedules/mnist-5.6M-fine-2e-4-30min/eval_ramp-cool.json",
-     ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt",
-      "fine/mnist_5.6M_2e-4_22min_summary.txt", "fine/mnist_5.6M_2e-4_30min_summary.txt"), None),
+     MNIST_FINE_30, None),
     ("mnist", "5.6M at 2^-4, top-p 0.8", "schedules/mnist-5.6M-fine-2e-4/eval_ramp-cool-p80.json",
-     ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt"), None),
+     MNIST_FINE_8, None),
     ("mnist", "5.6M at 2^-4, top-p 0.8",
      "schedules/mnist-5.6M-fine-2e-4-15min/eval_ramp-cool-p80.json",
-     ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt"), None),
+     MNIST_FINE_8, None),
     ("mnist", "5.6M at 2^-4, top-p 0.8",
      "schedules/mnist-5.6M-fine-2e-4-22min/eval_ramp-cool-p80.json",
-     ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt",
-      "fine/mnist_5.6M_2e-4_22min_summary.txt"), None),
+     MNIST_FINE_22, None),
     ("mnist", "5.6M at 2^-4, top-p 0.8",
      "schedules/mnist-5.6M-fine-2e-4-30min/eval_ramp-cool-p80.json",
-     ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt",
-      "fine/mnist_5.6M_2e-4_22min_summary.txt", "fine/mnist_5.6M_2e-4_30min_summary.txt"), None),
+     MNIST_FINE_30, None),
     ("mnist", "raster 5.7M, plain", "schedules/mnist-raster-5.7M/eval_plain.json",
      "size_sweep/mnist-raster_5.7M_summary.txt", None),
 ]
