@@ -9,22 +9,19 @@ import numpy as np
 import pytest
 
 import benchmarks.compress_batched as cb
-from tests.data.synthetic import write_idx
+from tests.data.synthetic import idx_dir
 from wavar.compress import compress_many
-from wavar.data import datasets, formats
+from wavar.data import datasets
 from wavar.model.transformer import WaveletGPT
 
 
 def squares(root: Path, n: int) -> Path:
     """An MNIST-like idx folder of n bright squares on black: short sequences (noise would
     outrun the model's length, and every token is a model step on this CPU)."""
-    root.mkdir()
     x = np.zeros((n, 28, 28), np.uint8)
     for i in range(n):
         x[i, 8 : 16 + 4 * (i % 2), 8 : 16 + 4 * (i // 2)] = 255 - 40 * i
-    for ximg, ylab in formats._IDX_FILES.values():
-        write_idx(root / f"{ximg}.gz", x)
-        write_idx(root / f"{ylab}.gz", np.arange(n, dtype=np.uint8))
+    idx_dir(root, images=x)
     return root
 
 

@@ -25,7 +25,10 @@ def write_idx(path: Path, arr: np.ndarray, gz: bool = True) -> Path:
     return path
 
 
-def idx_dir(root: Path, n_train: int = 6, n_test: int = 4, seed: int = 0) -> dict:
+def idx_dir(root: Path, n_train: int = 6, n_test: int = 4, seed: int = 0,
+            images: np.ndarray | None = None) -> dict:
+    """MNIST's idx files of random images and labels, or of ``images`` (both splits; labels
+    0, 1, 2, ...)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -33,8 +36,11 @@ def idx_dir(root: Path, n_train: int = 6, n_test: int = 4, seed: int = 0) -> dic
         ("train", n_train, formats._IDX_FILES["train"]),
         ("test", n_test, formats._IDX_FILES["test"]),
     ):
-        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        y = rng.integers(0, 10, n, dtype=np.uint8)
+        if images is None:
+            x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+            y = rng.integers(0, 10, n, dtype=np.uint8)
+        else:
+            x, y = images, np.arange(len(images), dtype=np.uint8) % 10
         write_idx(root / f"{ximg}.gz", x)
         write_idx(root / f"{ylab}.gz", y)
         out[split] = (x, y)
