@@ -52,6 +52,7 @@ import torch.multiprocessing as mp
 
 from benchmarks._common import CODEC
 from benchmarks.lossless_codecs import lossless_bpd
+from wavar.atomic import write_atomic
 from wavar.compress import (
     compress_many,
     decompress,
@@ -147,9 +148,9 @@ class Slices:
         self.folder.mkdir(parents=True, exist_ok=True)
         for j, f in enumerate(files):
             (self.folder / f"{rec['start'] + j:05d}.wvc").write_bytes(f)
-        tmp = self.folder / f".{phase}_{rec['rank']}.json"  # whole or absent, if killed here
-        tmp.write_text(json.dumps(dict(rec, settings=self.settings)) + "\n")
-        tmp.replace(self.folder / f"{phase}_{rec['rank']}.json")
+        text = json.dumps(dict(rec, settings=self.settings)) + "\n"
+        # whole or absent, if killed here
+        write_atomic(self.folder / f"{phase}_{rec['rank']}.json", lambda f: f.write(text.encode()))
 
 
 def _speed(records: dict[int, dict], n: int) -> tuple[float | None, float, list[dict]]:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.data.synthetic import idx_dir
 from wavar.data import datasets as ds
-from wavar.data.cache import _atomic_write, _sha256
+from wavar.data.cache import _sha256
 from wavar.errors import DatasetError
 
 
@@ -76,17 +76,3 @@ def test_corrupt_meta_and_bad_names(tmp_path: Path) -> None:
         ds.load("mnist", "valid")
     with pytest.raises(DatasetError, match="unknown dataset 'svhn'"):
         ds.fetch("svhn")
-
-
-def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
-    target = tmp_path / "d" / "f.bin"
-    _atomic_write(target, lambda f: f.write(b"old"))
-
-    def fail(f) -> None:
-        f.write(b"half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        _atomic_write(target, fail)
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in target.parent.iterdir()] == ["f.bin"]  # temp file removed

@@ -142,7 +142,6 @@ def test_names_importable_from_datasets_since_before_the_split() -> None:
     # wavar.data.shards, wavar.eval, the CLI, tests and benchmarks import these from here
     from wavar.data.datasets import (
         ImageDataset,  # noqa: F401
-        _atomic_write,
         _store,
         _write_npz,
         cache_dir,
@@ -156,8 +155,8 @@ def test_names_importable_from_datasets_since_before_the_split() -> None:
         read_mnist_pickle,
     )
 
-    assert (_atomic_write, _store, _write_npz, cache_dir, dataset_dir) == (
-        cache._atomic_write, cache._store, cache._write_npz, cache.cache_dir, cache.dataset_dir)
+    assert (_store, _write_npz, cache_dir, dataset_dir) == (
+        cache._store, cache._write_npz, cache.cache_dir, cache.dataset_dir)
     assert (read_cifar10, read_idx, read_image_folder, read_mnist_pickle) == (
         formats.read_cifar10, formats.read_idx, formats.read_image_folder,
         formats.read_mnist_pickle)

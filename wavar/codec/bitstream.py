@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wavar.atomic import write_atomic
 from wavar.errors import FileFormatError
 
 MAGIC = b"WVAR"
@@ -157,11 +158,9 @@ def loads(data: bytes) -> CodedImage:
 
 
 def save(seq: CodedImage, path: str | os.PathLike) -> None:
-    """Write atomically (temp file then rename), so a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(dumps(seq))
-    os.replace(tmp, path)
+    """Write atomically (:func:`wavar.atomic.write_atomic`): a crash never leaves half a file."""
+    data = dumps(seq)
+    write_atomic(path, lambda f: f.write(data))
 
 
 def load(path: str | os.PathLike) -> CodedImage:

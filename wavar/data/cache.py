@@ -3,7 +3,7 @@
 ``<cache>`` is ``$WAVAR_CACHE`` or ``~/.cache/wavar``; dataset ``name`` lives in
 ``<cache>/datasets/<name>/`` as ``{train,test}.npz`` (``x`` uint8 ``(N, H, W)`` or
 ``(N, H, W, 3)``, ``y`` int64) plus ``meta.json``, which records each file's sha256 and marks
-the cache complete. Every file is written atomically (temporary file, then ``os.replace``) and
+the cache complete. Every file is written atomically (:func:`wavar.atomic.write_atomic`) and
 byte-for-byte reproducibly, so concurrent writers of the same data agree. The reading side is
 :func:`wavar.data.datasets.read_meta` and :func:`wavar.data.datasets.load`; the rest of wavar's
 cache (FID statistics, the CAS classifier, token shards) uses the same helpers.
@@ -16,14 +16,13 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from wavar.atomic import write_atomic
 from wavar.errors import DatasetError
 
 # What meta.json says it is; read_meta refuses a newer version.
@@ -54,30 +53,6 @@ def _check_cache_name(name: str) -> None:
 def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> str:
-    """Write ``path`` through a temporary file and ``os.replace``; return its sha256.
-
-    Readers (other ranks of a distributed job, a second process) thus see either the old file or
-    the complete new one, never half of it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would make a shared cache unreadable to others; 0666 & ~umask.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        digest = _sha256(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return digest
 
 
 def _write_npz(f: IO[bytes], **arrays: np.ndarray) -> None:
@@ -132,7 +107,8 @@ def _store(
     meta.update(extra or {})
     for split, (x, y) in splits.items():
         y = np.ascontiguousarray(y, dtype=np.int64)
-        digest = _atomic_write(out / f"{split}.npz", lambda f, x=x, y=y: _write_npz(f, x=x, y=y))
+        digest = write_atomic(out / f"{split}.npz", lambda f, x=x, y=y: _write_npz(f, x=x, y=y),
+                              digest=True)
         meta["splits"][split] = {
             "file": f"{split}.npz",
             "count": len(y),
@@ -141,5 +117,5 @@ def _store(
             "sha256": digest,
         }
     text = json.dumps(meta, indent=2) + "\n"
-    _atomic_write(out / "meta.json", lambda f: f.write(text.encode()))
+    write_atomic(out / "meta.json", lambda f: f.write(text.encode()))
     return out

@@ -33,12 +33,11 @@ from typing import Any
 
 import numpy as np
 
-# _atomic_write and _write_npz are unused here: other modules imported them from this module
+# _write_npz is unused here: other modules imported it from this module
 # before the cache had its own, and still may.
 from wavar.data.cache import (  # noqa: F401
     _FORMAT,
     _VERSION,
-    _atomic_write,
     _sha256,
     _store,
     _write_npz,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
+from wavar.atomic import write_atomic
 from wavar.codec import Codec, RasterCodec, coder, grammar
 from wavar.codec.raster import ALL_LEGAL, raster_slots
 from wavar.data.datasets import ImageDataset, cache_dir, load
@@ -93,11 +93,10 @@ def tokenize(
             lengths = np.array([len(q) for q in seqs], np.int64)
             offsets = np.zeros(len(seqs) + 1, np.int64)
             offsets[1:] = np.cumsum(lengths)
-            tmp = path.with_name(path.name + ".tmp.npz")
-            np.savez(tmp, tokens=np.concatenate([q.tokens for q in seqs]), offsets=offsets,
-                     m_tilde=np.array([q.header.m_tilde for q in seqs], np.int16),
-                     label=data.y[s:e].astype(np.int64))
-            os.replace(tmp, path)
+            arrays = dict(tokens=np.concatenate([q.tokens for q in seqs]), offsets=offsets,
+                          m_tilde=np.array([q.header.m_tilde for q in seqs], np.int16),
+                          label=data.y[s:e].astype(np.int64))
+            write_atomic(path, lambda f, a=arrays: np.savez(f, **a))
         bar.update(e - s)
     bar.close()
     meta = {"dataset": data.name, "codec": codec.params(), "image_shape": list(data.x.shape[1:]),
@@ -108,9 +107,8 @@ def tokenize(
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)  # readers see the old file or the new one
+    text = json.dumps(obj, indent=1)
+    write_atomic(path, lambda f: f.write(text.encode()))  # readers see the old or the new
 
 
 @njit(cache=True, parallel=True)

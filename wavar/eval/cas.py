@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from wavar.data.cache import _atomic_write, cache_dir
+from wavar.atomic import write_atomic
+from wavar.data.cache import cache_dir
 from wavar.data.datasets import load
 from wavar.errors import CheckpointError, WavarError
 
@@ -210,7 +211,7 @@ def train_classifier(dataset_name: str, epochs: int = EPOCHS, device: str = "cpu
     model = model.cpu()
     buf = io.BytesIO()
     torch.save({"meta": meta, "state_dict": model.state_dict()}, buf)
-    _atomic_write(classifier_path(dataset_name), lambda f: f.write(buf.getvalue()))
+    write_atomic(classifier_path(dataset_name), lambda f: f.write(buf.getvalue()))
     model.meta = meta
     return model.to(device)
 

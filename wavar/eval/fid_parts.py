@@ -40,6 +40,7 @@ from pathlib import Path
 import safetensors.torch as st
 import torch
 
+from wavar.atomic import write_atomic
 from wavar.errors import WavarError
 from wavar.eval import fid
 from wavar.eval.fid import EXTRA_FILE, read_origin  # the reader of what assemble writes
@@ -200,8 +201,6 @@ def assemble_network(part_dir: str | Path, out: str | Path | None = None) -> Pat
     origin = {"format": _FORMAT, "original_sha1": manifest["original_sha1"],
               "storage": manifest["storage"]}
     path = Path(out) if out is not None else root / ASSEMBLED_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.jit.save(net, str(tmp), _extra_files={EXTRA_FILE: json.dumps(origin)})
-    tmp.replace(path)
+    write_atomic(path, lambda f: torch.jit.save(net, f,
+                                                _extra_files={EXTRA_FILE: json.dumps(origin)}))
     return path

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
+from wavar.atomic import write_atomic
 from wavar.codec.grammar import CONTEXT_SIZES, CONTEXT_VERSION
 from wavar.errors import CheckpointError
 from wavar.model import weights
@@ -612,7 +613,7 @@ class WaveletGPT(nn.Module):
                    .contiguous() for k, v in self.state_dict().items()}
         weights.save(d, tensors, None if max_shard_mb is None else int(max_shard_mb * 1e6))
         text = json.dumps(self.config.to_dict(), indent=2)
-        weights.write_atomic(d / "config.json", lambda f: Path(f).write_text(text + "\n"))
+        write_atomic(d / "config.json", lambda f: f.write((text + "\n").encode()))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike,

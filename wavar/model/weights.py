@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wavar.atomic import write_atomic
 from wavar.errors import CheckpointError
 
 if TYPE_CHECKING:  # torch itself loads only with safetensors.torch, when tensors are read
@@ -79,7 +78,7 @@ def save(folder: Path, tensors: dict[str, torch.Tensor], max_shard_bytes: int | 
     """Write ``tensors`` as one file, or as shards of at most ``max_shard_bytes`` each (a tensor
     larger than that alone in its shard), each file whole or absent; the other layout's files
     left from an earlier save are removed. Returns the files written."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save as save_bytes
 
     folder = Path(folder)
     total = sum(t.numel() * t.element_size() for t in tensors.values())
@@ -95,16 +94,16 @@ def save(folder: Path, tensors: dict[str, torch.Tensor], max_shard_bytes: int | 
                 size = 0
             groups[-1][name], size = t, size + n
     if len(groups) == 1:
-        write_atomic(folder / SINGLE, lambda f: save_file(groups[0], f))
+        write_atomic(folder / SINGLE, lambda f: f.write(save_bytes(groups[0])))
         written = [folder / SINGLE]
     else:
         names = [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]
         for name, group in zip(names, groups, strict=True):
-            write_atomic(folder / name, lambda f, g=group: save_file(g, f))
+            write_atomic(folder / name, lambda f, g=group: f.write(save_bytes(g)))
         index = {"metadata": {"total_size": total},
                  "weight_map": {t: name for name, g in zip(names, groups, strict=True) for t in g}}
         text = json.dumps(index, indent=2) + "\n"
-        write_atomic(folder / INDEX, lambda f: Path(f).write_text(text))  # last: shards first
+        write_atomic(folder / INDEX, lambda f: f.write(text.encode()))  # last: shards first
         written = [folder / INDEX] + [folder / n for n in names]
     for stale in old - set(written):
         stale.unlink(missing_ok=True)
@@ -143,11 +142,3 @@ def digest(folder: Path) -> str:
         h.update(_existing(path).read_bytes())
     return h.hexdigest()
 
-
-def write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Write beside the target, then rename: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

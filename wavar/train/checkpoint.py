@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from wavar.atomic import write_atomic
 from wavar.errors import CheckpointError
 
 MAGIC = b"WAVARCKP"
@@ -48,30 +49,19 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: temp file, fsync, rename, fsync the folder.
-
-    A reader sees either the old checkpoint or the new one, whenever the writer is killed.
+    """Write ``state`` to ``path`` atomically (:func:`wavar.atomic.write_atomic`): a reader
+    sees either the old checkpoint or the new one, whenever the writer is killed.
     """
-    path = Path(path)
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
     header = _HEADER.pack(MAGIC, VERSION, hashlib.sha256(payload).digest(), len(payload))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+
+    def write(f) -> None:
         f.write(header)
         f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+
+    write_atomic(path, write)
 
 
 def load_checkpoint(path: str | os.PathLike,
