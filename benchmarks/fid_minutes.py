@@ -18,51 +18,55 @@ import re
 
 from benchmarks._common import EVAL, TRAIN
 
-#: (dataset, series, report under results/eval, run summary under results/train (a tuple of
-#: them for a run started from another's weights: their minutes add up; for a snapshot, the
-#: runs before it, or None), minutes when neither says: the zoo's first small models)
-#: the runs behind mnist-fine, each from the weights of those before it: 8.3, 22.3, 30 minutes
-MNIST_FINE_8 = ("medium/mnist-medium_summary.txt", "fine/mnist_5.6M_2e-4_from-zoo_summary.txt")
-MNIST_FINE_22 = (*MNIST_FINE_8, "fine/mnist_5.6M_2e-4_22min_summary.txt")
-MNIST_FINE_30 = (*MNIST_FINE_22, "fine/mnist_5.6M_2e-4_30min_summary.txt")
+#: The runs behind a model, each started from the weights of those before it (names under
+#: results/train/, whose ``<run>_summary.txt`` gives its minutes): 16, 23 and 30 minutes of
+#: fashion-mnist-fine; 8.3, 22.3 and 30 of mnist-fine; the raster twins.
+FM_PACKED_16 = ("packing/fashion-mnist_8.6M_packed_960s",)
+FM_FINE_23 = (*FM_PACKED_16, "fine/fashion-mnist_8.6M_2e-6_from-zoo")
+FM_FINE_30 = (*FM_FINE_23, "fine/fashion-mnist_8.6M_2e-6_from-zoo-2")
+FM_RASTER = ("size_sweep/fashion-mnist-raster_8.8M",)
+MNIST_FINE_8 = ("medium/mnist-medium", "fine/mnist_5.6M_2e-4_from-zoo")
+MNIST_FINE_22 = (*MNIST_FINE_8, "fine/mnist_5.6M_2e-4_22min")
+MNIST_FINE_30 = (*MNIST_FINE_22, "fine/mnist_5.6M_2e-4_30min")
+MNIST_RASTER = ("size_sweep/mnist-raster_5.7M",)
+#: (dataset, series, report under results/eval, the runs behind it (a run name or a chain of
+#: them, whose minutes add up; for a snapshot, the runs before it, or None), minutes when
+#: neither says: the zoo's first small models)
 POINTS = [
     ("fashion-mnist", "0.72M, plain", "eval_fashion-mnist_full.json", None, 6.0),
     ("fashion-mnist", "raster 0.70M, plain", "eval_fashion-mnist-raster_full.json", None, 7.0),
     ("fashion-mnist", "5.6M, 4 buckets", "schedules/fashion-mnist-5.6M/eval_ramp-cool.json",
-     "size_sweep/fashion-mnist_5.6M_summary.txt", None),
+     "size_sweep/fashion-mnist_5.6M", None),
     ("fashion-mnist", "8.6M, 4 buckets", "schedules/fashion-mnist-8.6M/eval_ramp-cool.json",
-     "size_sweep/fashion-mnist_8.6M_summary.txt", None),
+     "size_sweep/fashion-mnist_8.6M", None),
     ("fashion-mnist", "8.6M packed, 7-min cosine",
      "schedules/fashion-mnist-8.6M-packed/eval_ramp-cool.json",
-     "packing/fashion-mnist_8.6M_packed_summary.txt", None),
+     "packing/fashion-mnist_8.6M_packed", None),
     ("fashion-mnist", "8.6M packed, 16-min cosine",
      "schedules/fashion-mnist-8.6M-packed-8min/eval_ramp-cool.json", None, None),
     ("fashion-mnist", "8.6M packed, 16-min cosine",
      "schedules/fashion-mnist-8.6M-packed-16min/eval_ramp-cool.json",
-     "packing/fashion-mnist_8.6M_packed_960s_summary.txt", None),
+     FM_PACKED_16, None),
     # a finer final threshold, started from the zoo model's weights (the series' first point)
     ("fashion-mnist", "8.6M, then at 2^-6",
      "schedules/fashion-mnist-8.6M-packed-16min/eval_ramp-cool.json",
-     "packing/fashion-mnist_8.6M_packed_960s_summary.txt", None),
+     FM_PACKED_16, None),
     ("fashion-mnist", "8.6M, then at 2^-6",
      "schedules/fashion-mnist-8.6M-fine-2e-6/eval_ramp-cool.json",
-     ("packing/fashion-mnist_8.6M_packed_960s_summary.txt",
-      "fine/fashion-mnist_8.6M_2e-6_from-zoo_summary.txt"), None),
+     FM_FINE_23, None),
     ("fashion-mnist", "8.6M, then at 2^-6",
      "schedules/fashion-mnist-8.6M-fine-2e-6-30min/eval_ramp-cool.json",
-     ("packing/fashion-mnist_8.6M_packed_960s_summary.txt",
-      "fine/fashion-mnist_8.6M_2e-6_from-zoo_summary.txt",
-      "fine/fashion-mnist_8.6M_2e-6_from-zoo-2_summary.txt"), None),
+     FM_FINE_30, None),
     ("fashion-mnist", "2.4M packed", "schedules/fashion-mnist-2.4M-packed/eval_ramp-cool.json",
-     "size_sweep/fashion-mnist_2.4M_packed_summary.txt", None),
+     "size_sweep/fashion-mnist_2.4M_packed", None),
     ("fashion-mnist", "raster 8.8M, plain",
      "schedules/fashion-mnist-raster-8.8M/eval_plain.json",
-     "size_sweep/fashion-mnist-raster_8.8M_summary.txt", None),
+     FM_RASTER, None),
     ("mnist", "0.72M, plain", "eval_mnist_full.json", None, 5.0),
     ("mnist", "5.6M", "schedules/mnist-medium/eval_cfg-ramp-cool.json",
-     "medium/mnist-medium_summary.txt", None),
+     "medium/mnist-medium", None),
     ("mnist", "5.6M, then at 2^-4", "schedules/mnist-medium/eval_cfg-ramp-cool.json",
-     "medium/mnist-medium_summary.txt", None),
+     "medium/mnist-medium", None),
     ("mnist", "5.6M, then at 2^-4", "schedules/mnist-5.6M-fine-2e-4/eval_ramp-cool.json",
      MNIST_FINE_8, None),
     ("mnist", "5.6M, then at 2^-4", "schedules/mnist-5.6M-fine-2e-4-22min/eval_ramp-cool.json",
@@ -81,30 +85,30 @@ POINTS = [
      "schedules/mnist-5.6M-fine-2e-4-30min/eval_ramp-cool-p80.json",
      MNIST_FINE_30, None),
     ("mnist", "raster 5.7M, plain", "schedules/mnist-raster-5.7M/eval_plain.json",
-     "size_sweep/mnist-raster_5.7M_summary.txt", None),
+     MNIST_RASTER, None),
 ]
 #: issue 18's DDPM (6.6M, U-Net, classifier-free guidance): (dataset, minutes, FID)
 PEER = [("fashion-mnist", 2.0, 33.4), ("fashion-mnist", 7.5, 21.5), ("mnist", 2.0, 52.2)]
 
 
-def minutes(report: dict, summary: str | tuple[str, ...] | None, given: float | None) -> float:
+def minutes(report: dict, runs: str | tuple[str, ...] | None, given: float | None) -> float:
     if given is not None:
         return given
-    summaries = () if summary is None else (summary,) if isinstance(summary, str) else summary
-    seconds = sum(int(re.search(r"elapsed (\d+) s", (TRAIN / s).read_text()).group(1))
-                  for s in summaries)
+    runs = () if runs is None else (runs,) if isinstance(runs, str) else runs
+    seconds = sum(int(re.search(r"elapsed (\d+) s",
+                                (TRAIN / f"{r}_summary.txt").read_text()).group(1)) for r in runs)
     snapshot = re.search(r"/s(\d{6})-step\d+$", report.get("model", ""))
     return (seconds + (int(snapshot.group(1)) if snapshot else 0)) / 60
 
 
 def main() -> None:
     rows = []
-    for dataset, series, path, summary, given in POINTS:
+    for dataset, series, path, runs, given in POINTS:
         report = json.loads((EVAL / path).read_text())
         rows.append(dict(dataset=dataset, series=series, report=path,
                          parameters=report["parameters"], cfg=report.get("cfg"),
                          temperature=report.get("temperature"),
-                         minutes=round(minutes(report, summary, given), 2),
+                         minutes=round(minutes(report, runs, given), 2),
                          fid=round(report["fid"]["fid"], 2)))
     peer = [dict(dataset=d, series="DDPM 6.6M (issue 18)", minutes=m, fid=f) for d, m, f in PEER]
     out = dict(command="python benchmarks/fid_minutes.py", points=rows, peer=peer)

@@ -15,33 +15,32 @@ from __future__ import annotations
 import json
 
 from benchmarks._common import EVAL, TRAIN
-from benchmarks.fid_minutes import minutes
+from benchmarks.fid_minutes import (
+    FM_FINE_30,
+    FM_PACKED_16,
+    FM_RASTER,
+    MNIST_FINE_8,
+    MNIST_FINE_30,
+    MNIST_RASTER,
+    minutes,
+)
 
 #: (dataset, model, FID and its report under results/eval, runs under results/train)
 RUNS = [
     ("fashion-mnist", "raster 8.8M (fashion-mnist-raster-medium)",
-     "schedules/fashion-mnist-raster-8.8M/eval_plain.json",
-     ["size_sweep/fashion-mnist-raster_8.8M"]),
+     "schedules/fashion-mnist-raster-8.8M/eval_plain.json", FM_RASTER),
     ("fashion-mnist", "wavelet 8.6M, 2^-4 (fashion-mnist)",
-     "schedules/fashion-mnist-8.6M-packed-16min/eval_ramp-cool.json",
-     ["packing/fashion-mnist_8.6M_packed_960s"]),
+     "schedules/fashion-mnist-8.6M-packed-16min/eval_ramp-cool.json", FM_PACKED_16),
     ("fashion-mnist", "wavelet 8.6M, then 2^-6 (fashion-mnist-fine)",
-     "schedules/fashion-mnist-8.6M-fine-2e-6-30min/eval_ramp-cool.json",
-     ["packing/fashion-mnist_8.6M_packed_960s", "fine/fashion-mnist_8.6M_2e-6_from-zoo",
-      "fine/fashion-mnist_8.6M_2e-6_from-zoo-2"]),
+     "schedules/fashion-mnist-8.6M-fine-2e-6-30min/eval_ramp-cool.json", FM_FINE_30),
     ("mnist", "raster 5.7M (mnist-raster-medium)",
-     "schedules/mnist-raster-5.7M/eval_plain.json", ["size_sweep/mnist-raster_5.7M"]),
+     "schedules/mnist-raster-5.7M/eval_plain.json", MNIST_RASTER),
     ("mnist", "wavelet 5.6M, then 2^-4 (mnist-fine at 8.3 min)",
-     "schedules/mnist-5.6M-fine-2e-4/eval_ramp-cool.json",
-     ["medium/mnist-medium", "fine/mnist_5.6M_2e-4_from-zoo"]),
+     "schedules/mnist-5.6M-fine-2e-4/eval_ramp-cool.json", MNIST_FINE_8),
     ("mnist", "wavelet 5.6M, then 2^-4 (mnist-fine, top-p 0.8)",
-     "schedules/mnist-5.6M-fine-2e-4-30min/eval_ramp-cool-p80.json",
-     ["medium/mnist-medium", "fine/mnist_5.6M_2e-4_from-zoo", "fine/mnist_5.6M_2e-4_22min",
-      "fine/mnist_5.6M_2e-4_30min"]),
+     "schedules/mnist-5.6M-fine-2e-4-30min/eval_ramp-cool-p80.json", MNIST_FINE_30),
     ("mnist", "wavelet 5.6M, then 2^-4 (mnist-fine, no cut)",
-     "schedules/mnist-5.6M-fine-2e-4-30min/eval_ramp-cool.json",
-     ["medium/mnist-medium", "fine/mnist_5.6M_2e-4_from-zoo", "fine/mnist_5.6M_2e-4_22min",
-      "fine/mnist_5.6M_2e-4_30min"]),
+     "schedules/mnist-5.6M-fine-2e-4-30min/eval_ramp-cool.json", MNIST_FINE_30),
 ]
 
 
@@ -66,7 +65,7 @@ def main() -> None:
         rows.append(dict(
             dataset=dataset, model=model, report=report,
             fid=round(json.loads((EVAL / report).read_text())["fid"]["fid"], 2),
-            minutes=round(minutes({}, tuple(f"{r}_summary.txt" for r in runs), None), 1),
+            minutes=round(minutes({}, runs, None), 1),
             images_millions=round(sum(p["images"] for p in parts) / 1e6, 2),
             tokens_per_image=parts[-1]["tokens_per_image"],
             bits_per_position=parts[-1]["bits_per_position"],
