@@ -1,5 +1,6 @@
 """Where a model's bits go: test-set bits per image split by bit-plane and by what the token
-decides (group, significance, refinement), for several models side by side (CPU).
+decides (group, significance, refinement; by channel, level and sign too), for several models
+side by side (CPU).
 
 Teacher-forced on the first ``--n`` test images (the loss training minimises, exactly the
 code length): comparing two models shows which planes and decisions a larger or longer-trained
@@ -29,10 +30,19 @@ from wavar.train.prefetch import pad_batch
 KINDS = ("4x4 block", "2x2 quad", "coefficient (significance)", "refinement")
 
 
-def bits_by_plane(model, data: TokenDataset, n: int, batch: int) -> dict:
+def bits_by_plane(model, data: TokenDataset, n: int, batch: int, signs: tuple[int, int]) -> dict:
     """Mean bits per image by bit-plane and node kind over the first ``n`` sequences of
-    ``data`` (a TokenDataset: a test split, or coded samples)."""
+    ``data`` (a TokenDataset: a test split, or coded samples). ``signs``: the token ids of a
+    coefficient turning significant with a plus or a minus sign."""
     planes, kinds = np.zeros(64), np.zeros(len(KINDS))
+    # by channel (colour: the transform's Y, Cb, Cr) and level (0: the coarsest band), and
+    # plane by kind: which decisions of which planes carry a lossless code's bits
+    channels, levels = np.zeros(8), np.zeros(32)
+    plane_kind = np.zeros((64, len(KINDS)))
+    # a coefficient turning significant codes its sign too: -log2 p(sign | significant) of
+    # those tokens, by plane (what a lossless code cannot avoid unless signs are predictable)
+    sign_bits = np.zeros(64)
+    pos, neg = signs
     plane_tokens = np.zeros(64)
     vocab = model.config.vocab_size
     # calibration under teacher forcing: each token's expected count (its probabilities summed)
@@ -58,6 +68,14 @@ def bits_by_plane(model, data: TokenDataset, n: int, batch: int) -> dict:
             np.add.at(planes, plane[valid], bits[valid])
             np.add.at(plane_tokens, plane[valid], 1)
             np.add.at(kinds, kind[valid], bits[valid])
+            np.add.at(channels, np_batch["slots"][..., 1][valid], bits[valid])
+            np.add.at(levels, np_batch["slots"][..., 2][valid], bits[valid])
+            np.add.at(plane_kind, (plane[valid], kind[valid]), bits[valid])
+            tok = np_batch["tokens"]
+            turned = valid & ((tok == pos) | (tok == neg))
+            p_sig = probs[..., pos] + probs[..., neg]
+            p_tok = np.take_along_axis(probs, tok[..., None], -1)[..., 0]
+            np.add.at(sign_bits, plane[turned], -np.log2(p_tok[turned] / p_sig[turned]))
             np.add.at(expected, plane[valid], probs[valid])
             np.add.at(actual, (plane[valid], np_batch["tokens"][valid]), 1)
             for i, c in enumerate(cuts):
@@ -70,12 +88,22 @@ def bits_by_plane(model, data: TokenDataset, n: int, batch: int) -> dict:
             "by_plane": (planes[:top] / images).round(2).tolist(),
             "tokens_by_plane": (plane_tokens[:top] / images).round(1).tolist(),
             "by_kind": dict(zip(KINDS, (kinds / images).round(2).tolist(), strict=True)),
+            "by_channel": (channels[:int(np.flatnonzero(channels)[-1]) + 1] / images)
+            .round(2).tolist(),
+            "by_level": (levels[:int(np.flatnonzero(levels)[-1]) + 1] / images).round(2).tolist(),
+            "by_plane_and_kind": (plane_kind[:top] / images).round(2).tolist(),
+            "sign_bits_by_plane": (sign_bits[:top] / images).round(2).tolist(),
             "token_counts_by_plane": (actual[:top] / images).round(2).tolist(),
             "expected_counts_by_plane": (expected[:top] / images).round(2).tolist(),
             "near_certain": {f"under {c} bits": {
                 "share_of_positions": round(float(under[i] / plane_tokens.sum()), 4),
                 "share_of_bits": round(float(under_bits[i] / planes.sum()), 5)}
                 for i, c in enumerate(cuts)}}
+
+
+def _signs(model) -> tuple[int, int]:
+    tokens = codec_of(model).lang.tokens
+    return tokens.index("NowSignificantPos"), tokens.index("NowSignificantNeg")
 
 
 def main() -> None:
@@ -97,7 +125,7 @@ def main() -> None:
         data = TokenDataset.load(args.dataset, codec_of(model), "test", limit=args.n,
                                  context=bool(model.config.decoder_state))
         res["models"][name] = {"parameters": model.num_params(),
-                               **bits_by_plane(model, data, args.n, args.batch),
+                               **bits_by_plane(model, data, args.n, args.batch, _signs(model)),
                                "seconds": round(time.perf_counter() - t, 1)}
         print(name, json.dumps(res["models"][name]), flush=True)
     out = EVAL / f"bits_by_plane_{args.dataset}{'_' + args.tag if args.tag else ''}.json"
