@@ -36,5 +36,10 @@ class ModelMismatchError(WavarError, ValueError):
     """A compressed file (.wvc) was coded with another model than the one given."""
 
 
+class SamplingMemoryError(WavarError, ValueError):
+    """A generation's key/value cache would outgrow the device's free memory (raised before
+    anything is allocated; the message says how many images a call fits)."""
+
+
 class DeviceMismatchError(WavarError, ValueError):
     """A compressed file (.wvc) coded on a GPU is decoded where that GPU's arithmetic is not."""

@@ -282,3 +282,31 @@ def test_rd_and_floor_usage(toy, tiny_model, capsys):
     assert cli.main(["eval", "--model", tiny_model, "--dataset", "toy10", "--rd",
                      "--rd-images", "0"]) == 2
     assert "--rd-images must be >= 1" in one_line_error(capsys)
+
+
+def test_model_mode_batches_to_fit_the_memory(toy, monkeypatch, capsys):
+    from wavar.cli import eval as evalcli
+    from wavar.model.transformer import WaveletGPT
+    from wavar.sample import planning
+
+    batches = []
+
+    def fake_generate(model, n, options, seed, batch, log=print):
+        batches.append(batch)
+        return shapes(n, seed)[0], np.arange(n) % model.config.num_classes
+
+    monkeypatch.setattr(evalcli, "generate_samples", fake_generate)
+    model = WaveletGPT.from_pretrained("mnist-small")
+    row = planning.cache_bytes(model, 1, model.config.max_seq_len)
+    # room for 30 images' caches: the default batch (100 on the CPU) comes down to 30, said aloud
+    monkeypatch.setattr(planning, "free_memory",
+                        lambda device: int(30 * row / planning.CACHE_SHARE) + 1)
+    out = toy / "m.json"
+    args = ["eval", "--model", "mnist-small", "--dataset", "toy10", "--cas", "-o", str(out)]
+    assert cli.main([*args, "--n", "50"]) == 0
+    assert batches == [30] and json.loads(out.read_text())["sample_batch"] == 30
+    assert "--batch 30 (not 100): an image's key/value cache takes" in capsys.readouterr().out
+    assert cli.main([*args, "--n", "20"]) == 0  # 20 samples fit in one batch: no change
+    assert batches[-1] == 100
+    assert cli.main([*args, "--n", "50", "--batch", "40"]) == 2  # named, so not changed
+    assert "--batch 40 does not fit" in one_line_error(capsys) and len(batches) == 2

@@ -237,6 +237,14 @@ def test_generate_refuses_bad_requests(client, body, status, words):
     generate_error(client, body, status, words)
 
 
+def test_a_generation_beyond_the_servers_memory_gets_503(client, monkeypatch):
+    from wavar.sample import planning
+
+    monkeypatch.setattr(planning, "free_memory", lambda device: 1)  # no cache fits
+    generate_error(client, {"model": "tiny", "classes": ["a"], "n": 2, **FAST}, 503,
+                   ["2 images in one generation", "0 images a call"])
+
+
 def test_per_plane_sampling(client):
     """cfg, temperature and top_p take one value per bit-plane, as `wavar sample` does."""
     def final(**settings):

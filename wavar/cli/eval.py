@@ -60,6 +60,7 @@ from wavar.eval.rd import model_rd, plot_rd
 from wavar.model.transformer import WaveletGPT
 from wavar.sample import SamplingOptions
 from wavar.sample import generate as gen  # gen.generate, not bound here: tests patch it
+from wavar.sample.planning import images_per_call
 from wavar.viz import grid, save_png
 
 #: Samples per class shown in the grid.
@@ -350,6 +351,12 @@ def _eval(args: argparse.Namespace) -> int:
     elif model is not None and (args.fid or args.cas):
         n = 10_000 if args.n is None else args.n
         sampler = copy.deepcopy(model).to(torch.bfloat16) if args.bf16 else model
+        fit, why = images_per_call(sampler, options)  # the caches' memory, before any sampling
+        if fit is not None and min(batch, n) > fit:
+            if args.batch is not None or fit < 1:
+                raise UsageError(f"--batch {batch} does not fit: {why}")
+            print(f"--batch {fit} (not {batch}): {why}")
+            batch = fit
         # the settings as the report records them (a switch by its name, unset ones left out)
         spelled = [k.replace("_", "-") if v is True else f"{k.replace('_', '-')} {v}"
                    for k, v in settings.items() if v is not None and v is not False]

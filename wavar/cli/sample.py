@@ -17,6 +17,7 @@ white pixels mark the region of ``--image`` to keep (region completion).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -38,6 +39,7 @@ from wavar.sample.generate import (
     image_shape_of,
     prefix_tokens,
 )
+from wavar.sample.planning import SamplingPlan, images_per_call
 from wavar.viz import grid, save_gif, save_png
 
 
@@ -189,7 +191,7 @@ def _sample(args: argparse.Namespace) -> int:
     if args.verbose:
         print("sampling plan:\n  " + str(sampling).replace("\n", "\n  "))
     t = time.perf_counter()
-    seqs = generate(model, labels, chosen, plan=sampling)
+    seqs = _generate_in_batches(model, labels, chosen, sampling, kw)
     dt = time.perf_counter() - t
     images = decode(model, seqs)
     scale = max(1, 64 // max(shape[:2]))
@@ -206,6 +208,26 @@ def _sample(args: argparse.Namespace) -> int:
         np.savez_compressed(args.npz, x=np.stack(images), y=labels)
         print(f"  images and labels -> {args.npz}")
     return 0
+
+
+def _generate_in_batches(model, labels: np.ndarray, chosen: SamplingOptions,
+                         sampling: SamplingPlan, per_row: dict) -> list:
+    """All of ``labels`` in one generation where the key/value caches fit the device's free
+    memory, else in batches that do (said aloud; batch i draws seed + i). ``per_row`` holds
+    the settings with one entry a row (a prefix, m~), cut to each batch."""
+    fit, why = images_per_call(model, chosen)
+    if fit is None or len(labels) <= fit:
+        return list(generate(model, labels, chosen, plan=sampling))
+    if fit < 1:
+        raise UsageError(f"not even one image fits: {why}")
+    print(f"sampling {len(labels)} images in batches of {fit}: {why}")
+    seqs: list = []
+    for i, s in enumerate(range(0, len(labels), fit)):
+        cut = {k: v[s : s + fit] for k, v in per_row.items() if k in ("prefix", "m_tilde")}
+        seed = None if chosen.seed is None else chosen.seed + i
+        seqs += generate(model, labels[s : s + fit],
+                         dataclasses.replace(chosen, seed=seed, **cut), plan=sampling)
+    return seqs
 
 
 def main(argv: list[str] | None = None) -> int:

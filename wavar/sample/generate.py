@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from wavar.codec import Codec, CodedImage, WaveletCodec, codec_from_params
+from wavar.errors import SamplingMemoryError
 from wavar.sample.cpu_loop import cpu_loop
 from wavar.sample.draw import ForcedPrefix
 from wavar.sample.forcing import forcing_of
 from wavar.sample.gpu_loop import gpu_loop
 from wavar.sample.options import SamplingOptions
-from wavar.sample.planning import SamplingPlan
+from wavar.sample.planning import SamplingPlan, images_per_call, token_limit
 from wavar.sample.planning import plan as plan_for
 
 log = logging.getLogger("wavar.sample")
@@ -136,6 +137,10 @@ def generate(model, labels: Sequence[int] | np.ndarray, options: SamplingOptions
     if len(labels) == 0:
         return Samples([], plan)
     device = next(model.parameters()).device
+    fit, why = images_per_call(model, options, device)
+    if fit is not None and len(labels) > fit:  # before the cache: fail at once, lose nothing
+        raise SamplingMemoryError(f"{len(labels):,} images in one generation: {why}; generate "
+                                  "them in batches (wavar sample does; wavar eval --batch N)")
     h, w, c = image_shape_of(model)
     rng = np.random.default_rng(options.seed)
     gen = torch.Generator(device=device)
@@ -146,9 +151,7 @@ def generate(model, labels: Sequence[int] | np.ndarray, options: SamplingOptions
                    else options.m_tilde)
     m_tilde = np.asarray(m_tilde, np.int64)
     states = codec.batch_state(h, w, c, m_tilde)
-    limit = model.config.max_seq_len
-    if options.max_tokens is not None:
-        limit = min(limit, options.max_tokens)
+    limit = token_limit(model, options)
     forced = None if options.prefix is None else ForcedPrefix.of(options.prefix, limit, device)
     if plan.loop == "cpu":
         out, lengths = cpu_loop(model, options, states, labels, m_tilde, limit, gen, forced,

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from wavar.errors import WavarError
+from wavar.errors import SamplingMemoryError, WavarError
 from wavar.serve.errors import ApiError
 
 log = logging.getLogger("wavar.serve")
@@ -168,6 +168,8 @@ class Worker:
             log.info("stopped a generation for %s: no client waits for it", jobs[0].model)
         except ApiError as e:
             _emit_all(jobs, "error", e.payload())
+        except SamplingMemoryError as e:  # the server's memory, not the request, falls short
+            _emit_all(jobs, "error", ApiError(503, str(e)).payload())
         except (WavarError, ValueError) as e:  # bad input found by the codec or the sampler
             _emit_all(jobs, "error", ApiError(400, str(e)).payload())
         except Exception as e:  # the server's own fault: say so, keep serving
