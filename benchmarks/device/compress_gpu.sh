@@ -17,8 +17,9 @@
 # in the next call decodes them and completes the report. Each worker's slice is kept the
 # moment it ends, so a call cut short by TIMEOUT still returns the finished slices: the same
 # PHASE again, carrying .carry/wvc-<model>, runs only the rest. (4 workers of 250 rows coded
-# 250 CIFAR-10 images each in ~445 s on an H200, one worker not within 545 s with set-up:
-# 8 workers of 125 rows halve each worker's host work a step.)
+# 250 CIFAR-10 images each in ~445 s on an H200, one worker not within 545 s with set-up;
+# 8 workers of 125 rows finished no slice within 400 s: they share the GPU and the host, so a
+# call of its own with TIMEOUT=590 is what a phase needs, and the default is back at 4 x 250.)
 #
 # Needs .whl (PyWavelets and constriction, cp312: the machine has neither) and the test sets
 # under WAVAR_CACHE (datasets/{mnist,fashion-mnist,cifar10}/ with meta.json and test.npz).
@@ -26,7 +27,7 @@ set -uo pipefail
 source "$(dirname "$0")/env.sh"
 python3 -c 'import constriction' 2>/dev/null \
   || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-RUNS=${RUNS:-$'cifar10-lossless cifar10 1000 125 8
+RUNS=${RUNS:-$'cifar10-lossless cifar10 1000 250 4
 mnist-raster-medium mnist 10000 256 14\nfashion-mnist-raster-medium fashion-mnist 10000 256 14'}
 PHASE=${PHASE:-both}
 while read -r model dataset n rows workers; do
