@@ -63,21 +63,20 @@ def bits_by_plane(model, data: TokenDataset, n: int, batch: int, signs: tuple[in
             bits = token_bits(logits, b).numpy()  # (B, T), 0 at padding
             probs = torch.softmax(logits.float(), -1).numpy()
             valid = np_batch["valid"]
-            plane = np_batch["slots"][..., 0]
-            kind = np_batch["slots"][..., 4]
+            tok, slots = np_batch["tokens"], np_batch["slots"]
+            plane, channel, level, kind = (slots[..., i] for i in (0, 1, 2, 4))
             np.add.at(planes, plane[valid], bits[valid])
             np.add.at(plane_tokens, plane[valid], 1)
             np.add.at(kinds, kind[valid], bits[valid])
-            np.add.at(channels, np_batch["slots"][..., 1][valid], bits[valid])
-            np.add.at(levels, np_batch["slots"][..., 2][valid], bits[valid])
+            np.add.at(channels, channel[valid], bits[valid])
+            np.add.at(levels, level[valid], bits[valid])
             np.add.at(plane_kind, (plane[valid], kind[valid]), bits[valid])
-            tok = np_batch["tokens"]
             turned = valid & ((tok == pos) | (tok == neg))
             p_sig = probs[..., pos] + probs[..., neg]
             p_tok = np.take_along_axis(probs, tok[..., None], -1)[..., 0]
             np.add.at(sign_bits, plane[turned], -np.log2(p_tok[turned] / p_sig[turned]))
             np.add.at(expected, plane[valid], probs[valid])
-            np.add.at(actual, (plane[valid], np_batch["tokens"][valid]), 1)
+            np.add.at(actual, (plane[valid], tok[valid]), 1)
             for i, c in enumerate(cuts):
                 small = bits[valid][bits[valid] < c]
                 under[i] += small.size
