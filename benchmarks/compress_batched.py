@@ -105,11 +105,12 @@ def _collect(results, procs, kind: str, early: list[tuple], keep) -> None:
     """Hand one ``kind`` message from every worker to ``keep``, each as it comes. A message of
     the next phase that comes first waits in ``early``; a worker that dies puts nothing, so
     its exit code ends the wait."""
-    got = [m for m in early if m[0] == kind]
+    waiting = [m for m in early if m[0] == kind]
     early[:] = [m for m in early if m[0] != kind]
-    for m in got:
+    for m in waiting:
         keep(m[1:])
-    while len(got) < len(procs):
+    got = len(waiting)
+    while got < len(procs):
         try:
             msg = results.get(timeout=5)
         except queue.Empty:
@@ -117,7 +118,7 @@ def _collect(results, procs, kind: str, early: list[tuple], keep) -> None:
                 raise SystemExit("a worker failed (its traceback is above)") from None
             continue
         if msg[0] == kind:
-            got.append(msg)
+            got += 1
             keep(msg[1:])
         else:
             early.append(msg)
