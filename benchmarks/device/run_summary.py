@@ -34,8 +34,10 @@ def summarise(run: Path, summary: Path) -> None:
         f.write(f"params {model.num_params()} steps {lines[-1]['step']} "
                 f"elapsed {lines[-1]['elapsed_s']:.0f} s\n")
         if train:
+            wait = np.median([x.get("data_wait", np.nan) for x in train])
             f.write(f"median tokens/s {np.median([x['tokens_per_s'] for x in train]):.0f} "
-                    f"median MFU {np.median([x['mfu'] for x in train]):.3f}\n")
+                    f"median MFU {np.median([x['mfu'] for x in train]):.3f}"
+                    f" median data wait {wait:.3f}\n")
         for x in val:
             f.write(f"step {x['step']} val bits/token {x['val_bits_per_token']:.4f} "
                     f"bits/image {x['val_bits_per_image']:.1f}\n")

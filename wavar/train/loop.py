@@ -200,6 +200,7 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     acc_bits = torch.zeros((), device=device)
     acc_tokens = torch.zeros((), device=device)
     acc_flops, acc_valid, t_log = 0.0, 0, time.time()
+    waited_before = 0.0
     try:
         while step < cfg.max_steps:
             lr = lr_at(step, cfg, elapsed())
@@ -234,6 +235,8 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
                 record = {"step": step, "bits_per_token": result["bits_per_token"], "lr": lr,
                           "grad_norm": grad_norm.item(), "tokens_per_s": acc_valid / dt,
                           "mfu": acc_flops / dt / cfg.peak_flops if device.type == "cuda" else None,
+                          # share of the interval spent waiting for the prefetch thread's batch
+                          "data_wait": (batches.waited_s - waited_before) / dt,
                           "elapsed_s": elapsed()}
                 if info.is_main:
                     _log(out, record)
@@ -241,6 +244,7 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
                 acc_bits.zero_()
                 acc_tokens.zero_()
                 acc_flops, acc_valid, t_log = 0.0, 0, time.time()
+                waited_before = batches.waited_s
 
             if data_val is not None and (final or (cfg.eval_every and step % cfg.eval_every == 0)):
                 result.update(evaluate(ema, data_val, cfg, info))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ class Prefetcher:
                  depth: int = 3, buckets: int = 1, pack_len: int = 0,
                  row_multiple: int = 1) -> None:
         self.device = device
+        self.waited_s = 0.0  # the loop's time blocked on an empty queue: the host bounds it
         self.consumed_state: dict[str, Any] = rng.bit_generator.state
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -74,7 +76,9 @@ class Prefetcher:
         self._thread.start()
 
     def next(self) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+        t = time.perf_counter()
         np_batch, tensors, state = self._queue.get()
+        self.waited_s += time.perf_counter() - t
         if np_batch is None:
             raise tensors
         self.consumed_state = state
