@@ -109,9 +109,15 @@ import torch
 from wavar.codec import Codec, WaveletCodec
 from wavar.codec.bitstream import CodedImage, Header
 from wavar.codec.raster import ALL_LEGAL
-from wavar.errors import DeviceMismatchError, FileFormatError, ModelMismatchError
+from wavar.errors import (
+    DeviceMismatchError,
+    FileFormatError,
+    ModelMismatchError,
+    SamplingMemoryError,
+)
 from wavar.sample.cpu_loop import host_logits
 from wavar.sample.generate import codec_of, prefix_tokens
+from wavar.sample.planning import CACHE_SHARE, cache_bytes, free_memory, size_text
 from wavar.sample.steps import StepInputs, TorchStep
 
 MAGIC = b"WVC1"
@@ -187,7 +193,8 @@ def _legal_ids(vocab_size: int):
 
 
 def _block_models(model, codec: Codec, shape: tuple[int, int, int], rows: int,
-                  members: dict[int, tuple[int, int, int]], choose) -> dict[int, np.ndarray]:
+                  members: dict[int, tuple[int, int, int]], choose,
+                  advice: str = "") -> dict[int, np.ndarray]:
     """Step a block of ``rows`` sequences together. ``members`` maps a row to its (m~, label,
     most tokens); the other rows are idle. At each step with more than one legal token,
     ``choose(row, t, legal_ids, freqs, probs)`` returns the row's token, or None to stop the
@@ -196,7 +203,9 @@ def _block_models(model, codec: Codec, shape: tuple[int, int, int], rows: int,
 
     One row alone (``rows == 1``) keeps a cache of its own length (a file coded alone); a block
     keeps ``max_seq_len``, so that a row's arithmetic does not depend on the other rows. The
-    model runs where it is (the CPU or a GPU); its logits come to the host once a step."""
+    model runs where it is (the CPU or a GPU); its logits come to the host once a step.
+    A cache larger than the device's free memory allows is refused before it is allocated
+    (:class:`SamplingMemoryError`, ending with ``advice``)."""
     device = next(model.parameters()).device
     first = next(iter(members.values()))
     m_tilde = [members.get(r, first)[0] for r in range(rows)]
@@ -206,8 +215,9 @@ def _block_models(model, codec: Codec, shape: tuple[int, int, int], rows: int,
     todo = np.array([members[r][2] if r in members else 0 for r in range(rows)])
     limit = int(todo.max())
     context = bool(model.config.decoder_state)
-    cache = model.new_cache(rows, max(limit, 1) if rows == 1 else model.config.max_seq_len,
-                            device=device, dtype=torch.float32)
+    length = max(limit, 1) if rows == 1 else model.config.max_seq_len
+    _check_memory(model, rows, length, device, advice)
+    cache = model.new_cache(rows, length, device=device, dtype=torch.float32)
     lab = torch.tensor([members.get(r, first)[1] for r in range(rows)], device=device)
     mt = torch.tensor(m_tilde, device=device)
     step = TorchStep(model)
@@ -243,6 +253,19 @@ def _block_models(model, codec: Codec, shape: tuple[int, int, int], rows: int,
             states.push(tok)
             prev = torch.as_tensor(np.maximum(tok, 0), device=device)
     return {r: np.array(v, np.uint8) for r, v in out.items()}
+
+
+def _check_memory(model, rows: int, length: int, device: torch.device, advice: str) -> None:
+    """Refuse a block whose float32 cache would outgrow ``CACHE_SHARE`` of the free memory
+    (as sampling does), rather than die in the allocation or be killed mid-file."""
+    need = cache_bytes(model, rows, length, element_size=4)
+    free = free_memory(device)
+    if free is not None and need > free * CACHE_SHARE:
+        fit = int(free * CACHE_SHARE) // cache_bytes(model, 1, length, element_size=4)
+        raise SamplingMemoryError(
+            f"a block of {rows:,} rows keeps {size_text(need)} of key/value cache ({length:,} "
+            f"positions a row, float32); {device} has {size_text(free)} free, "
+            f"{CACHE_SHARE:.0%} of it for the cache: {fit:,} rows a block" + advice)
 
 
 def _check_model(model) -> Codec:
@@ -493,7 +516,7 @@ def compress_many(model, images, model_name: str = "", label: int | None = None,
 
         got = _block_models(model, codec, (h.height, h.width, h.channels), rows,
                             {r: (s.header.m_tilde, label, len(s)) for r, s in enumerate(block)},
-                            choose)
+                            choose, advice="; code in smaller blocks (rows, --rows)")
         for r, s in enumerate(block):
             if not np.array_equal(got[r], s.tokens):
                 raise RuntimeError("the model's steps did not follow the sequence")  # a bug
@@ -584,7 +607,9 @@ def _decode_block(model, files: dict[int, _FileDecoder], rows: int) -> dict[int,
     toks = _block_models(model, codec, shape, rows,
                          {r: (f.hd["m_tilde"], f.hd["label"], f.hd["n_tokens"])
                           for r, f in files.items()},
-                         lambda r, t, ids, freqs, probs: files[r].choose(ids, freqs))
+                         lambda r, t, ids, freqs, probs: files[r].choose(ids, freqs),
+                         advice=f"; these files were coded in blocks of {rows:,} rows and decode "
+                         "only in a block of that size: decode where more memory is free")
     out = {}
     for r, f in files.items():
         if not f.truncated and len(toks[r]) != f.hd["n_tokens"]:

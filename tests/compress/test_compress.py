@@ -467,3 +467,35 @@ def test_a_raster_model_codes_50_images_losslessly_and_a_prefix_is_their_first_r
     assert np.array_equal(flat[:k], images[7].reshape(-1)[:k]) and not flat[k:].any()
     with pytest.raises(ValueError, match="raster sequence has no bit-planes"):
         compress(raster, images[0], planes=2)
+
+
+def test_a_block_too_large_for_the_free_memory_is_refused_before_any_work(tmp_path, capsys,
+                                                                           model, monkeypatch):
+    import wavar.compress as wc
+    from wavar.errors import SamplingMemoryError
+    from wavar.sample.planning import CACHE_SHARE, cache_bytes
+    from wavar.viz import save_png
+
+    imgs = [digit(s) for s in (60, 61, 62)]
+    files = compress_many(model, imgs[:2], model_name="mnist-small", planes=2, rows=2)
+    # free memory for a block of 3 rows (float32 cache of max_seq_len positions), not of 4
+    row = cache_bytes(model, 1, model.config.max_seq_len, element_size=4)
+    monkeypatch.setattr(wc, "free_memory", lambda device: int(3.5 * row / CACHE_SHARE))
+    with pytest.raises(SamplingMemoryError, match=r"a block of 4 rows .*: 3 rows a block; "
+                                                  r"code in smaller blocks"):
+        compress_many(model, imgs, model_name="mnist-small", planes=2, rows=4)
+    assert len(compress_many(model, imgs, model_name="mnist-small", planes=2, rows=3)) == 3
+    for i, img in enumerate(imgs):
+        save_png(tmp_path / f"d{i}.png", img)
+    pngs = [str(tmp_path / f"d{i}.png") for i in range(3)]
+    capsys.readouterr()
+    assert main(["compress", *pngs, "-o", str(tmp_path / "codes"), "--model", "mnist-small",
+                 "--planes", "2", "--rows", "4"]) != 0
+    assert "3 rows a block" in capsys.readouterr().err
+    assert not (tmp_path / "codes").exists() or not any((tmp_path / "codes").iterdir())
+    # files coded in blocks of 2 decode only in a block of 2: no smaller block to offer
+    monkeypatch.setattr(wc, "free_memory", lambda device: int(1.5 * row / CACHE_SHARE))
+    with pytest.raises(SamplingMemoryError, match="coded in blocks of 2 rows"):
+        decompress_many(files, model)
+    monkeypatch.setattr(wc, "free_memory", lambda device: None)  # unknown: no refusal
+    assert len(decompress_many(files, model)) == 2

@@ -174,12 +174,13 @@ def token_limit(model, options: SamplingOptions) -> int:
     return limit if options.max_tokens is None else min(limit, options.max_tokens)
 
 
-def cache_bytes(model, rows: int, limit: int) -> int:
+def cache_bytes(model, rows: int, limit: int, element_size: int | None = None) -> int:
     """Bytes of the key/value cache of ``rows`` rows of up to ``limit`` tokens
-    (:meth:`~wavar.model.transformer.WaveletGPT.new_cache`, in the parameters' precision)."""
+    (:meth:`~wavar.model.transformer.WaveletGPT.new_cache`), in the parameters' precision
+    unless ``element_size`` says otherwise (``wavar compress`` keeps float32)."""
     c, p = model.config, next(model.parameters())
     return 2 * c.n_layer * rows * c.n_kv_head * (limit + 1) * (c.n_embd // c.n_head) \
-        * p.element_size()
+        * (element_size or p.element_size())
 
 
 def free_memory(device: torch.device | str) -> int | None:
@@ -215,10 +216,12 @@ def images_per_call(model, options: SamplingOptions, device: torch.device | str 
     if free is None:
         return None, f"the free memory of {device} is unknown"
     n = int(free * CACHE_SHARE) // (row * twins)
-    return n, (f"an image's key/value cache takes {_size(row * twins)} ({limit:,} positions"
+    return n, (f"an image's key/value cache takes {size_text(row * twins)} ({limit:,} positions"
                + (", with its unguided twin" if twins == 2 else "") + f"); {device} has "
-               f"{_size(free)} free, {CACHE_SHARE:.0%} of it for the cache: {n:,} images a call")
+               f"{size_text(free)} free, {CACHE_SHARE:.0%} of it for the cache: {n:,} images "
+               "a call")
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
+    """Bytes as the memory messages print them (MiB or GiB)."""
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
