@@ -2,7 +2,8 @@
 
 Training ran in chunks on H200s (session 2: the first run, 12 min on 2 GPUs lossy and 12 min on
 1 GPU lossless; session 3: continued from the published weights with ``init_from``, 13.5 min
-each, snapshots of the EMA weights every 270 s). GPU-minutes count wall time times GPUs of the
+each, snapshots of the EMA weights every 270 s; session 24: the 24.9M lossless model of issue
+19 from scratch, 14 min in two chunks, validated on each chunk's last 1,000 images). GPU-minutes count wall time times GPUs of the
 training loops (compile and validation included). Per point: the full-protocol FID/KID/CAS of
 the lossy model (10,000 samples, CFG 1) and the held-out validation bits of both models.
 
@@ -21,6 +22,8 @@ TRAIN = Path(__file__).parent / "results" / "train"
 #: (training log folder, GPUs, GPU-minutes before the chunk)
 LOSSY = [("cifar10", 2, 0.0), ("cifar10-continued", 2, 24.0)]
 LOSSLESS = [("cifar10-lossless", 1, 0.0), ("cifar10-lossless-continued", 1, 12.0)]
+#: issue 19's 24.9M lossless model, from scratch (its chunks share one folder and one clock)
+LOSSLESS_LARGE = [("cifar10-lossless-large", 1, 0.0)]
 #: lossy models judged by the full protocol: (report, GPU-minutes of training behind it)
 FID_REPORTS = [("eval_cifar10_full_fid.json", 24.0)]  # session 2's published model
 SNAPSHOT = re.compile(r"eval_cifar10_s(\d+)-step(\d+)\.json")
@@ -54,7 +57,8 @@ def fid_curve() -> list[dict]:
 
 
 def main() -> None:
-    fid, lossy, lossless = fid_curve(), val_curve(LOSSY), val_curve(LOSSLESS)
+    fid, lossy = fid_curve(), val_curve(LOSSY)
+    lossless = val_curve(LOSSLESS) + val_curve(LOSSLESS_LARGE)
     lines = ["lossy (bior4.4 + YCbCr, 2^-4): full protocol, 10,000 samples, CFG 1",
              f"{'GPU-min':>8} {'FID':>7} {'KID':>7} {'CAS':>6}  report"]
     lines += [f"{r['gpu_minutes']:8.1f} {r['fid']:7.1f} {r['kid']:7.4f} {r['cas']:6.3f}  "
