@@ -123,3 +123,33 @@ def test_missing_and_corrupt_cache(toy_dataset):
     torch.save({"meta": {"format": "something else"}, "state_dict": {}}, path)
     with pytest.raises(CheckpointError, match="not a wavar CAS classifier"):
         load_classifier(toy_dataset)
+
+
+def test_a_bundled_classifier_is_used_before_the_cache(toy_dataset, tmp_path, monkeypatch):
+    from wavar.eval.cas import bundle_classifier
+
+    trained = train_classifier(toy_dataset, epochs=2, batch_size=32, lr=5e-3, log=None)
+    bundled = tmp_path / "bundled"
+    monkeypatch.setattr(casmod, "BUNDLED", bundled)
+    bundle_classifier(trained, bundled / f"{toy_dataset}.safetensors")
+    classifier_path(toy_dataset).unlink()  # the cache gone: the bundled one needs no training
+    said = []
+    got = load_classifier(toy_dataset, train_if_missing=False, log=said.append)
+    assert said and "bundled with wavar" in said[0]
+    assert got.meta == trained.meta
+    for (k, a), b in zip(trained.state_dict().items(), got.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    x, y = shapes(20, 7)
+    assert cas(x, y, toy_dataset)["accuracy"] == cas(x, y, toy_dataset,
+                                                     classifier=trained)["accuracy"]
+    (bundled / f"{toy_dataset}.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="bundled with wavar.*unreadable"):
+        load_classifier(toy_dataset)
+
+
+def test_cifar10s_bundled_classifier_loads():
+    model = load_classifier("cifar10", train_if_missing=False, log=None)
+    assert model.meta["dataset"] == "cifar10" and model.meta["image_shape"] == [32, 32, 3]
+    assert len(model.meta["classes"]) == 10 and model.meta["test_accuracy"] > 0.7
+    x = np.zeros((2, 32, 32, 3), np.uint8)
+    assert model(casmod._to_input(x, "cpu")).shape == (2, 10)

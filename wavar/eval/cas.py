@@ -8,7 +8,11 @@ show which classes a model draws badly.
 
 The classifier is trained once per dataset and cached at ``<cache>/cas/<dataset>.pt``
 (``<cache>`` = ``$WAVAR_CACHE`` or ``~/.cache/wavar``): its weights, its input shape and its
-real-test accuracies, loaded with ``weights_only=True``.
+real-test accuracies, loaded with ``weights_only=True``. A dataset whose classifier ships with
+wavar (``wavar/eval/classifiers/<dataset>.safetensors``: CIFAR-10's, trained on this project's
+CPU by ``benchmarks/cas_bundle.py``) is judged by that one instead, so that its CAS does not
+depend on a classifier trained afresh on the machine that measures (a GPU's training is not
+bit-reproducible); :func:`load_classifier` says which it uses.
 
 Examples
 --------
@@ -21,6 +25,7 @@ Examples
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 
@@ -34,7 +39,9 @@ from wavar.data.datasets import load
 from wavar.errors import CheckpointError, WavarError
 
 __all__ = [
+    "BUNDLED",
     "SmallCNN",
+    "bundle_classifier",
     "cas",
     "classifier_accuracy",
     "classifier_path",
@@ -45,6 +52,9 @@ __all__ = [
 
 _FORMAT = "wavar-cas-classifier"
 _VERSION = 1
+#: Classifiers shipped with wavar, one ``<dataset>.safetensors`` each (weights, and the cache
+#: file's meta as JSON in the safetensors metadata).
+BUNDLED = Path(__file__).parent / "classifiers"
 #: Default training epochs: on two CPU cores Fashion-MNIST takes about 2 min and reaches 92.1 %
 #: test accuracy (4 epochs: 91.3 %), MNIST 99.4 %.
 EPOCHS = 8
@@ -216,16 +226,57 @@ def train_classifier(dataset_name: str, epochs: int = EPOCHS, device: str = "cpu
     return model.to(device)
 
 
+def bundle_classifier(model: SmallCNN, path: Path) -> None:
+    """Write a trained classifier (with ``.meta``) as a bundled ``.safetensors`` file."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = save(tensors, metadata={"wavar": json.dumps(model.meta)})
+    write_atomic(path, lambda f: f.write(data))
+
+
+def _classifier(meta: dict, state_dict: dict) -> SmallCNN:
+    if meta.get("format") != _FORMAT:
+        raise ValueError("not a wavar CAS classifier")
+    if meta.get("version", 0) > _VERSION:
+        raise ValueError(f"format version {meta['version']} is newer than {_VERSION}")
+    shape = meta["image_shape"]
+    model = SmallCNN(3 if len(shape) == 3 else 1, len(meta["classes"]), meta["width"])
+    model.load_state_dict(state_dict)
+    model.meta = meta
+    return model
+
+
+def _load_bundled(path: Path) -> SmallCNN:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, "pt") as f:
+            meta = json.loads(f.metadata()["wavar"])
+            return _classifier(meta, {k: f.get_tensor(k) for k in f.keys()})
+    except Exception as e:  # safetensors, JSON and state-dict errors
+        raise CheckpointError(f"the CAS classifier bundled with wavar, {path}, is unreadable "
+                              f"({e}); reinstall wavar") from e
+
+
 def load_classifier(dataset: str, device: str = "cpu", train_if_missing: bool = True,
                     epochs: int = EPOCHS, log=print) -> SmallCNN:
-    """The cached CAS classifier of ``dataset`` (trained first if missing), with ``.meta``.
+    """The CAS classifier of ``dataset`` with ``.meta``: the one bundled with wavar where it
+    ships one, else the cached one (trained first if missing).
 
     Raises
     ------
     CheckpointError
         If the cache file is unreadable or not a classifier (the message says to delete it),
-        or if it is missing and ``train_if_missing`` is false.
+        or if it is missing and ``train_if_missing`` is false; if a bundled one is unreadable.
     """
+    bundled = BUNDLED / f"{dataset}.safetensors"
+    if bundled.is_file():
+        model = _load_bundled(bundled)
+        if log is not None:
+            log(f"CAS classifier of {dataset}: the one bundled with wavar ({bundled.name}; "
+                f"real test accuracy {model.meta['test_accuracy']:.4f})")
+        return model.to(device).eval()
     path = classifier_path(dataset)
     if not path.is_file():
         if not train_if_missing:
@@ -235,18 +286,10 @@ def load_classifier(dataset: str, device: str = "cpu", train_if_missing: bool = 
         return train_classifier(dataset, epochs=epochs, device=device, log=log)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        meta = ckpt["meta"]
-        if meta.get("format") != _FORMAT:
-            raise ValueError("not a wavar CAS classifier")
-        if meta.get("version", 0) > _VERSION:
-            raise ValueError(f"format version {meta['version']} is newer than {_VERSION}")
-        shape = meta["image_shape"]
-        model = SmallCNN(3 if len(shape) == 3 else 1, len(meta["classes"]), meta["width"])
-        model.load_state_dict(ckpt["state_dict"])
+        model = _classifier(ckpt["meta"], ckpt["state_dict"])
     except Exception as e:  # pickle, zip and state-dict errors come in many classes
         raise CheckpointError(f"CAS classifier cache {path} is unreadable ({e}); delete it to "
                               "train the classifier again") from e
-    model.meta = meta
     return model.to(device).eval()
 
 
