@@ -3,9 +3,10 @@
 Training ran in chunks on H200s (session 2: the first run, 12 min on 2 GPUs lossy and 12 min on
 1 GPU lossless; session 3: continued from the published weights with ``init_from``, 13.5 min
 each, snapshots of the EMA weights every 270 s; session 24: the 24.9M lossless model of issue
-19 from scratch, 14 min in two chunks, validated on each chunk's last 1,000 images). GPU-minutes count wall time times GPUs of the
-training loops (compile and validation included). Per point: the full-protocol FID/KID/CAS of
-the lossy model (10,000 samples, CFG 1) and the held-out validation bits of both models.
+19 from scratch, 14 min in two chunks, validated on each chunk's last 1,000 images).
+GPU-minutes count wall time times GPUs of the training loops (compile and validation
+included). Per point: the full-protocol FID/KID/CAS of the lossy model (10,000 samples, CFG 1)
+and the held-out validation bits of both models.
 
     python benchmarks/cifar_curve.py   # reads results/{train,eval}/, writes results/eval/
 """
