@@ -37,7 +37,8 @@ def test_train_writes_metrics_checkpoint_and_published_ema_weights(tmp_path):
     val_lines = [x for x in lines if "val_bits_per_token" in x]
     assert [x["step"] for x in train_lines] == [2, 4, 6, 8]
     assert [x["step"] for x in val_lines] == [4, 8]
-    assert {"lr", "grad_norm", "tokens_per_s", "mfu", "elapsed_s"} <= set(train_lines[0])
+    assert {"lr", "grad_norm", "tokens_per_s", "mfu", "data_wait",
+            "elapsed_s"} <= set(train_lines[0])
     assert val_lines[-1]["val_bits_per_image"] > val_lines[-1]["val_bits_per_token"] > 0
     assert load_checkpoint(tmp_path / "ckpt.pt")["step"] == 8
     published = WaveletGPT.from_pretrained(tmp_path / "model")

@@ -62,3 +62,29 @@ def test_pad_batch_pads_only_per_position_arrays():
     assert out["tokens"].shape == (2, 7)  # capped by max_len
     assert out["label"].shape == (2,)
     assert out["valid"][:, 5:].sum() == 0
+
+
+def test_the_time_waited_for_batches_is_counted():
+    import time
+
+    class Slow(Source):
+        def sample_batch(self, batch_size, rng):
+            time.sleep(0.05)
+            return super().sample_batch(batch_size, rng)
+
+    slow = Prefetcher(Slow(), 2, np.random.default_rng(0), torch.device("cpu"), depth=1)
+    try:
+        for _ in range(4):
+            slow.next()
+        assert slow.waited_s > 0.1  # the loop outran a host that takes 50 ms a batch
+    finally:
+        slow.close()
+    fast = Prefetcher(Source(), 2, np.random.default_rng(0), torch.device("cpu"), depth=3)
+    try:
+        time.sleep(0.2)  # the queue fills
+        before = fast.waited_s
+        for _ in range(3):
+            fast.next()
+        assert fast.waited_s - before < 0.05
+    finally:
+        fast.close()
