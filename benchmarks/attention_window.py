@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from wavar.data.shards import TokenDataset
 from wavar.model import transformer
-from wavar.model.transformer import WaveletGPT
+from wavar.model.transformer import WaveletGPT, token_bits
 from wavar.sample.generate import codec_of
 from wavar.train.loop import batch_to_device
 
@@ -59,11 +59,10 @@ def windowed_sdpa(window: int, block: int = 1024):
 
 
 @torch.no_grad()
-def token_bits(model, data: TokenDataset, i: int) -> np.ndarray:
+def image_bits(model, data: TokenDataset, i: int) -> np.ndarray:
+    """-log2 p of each token of image ``i``, teacher-forced."""
     batch = batch_to_device(data.batch(np.array([i])), torch.device("cpu"))
-    logp = torch.log_softmax(model(batch).float(), -1)
-    tok = logp.gather(-1, batch["tokens"][..., None])[0, :, 0]
-    return (-tok / np.log(2))[batch["valid"][0]].numpy()
+    return token_bits(model(batch), batch)[0][batch["valid"][0]].numpy()
 
 
 def main() -> None:
@@ -85,12 +84,12 @@ def main() -> None:
                                  context=bool(model.config.decoder_state))
         dims = int(np.prod(data.image_shape))
         t = time.perf_counter()
-        full = [token_bits(model, data, i) for i in range(args.n)]
+        full = [image_bits(model, data, i) for i in range(args.n)]
         rows = [{"window": None, "bits_per_dim": float(np.mean([b.sum() for b in full]) / dims)}]
         for w in windows:
             transformer.F.scaled_dot_product_attention = windowed_sdpa(w)
             try:
-                cut = [token_bits(model, data, i) for i in range(args.n)]
+                cut = [image_bits(model, data, i) for i in range(args.n)]
             finally:
                 transformer.F.scaled_dot_product_attention = _full_sdpa
             past = sum(max(0, len(b) - w) for b in full)
