@@ -471,7 +471,7 @@ def test_a_raster_model_codes_50_images_losslessly_and_a_prefix_is_their_first_r
 
 def test_a_block_too_large_for_the_free_memory_is_refused_before_any_work(tmp_path, capsys,
                                                                            model, monkeypatch):
-    import wavar.compress as wc
+    import wavar.sample.planning as planning
     from wavar.errors import SamplingMemoryError
     from wavar.sample.planning import CACHE_SHARE, cache_bytes
     from wavar.viz import save_png
@@ -480,7 +480,7 @@ def test_a_block_too_large_for_the_free_memory_is_refused_before_any_work(tmp_pa
     files = compress_many(model, imgs[:2], model_name="mnist-small", planes=2, rows=2)
     # free memory for a block of 3 rows (float32 cache of max_seq_len positions), not of 4
     row = cache_bytes(model, 1, model.config.max_seq_len, element_size=4)
-    monkeypatch.setattr(wc, "free_memory", lambda device: int(3.5 * row / CACHE_SHARE))
+    monkeypatch.setattr(planning, "free_memory", lambda device: int(3.5 * row / CACHE_SHARE))
     with pytest.raises(SamplingMemoryError, match=r"a block of 4 rows .*: 3 rows a block; "
                                                   r"code in smaller blocks"):
         compress_many(model, imgs, model_name="mnist-small", planes=2, rows=4)
@@ -494,8 +494,8 @@ def test_a_block_too_large_for_the_free_memory_is_refused_before_any_work(tmp_pa
     assert "3 rows a block" in capsys.readouterr().err
     assert not (tmp_path / "codes").exists() or not any((tmp_path / "codes").iterdir())
     # files coded in blocks of 2 decode only in a block of 2: no smaller block to offer
-    monkeypatch.setattr(wc, "free_memory", lambda device: int(1.5 * row / CACHE_SHARE))
+    monkeypatch.setattr(planning, "free_memory", lambda device: int(1.5 * row / CACHE_SHARE))
     with pytest.raises(SamplingMemoryError, match="coded in blocks of 2 rows"):
         decompress_many(files, model)
-    monkeypatch.setattr(wc, "free_memory", lambda device: None)  # unknown: no refusal
+    monkeypatch.setattr(planning, "free_memory", lambda device: None)  # unknown: no refusal
     assert len(decompress_many(files, model)) == 2

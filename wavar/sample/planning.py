@@ -202,6 +202,13 @@ def free_memory(device: torch.device | str) -> int | None:
     return None
 
 
+def rows_that_fit(row_bytes: int, device: torch.device) -> tuple[int | None, int | None]:
+    """How many rows of ``row_bytes`` of cache fit in ``CACHE_SHARE`` of ``device``'s free
+    memory, and that free memory; ``(None, None)`` where it is unknown."""
+    free = free_memory(device)
+    return (None, None) if free is None else (int(free * CACHE_SHARE) // row_bytes, free)
+
+
 def images_per_call(model, options: SamplingOptions, device: torch.device | str | None = None
                     ) -> tuple[int | None, str]:
     """The most images (labels) one :func:`~wavar.sample.generate` call can take on ``device``
@@ -209,13 +216,12 @@ def images_per_call(model, options: SamplingOptions, device: torch.device | str 
     memory, and why: ``(None, ...)`` where the free memory is unknown. Guidance doubles the
     rows (each image has an unguided twin)."""
     device = next(model.parameters()).device if device is None else torch.device(device)
-    free = free_memory(device)
     limit = token_limit(model, options)
     twins = 2 if options.guided else 1
     row = cache_bytes(model, 1, limit)
-    if free is None:
+    n, free = rows_that_fit(row * twins, device)
+    if n is None:
         return None, f"the free memory of {device} is unknown"
-    n = int(free * CACHE_SHARE) // (row * twins)
     return n, (f"an image's key/value cache takes {size_text(row * twins)} ({limit:,} positions"
                + (", with its unguided twin" if twins == 2 else "") + f"); {device} has "
                f"{size_text(free)} free, {CACHE_SHARE:.0%} of it for the cache: {n:,} images "
