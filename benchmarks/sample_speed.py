@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -184,24 +185,25 @@ def kernel_check(model, batch: int, bandwidth: float) -> dict:
         return (rand(b, c.n_head, hd), rand(b, c.n_kv_head, hd), rand(b, c.n_kv_head, hd),
                 kc, vc, p)
 
-    for dt in (torch.float32, torch.bfloat16):
-        for dot in (True, False):
-            for b in sorted({1, 64, batch}):
-                for chunk in (None, 128):
-                    q, k, v, kc, vc, p = inputs(b, "random", dt)
-                    kc2, vc2 = kc.clone(), vc.clone()
-                    want = kernels.decode_attention_reference(q, k, v, kc, vc, p)
-                    got = kernels.decode_attention_triton(q, k, v, kc2, vc2, p, chunk=chunk,
-                                                          dot=dot)
-                    live = p >= 0
-                    out["checks"].append({
-                        "dtype": str(dt), "dot": dot, "batch": b,
-                        "chunk": chunk or kernels.default_chunk(b * c.n_kv_head, kc.size(2),
-                                                                q.device),
-                        "max_abs_diff": float((got - want)[live].float().abs().max()),
-                        "finished_rows_zero": bool((got[~live] == 0).all()),
-                        "caches_equal": bool(torch.equal(kc, kc2) and torch.equal(vc, vc2))})
-                    print("kernel check", out["checks"][-1], flush=True)
+    # with the model's window and with a window of 300 (some chunks then read nothing)
+    windows = sorted({0, 300, c.attn_window})
+    for dt, dot, b, chunk, window in itertools.product((torch.float32, torch.bfloat16),
+                                                       (True, False), sorted({1, 64, batch}),
+                                                       (None, 128), windows):
+        q, k, v, kc, vc, p = inputs(b, "random", dt)
+        kc2, vc2 = kc.clone(), vc.clone()
+        want = kernels.decode_attention_reference(q, k, v, kc, vc, p, window=window)
+        got = kernels.decode_attention_triton(q, k, v, kc2, vc2, p, chunk=chunk,
+                                              dot=dot, window=window)
+        live = p >= 0
+        out["checks"].append({
+            "dtype": str(dt), "dot": dot, "batch": b, "window": window,
+            "chunk": chunk or kernels.default_chunk(b * c.n_kv_head, kc.size(2),
+                                                    q.device),
+            "max_abs_diff": float((got - want)[live].float().abs().max()),
+            "finished_rows_zero": bool((got[~live] == 0).all()),
+            "caches_equal": bool(torch.equal(kc, kc2) and torch.equal(vc, vc2))})
+        print("kernel check", out["checks"][-1], flush=True)
 
     per_pos = 2 * c.n_kv_head * hd * dtype.itemsize  # one layer's key and value
     configs: list[dict] = [{"impl": "reference"}, {"impl": "triton", "dot": False},

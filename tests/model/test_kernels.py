@@ -1,6 +1,7 @@
 """The Triton decode-attention kernel against its PyTorch reference, in Triton's interpreter
 on the CPU (a subprocess: the interpreter is chosen when a kernel is first built)."""
 
+import itertools
 import os
 import subprocess
 import sys
@@ -34,18 +35,28 @@ def cases(device: str = "cpu"):
                rand(B, n_kv, L, hd), positions.to(device), chunk)
 
 
+WINDOWS = (0, 1, 7, 33)  # 0: the whole prefix; 1: the new position and position 0 only
+
+
 def test_reference_attends_each_row_over_its_own_prefix():
-    # against a per-row loop with plain softmax attention, grouped heads expanded
+    # against a per-row loop with plain softmax attention, grouped heads expanded; with a
+    # window, over the row's last `window` positions and position 0 (the class prefix)
+    for window in WINDOWS:
+        check_reference(window)
+
+
+def check_reference(window: int) -> None:
     for _, q, k, v, kc, vc, positions, _ in cases():
         kc0, vc0 = kc.clone(), vc.clone()
-        out = decode_attention_reference(q, k, v, kc, vc, positions)
+        out = decode_attention_reference(q, k, v, kc, vc, positions, window=window)
         G = q.size(1) // k.size(1)
         for r, p in enumerate(positions.tolist()):
             if p < 0:  # skipped: cache untouched
                 assert torch.equal(kc[r], kc0[r]) and torch.equal(vc[r], vc0[r])
                 continue
-            keys = torch.cat([kc0[r, :, :p], k[r, :, None]], 1).float()  # (Hkv, p + 1, hd)
-            vals = torch.cat([vc0[r, :, :p], v[r, :, None]], 1).float()
+            old = [i for i in range(p) if not window or i == 0 or p - i < window]
+            keys = torch.cat([kc0[r, :, old], k[r, :, None]], 1).float()  # (Hkv, seen, hd)
+            vals = torch.cat([vc0[r, :, old], v[r, :, None]], 1).float()
             keys, vals = keys.repeat_interleave(G, 0), vals.repeat_interleave(G, 0)
             att = (q[r, :, None].float() @ keys.transpose(-1, -2) / q.size(-1) ** 0.5)
             want = (att.softmax(-1) @ vals)[:, 0]
@@ -57,18 +68,21 @@ def test_reference_attends_each_row_over_its_own_prefix():
 def interpreted() -> None:
     from wavar.model.kernels import decode_attention_triton
 
-    for name, q, k, v, kc, vc, positions, chunk in cases():
+    for (name, q, k, v, kc, vc, positions, chunk), window in itertools.product(cases(),
+                                                                                WINDOWS):
         want_k, want_v = kc.clone(), vc.clone()
-        want = decode_attention_reference(q, k, v, want_k, want_v, positions)
+        want = decode_attention_reference(q, k, v, want_k, want_v, positions, window=window)
         # tensor-core tiles (fp32 at tf32x3) and plain products; Triton's interpreter
         # multiplies bf16 tiles wrongly (the GPU check in benchmarks/sample_speed.py --kernel
         # covers them), so bf16 runs the plain products only here
         for dot in (True, False) if q.dtype == torch.float32 else (False,):
             kc2, vc2 = kc.clone(), vc.clone()
-            got = decode_attention_triton(q, k, v, kc2, vc2, positions, chunk=chunk, dot=dot)
+            got = decode_attention_triton(q, k, v, kc2, vc2, positions, chunk=chunk, dot=dot,
+                                          window=window)
             tol = 1e-2 if q.dtype == torch.bfloat16 else 1e-5
             torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol,
-                                       msg=f"{name} dot={dot}")  # finished rows: zeros
+                                       msg=f"{name} dot={dot} window={window}")
+            # (finished rows: zeros)
             # the same cache writes, no others
             assert torch.equal(kc2, want_k) and torch.equal(vc2, want_v), name
 

@@ -106,10 +106,33 @@ def test_logits_are_causal():
     assert not torch.allclose(out[:, 11], base[:, 11])
 
 
-@pytest.mark.parametrize("rope,n_kv_head", [(True, 0), (False, 0), (True, 1)])
-@pytest.mark.parametrize("n_known", [0, 5])
-def test_kv_cache_gives_the_full_forward_logits(rope, n_kv_head, n_known):
-    model, batch = tiny(rope=rope, n_kv_head=n_kv_head), random_batch(pad=False, seed=1)
+def test_a_window_limits_what_a_position_sees():
+    # one layer, a window of 4: the input of step 12 reaches the logits of tokens 12..15 and
+    # no later ones; the class prefix reaches every token, however far
+    model, batch = tiny(n_layer=1, attn_window=4), random_batch(pad=False)
+    batch["legal"][:] = 2**VOCAB - 1
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["slots"][:, 12, 2] += 1
+    base, out = model(batch), model(changed)
+    torch.testing.assert_close(out[:, :12], base[:, :12], rtol=0, atol=0)
+    assert all(not torch.allclose(out[:, t], base[:, t]) for t in range(12, 16))
+    torch.testing.assert_close(out[:, 16:], base[:, 16:], rtol=0, atol=0)
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["label"] = (changed["label"] + 1) % 10
+    assert not torch.allclose(model(changed)[:, -1], base[:, -1])
+    # and without a window the change reaches the last token
+    model = tiny(n_layer=1)
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["slots"][:, 12, 2] += 1
+    assert not torch.allclose(model(changed)[:, -1], model(batch)[:, -1])
+
+
+@pytest.mark.parametrize("rope,n_kv_head,window", [(True, 0, 0), (False, 0, 0), (True, 1, 0),
+                                                   (True, 1, 5)])
+@pytest.mark.parametrize("n_known", [0, 7])
+def test_kv_cache_gives_the_full_forward_logits(rope, n_kv_head, window, n_known):
+    model = tiny(rope=rope, n_kv_head=n_kv_head, attn_window=window)
+    batch = random_batch(pad=False, seed=1)
     unmasked = {k: v for k, v in batch.items() if k != "legal"}
     full = model(unmasked)  # (B, T, V)
     B, T = batch["tokens"].shape
@@ -124,10 +147,10 @@ def test_kv_cache_gives_the_full_forward_logits(rope, n_kv_head, n_known):
     torch.testing.assert_close(torch.stack(out, 1), full[:, n_known:], atol=1e-5, rtol=1e-5)
 
 
-def two_prefilled_caches(seed: int):
+def two_prefilled_caches(seed: int, window: int = 0):
     """A one-KV-head model, a batch, and two caches holding the same prefix (to compare two
     ways of stepping)."""
-    model, batch = tiny(n_kv_head=1), random_batch(pad=False, seed=seed)
+    model, batch = tiny(n_kv_head=1, attn_window=window), random_batch(pad=False, seed=seed)
     B, T = batch["tokens"].shape
     caches = [model.new_cache(B, max_len=T) for _ in range(2)]
     for c in caches:
@@ -152,16 +175,16 @@ def test_compiled_decode_step_writes_each_layers_cache_in_place():
     assert caches[0].k[:, :, :, 5:].abs().sum() == 0 and caches[0].k[:, :, :, 4].abs().sum() > 0
 
 
-@pytest.mark.parametrize("compiled", [False, True])
-def test_decode_step_with_a_step_per_row_matches_the_shared_step(compiled):
+@pytest.mark.parametrize("compiled,window", [(False, 0), (True, 0), (False, 3)])
+def test_decode_step_with_a_step_per_row_matches_the_shared_step(compiled, window):
     # rows at their own cache positions (the GPU sampler's Triton path; here its PyTorch
     # reference): the same logits as the shared step, and a row at step -1 is skipped, its
     # cache untouched, while the others go on
-    model, batch, caches = two_prefilled_caches(seed=3)
+    model, batch, caches = two_prefilled_caches(seed=3, window=window)
     B = batch["tokens"].size(0)
     tok, slots, pos, m = batch["tokens"], batch["slots"], batch["pos"], batch["m_tilde"]
     rowwise = torch.compile(model.decode_step, fullgraph=True) if compiled else model.decode_step
-    for t in range(1, 6):
+    for t in range(1, 8 if window else 6):
         steps = torch.full((B,), t)
         steps[0] = t if t < 3 else -1  # row 0 finished after token 2
         shared = model.decode_step(caches[0], tok[:, t - 1], slots[:, t], pos[:, t], m, t)

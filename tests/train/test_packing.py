@@ -56,11 +56,11 @@ def test_every_token_is_placed_once_after_its_prefix():
         pack_batch(b, 40, max_len=20)
 
 
-@pytest.mark.parametrize("decoder_state", [0, 1])
-def test_packed_batch_gives_the_unpacked_loss(decoder_state):
+@pytest.mark.parametrize("decoder_state,window", [(0, 0), (1, 0), (1, 6)])
+def test_packed_batch_gives_the_unpacked_loss(decoder_state, window):
     torch.manual_seed(0)
     model = WaveletGPT(ModelConfig(n_layer=2, n_head=4, n_kv_head=2, n_embd=32, max_seq_len=40,
-                                   decoder_state=decoder_state)).eval()
+                                   decoder_state=decoder_state, attn_window=window)).eval()
     b = batch_with_context()
     if not decoder_state:
         del b["context"]
@@ -76,15 +76,17 @@ def test_packed_batch_gives_the_unpacked_loss(decoder_state):
 
 
 @pytest.mark.parametrize("row_len", [128, 96])  # whole blocks of 128 (built from the layout), not
-def test_flex_block_mask_matches_the_dense_mask(row_len):
+@pytest.mark.parametrize("window", [0, 5])
+def test_flex_block_mask_matches_the_dense_mask(row_len, window):
     """The CUDA path's mask (FlexAttention), run here on the CPU against the dense one."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    doc = pack_batch(batch_with_context(), row_len)["doc"]
+    packed = pack_batch(batch_with_context(), row_len)
+    doc, prefix = packed["doc"], packed["prefix"]
     q, k, v = (torch.randn(doc.shape[0], 2, doc.shape[1], 16) for _ in range(3))
-    dense = torch.nn.functional.scaled_dot_product_attention(q, k, v,
-                                                             attn_mask=sequence_mask(doc))
-    block = sequence_mask(doc, flex=True)
+    dense = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=sequence_mask(doc, window=window, prefix=prefix))
+    block = sequence_mask(doc, flex=True, window=window, prefix=prefix)
     torch.testing.assert_close(flex_attention(q, k, v, block_mask=block), dense,
                                rtol=1e-4, atol=1e-5)
 
@@ -114,6 +116,47 @@ def test_block_mask_from_the_layout_is_flex_attentions_own():
             assert torch.equal(getattr(ours, attr), getattr(theirs, attr))
         assert torch.equal(ours.to_dense(), theirs.to_dense())
         assert ours.full_kv_num_blocks.sum() > 0 and ours.kv_num_blocks.sum() > 0
+
+
+def test_windowed_block_mask_skips_blocks_and_misses_none():
+    """With a window the layout's block mask lists every block holding a visible position
+    (FlexAttention's own mask, evaluated everywhere) and claims full only blocks that are; it
+    skips the blocks out of reach, except those holding a prefix of the query's sequence."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from wavar.model.transformer import _packed_block_mask, in_window
+
+    rng = np.random.default_rng(1)
+    for window in (100, 300):
+        need = rng.integers(20, 900, size=8)
+        row, offset, n_rows = place(need, 2048)
+        doc = torch.full((n_rows, 2048), -1, dtype=torch.int64)
+        prefix = torch.zeros_like(doc, dtype=torch.bool)
+        for i, (r, o, n) in enumerate(zip(row, offset, need, strict=True)):
+            doc[r, o:o + n], prefix[r, o] = i, True
+
+        def seen(b, h, q, k, doc=doc, prefix=prefix, window=window):
+            return (doc[b, q] == doc[b, k]) & in_window(q, k, window, prefix[b, k])
+
+        ours = _packed_block_mask(doc, seen, window, prefix)
+        theirs = create_block_mask(seen, doc.shape[0], None, 2048, 2048, device="cpu")
+        listed, needed = ours.to_dense().bool(), theirs.to_dense().bool()
+        assert (needed <= listed).all()  # nothing visible is skipped
+        full = torch.zeros_like(listed)  # ours' full blocks: a subset of the truly full
+        for b in range(doc.shape[0]):
+            for qb in range(16):
+                nb = ours.full_kv_num_blocks[b, 0, qb]
+                full[b, 0, qb, ours.full_kv_indices[b, 0, qb, :nb].long()] = True
+        theirs_full = torch.zeros_like(full)
+        for b in range(doc.shape[0]):
+            for qb in range(16):
+                nb = theirs.full_kv_num_blocks[b, 0, qb]
+                theirs_full[b, 0, qb, theirs.full_kv_indices[b, 0, qb, :nb].long()] = True
+        # a whole block pair lies within the window only if 255 < window (blocks of 128)
+        assert (full <= theirs_full).all() and bool(full.any()) == (window > 255)
+        causal = _packed_block_mask(doc, seen).to_dense().bool()
+        assert listed.sum() < causal.sum()  # the window skips blocks
+        assert listed.sum() <= needed.sum() * 1.25  # and lists few it need not
 
 
 def test_pack_len_must_hold_a_sequence_and_excludes_buckets(tmp_path):

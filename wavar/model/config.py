@@ -40,6 +40,13 @@ class ModelConfig:
     rope : bool
         Rotary embeddings for the position in the sequence. Without them the model still knows
         where it is in the image from the slot embedding, only not how many tokens came before.
+    attn_window : int
+        Positions each position attends to, itself included, besides its sequence's class
+        prefix (position 0, always seen: the label lives there alone); 0 = the whole past.
+        Sliding-window attention: at CIFAR-10's ~11,000 tokens an image most of a step's
+        FLOPs are attention, and a model that reads the decoder's state looks back only a few
+        hundred positions (benchmarks/results/eval/attention_window_cifar10.json). The KV cache
+        keeps every position all the same (sampling reads only the window of it).
     decoder_state : int
         Version of the decoder-state features the model reads at every step (what a decoder
         that has read the tokens so far knows about the slot: neighbours' significance, the
@@ -72,6 +79,7 @@ class ModelConfig:
     m_tilde_max: int = 24
     fourier_features: int = 32
     rope: bool = True
+    attn_window: int = 0
     decoder_state: int = 0
     codec: dict[str, Any] = field(default_factory=dict)
     sampling: dict[str, Any] = field(default_factory=dict)
@@ -96,6 +104,9 @@ class ModelConfig:
                      "n_planes_max", "n_kinds", "n_channels", "fourier_features"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.attn_window < 0:
+            raise ValueError(f"attn_window must be >= 0 (0 = the whole past), got "
+                             f"{self.attn_window}")
         if not 0.0 <= self.class_dropout <= 1.0:
             raise ValueError(f"class_dropout must lie in [0, 1], got {self.class_dropout}")
 

@@ -30,11 +30,14 @@ import math
 import torch
 from torch import Tensor
 
+from wavar.model.transformer import in_window
+
 
 def decode_attention_reference(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor,
-                               v_cache: Tensor, positions: Tensor) -> Tensor:
+                               v_cache: Tensor, positions: Tensor, window: int = 0) -> Tensor:
     """Write k, v (B, Hkv, hd) at ``positions`` (B,) of the caches (B, Hkv, L, hd), then attend
-    from q (B, H, hd) over each row's positions 0..positions[r]. Returns (B, H, hd); rows with a
+    from q (B, H, hd) over each row's positions 0..positions[r] (with a ``window``, the last
+    ``window`` of them and position 0, the class prefix). Returns (B, H, hd); rows with a
     negative position leave the caches untouched and get zeros."""
     B, H, hd = q.shape
     n_kv, length = k_cache.size(1), k_cache.size(2)
@@ -44,7 +47,8 @@ def decode_attention_reference(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor,
     for cache, new in ((k_cache, k), (v_cache, v)):  # (B, Hkv, hd) entries, kept where dead
         cache[rows, :, at] = torch.where(alive[:, None, None], new.to(cache.dtype),
                                          cache[rows, :, at])
-    seen = torch.arange(length, device=q.device)[None, :] <= at[:, None]  # (B, L)
+    keys = torch.arange(length, device=q.device)[None, :]
+    seen = in_window(at[:, None], keys, window, keys == 0)  # (B, L)
     qg = (q.float() * hd**-0.5).reshape(B, n_kv, H // n_kv, hd)
     att = qg @ k_cache.float().transpose(-1, -2)  # (B, Hkv, G, L)
     att = att.masked_fill(~seen[:, None, None, :], float("-inf")).softmax(-1)
@@ -100,7 +104,7 @@ def input_precision(dtype: torch.dtype, precision: str | None) -> str:
 
 def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor,
                             positions: Tensor, chunk: int | None = None, dot: bool = True,
-                            precision: str | None = None) -> Tensor:
+                            precision: str | None = None, window: int = 0) -> Tensor:
     """:func:`decode_attention_reference` as one Triton kernel (two when prefixes are chunked).
 
     ``chunk`` (default :func:`default_chunk`; a multiple of the block) is how many cached
@@ -111,6 +115,8 @@ def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_
     default ``"tf32"`` where ``torch.backends.cuda.matmul.allow_tf32`` lets PyTorch's own fp32
     matrix products use TF32, else ``"tf32x3"``). ``dot=False`` multiplies without tensor
     cores (Triton's interpreter multiplies bf16 tiles wrongly: the tests run this variant).
+    With a ``window`` the programs read only the window's positions (the prefix's from
+    registers of the first chunk): chunks before the window read nothing.
     """
     from wavar.model import triton_kernels as tk
 
@@ -139,7 +145,8 @@ def decode_attention_triton(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_
         q, k, v, k_cache, v_cache, positions, out, *parts,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), out.stride(0), out.stride(1),
-        hd**-0.5, BLOCK_N=block_n, DOT=dot, PRECISION=input_precision(k_cache.dtype, precision),
+        hd**-0.5, window, BLOCK_N=block_n, DOT=dot,
+        PRECISION=input_precision(k_cache.dtype, precision),
         num_warps=warps, **layout)
     if chunks > 1:
         tk.merge[(B * n_kv,)](positions, out, *parts, out.stride(0), out.stride(1), num_warps=4,

@@ -75,28 +75,54 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
 
 
-def sequence_mask(doc: Tensor, flex: bool | None = None) -> Tensor | BlockMask:
+def in_window(q: Tensor, k: Tensor, window: int, sink: Tensor) -> Tensor:
+    """Whether query position ``q`` may see key position ``k`` of its own sequence under
+    sliding-window attention: k no later than q, and within the last ``window`` positions or
+    the sequence's class prefix (``sink``, a bool the shape of k's broadcast). ``window`` 0:
+    the whole past."""
+    causal = q >= k
+    return causal & ((q - k < window) | sink) if window else causal
+
+
+def window_mask(n: int, window: int, device: torch.device | str) -> Tensor:
+    """Dense boolean attention mask (n, n) of one sequence of n positions, prefix at 0."""
+    i = torch.arange(n, device=device)
+    return in_window(i[:, None], i[None, :], window, i[None, :] == 0)
+
+
+def sequence_mask(doc: Tensor, flex: bool | None = None, window: int = 0,
+                  prefix: Tensor | None = None) -> Tensor | BlockMask:
     """Attention of packed rows (:mod:`wavar.train.packing`): a position sees the positions of
-    its own sequence (``doc`` (B, P), -1 for padding, which sees padding) up to itself. A dense
-    boolean mask (B, 1, P, P) on the CPU; on CUDA a FlexAttention block mask, which skips the
-    blocks that no position sees (dense, 16 rows of 8,192 would take a gigabyte). ``flex``
-    chooses the kind (default: by the device)."""
+    its own sequence (``doc`` (B, P), -1 for padding, which sees padding) up to itself; with a
+    ``window`` only the last ``window`` of them and its sequence's class prefix (``prefix``
+    (B, P) bool, needed then). A dense boolean mask (B, 1, P, P) on the CPU; on CUDA a
+    FlexAttention block mask, which skips the blocks that no position sees (dense, 16 rows of
+    8,192 would take a gigabyte). ``flex`` chooses the kind (default: by the device)."""
     B, P = doc.shape
+    if window and prefix is None:
+        raise ValueError("a windowed sequence mask needs the rows' prefix positions")
     if doc.is_cuda if flex is None else flex:
-        def same_sequence(b, h, q, k):
-            return (doc[b, q] == doc[b, k]) & (q >= k)
+        if window:
+            def same_sequence(b, h, q, k):
+                return (doc[b, q] == doc[b, k]) & in_window(q, k, window, prefix[b, k])
+        else:
+            def same_sequence(b, h, q, k):
+                return (doc[b, q] == doc[b, k]) & (q >= k)
 
         if P % FLEX_BLOCK:  # rows not in whole blocks: let FlexAttention work the blocks out
             return create_block_mask(same_sequence, B, None, P, P, device=doc.device)
-        return _packed_block_mask(doc, same_sequence)
-    causal = torch.ones(P, P, dtype=torch.bool, device=doc.device).tril()
-    return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
+        return _packed_block_mask(doc, same_sequence, window, prefix)
+    i = torch.arange(P, device=doc.device)
+    sink = prefix[:, None, :] if window else None
+    seen = in_window(i[None, :, None], i[None, None, :], window, sink)
+    return ((doc[:, :, None] == doc[:, None, :]) & seen)[:, None]
 
 
 FLEX_BLOCK = 128  # FlexAttention's default block size
 
 
-def _packed_block_mask(doc: Tensor, mask_mod) -> BlockMask:
+def _packed_block_mask(doc: Tensor, mask_mod, window: int = 0,
+                       prefix: Tensor | None = None) -> BlockMask:
     """The block mask of packed rows, built from the rows' layout in a few small tensor ops.
 
     ``create_block_mask`` would evaluate ``mask_mod`` at every (row, query, key), a billion
@@ -104,7 +130,10 @@ def _packed_block_mask(doc: Tensor, mask_mod) -> BlockMask:
     padding only at a row's end, so the runs of equal ``doc`` along a row, numbered in order,
     give each block of 128 positions a range of run numbers; a (query block, key block) pair
     holds a visible position iff the ranges meet and the key block is not later, and is fully
-    visible iff both blocks lie in one run and the key block is earlier (no causal cut)."""
+    visible iff both blocks lie in one run and the key block is earlier (no causal cut).
+    With a ``window`` a pair must also come within ``window`` positions somewhere, or the key
+    block hold the prefix (``prefix`` (B, P)) of a sequence the query block holds; it is fully
+    visible only if all its pairs lie within the window."""
     B, P = doc.shape
     n = P // FLEX_BLOCK
     starts = torch.ones_like(doc, dtype=torch.bool)
@@ -112,11 +141,20 @@ def _packed_block_mask(doc: Tensor, mask_mod) -> BlockMask:
     run = starts.cumsum(1, dtype=torch.int32).view(B, n, FLEX_BLOCK)
     lo, hi = run[..., 0], run[..., -1]  # (B, n): runs are numbered in order along a row
     blocks = torch.arange(n, device=doc.device)
-    earlier = blocks[None, :, None] >= blocks[None, None, :]  # key block not after query block
-    meet = (lo[:, None, :] <= hi[:, :, None]) & (hi[:, None, :] >= lo[:, :, None]) & earlier
+    qb, kb = blocks[None, :, None], blocks[None, None, :]
+    meet = (lo[:, None, :] <= hi[:, :, None]) & (hi[:, None, :] >= lo[:, :, None]) & (qb >= kb)
     single = lo == hi
     full = (single[:, :, None] & single[:, None, :] & (lo[:, :, None] == lo[:, None, :])
-            & (blocks[None, :, None] > blocks[None, None, :]))
+            & (qb > kb))
+    if window:
+        # nearest pair: the query block's first position, the key block's last
+        near = (qb - kb) * FLEX_BLOCK - (FLEX_BLOCK - 1) < window
+        pre = prefix.view(B, n, FLEX_BLOCK)
+        first = torch.where(pre, run, P + 1).amin(-1)  # run numbers of the block's prefixes
+        last = torch.where(pre, run, -1).amax(-1)
+        sink = (first[:, None, :] <= hi[:, :, None]) & (last[:, None, :] >= lo[:, :, None])
+        meet = meet & (near | sink)
+        full = full & ((qb - kb) * FLEX_BLOCK + (FLEX_BLOCK - 1) < window)  # farthest pair
     partial = meet & ~full
 
     def as_kv_blocks(pairs: Tensor) -> tuple[Tensor, Tensor]:  # (B, 1, n) counts, (B, 1, n, n)
@@ -130,10 +168,11 @@ def _packed_block_mask(doc: Tensor, mask_mod) -> BlockMask:
 
 @torch.library.custom_op("wavar::cached_attention", mutates_args=("k_all", "v_all"))
 def cached_attention(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tensor, layer: int,
-                     positions: Tensor) -> Tensor:
+                     positions: Tensor, window: int = 0) -> Tensor:
     """Write k, v (B, Hkv, T, hd) into layer ``layer`` of the static cache (n_layer, B, Hkv, L,
     hd) at ``positions`` (T,), then attend from q (B, H, T, hd) over all L cached positions
-    through a mask, so shapes never change (CUDA graphs). A custom op: torch.compile fuses the
+    through a mask (the last ``window`` and the prefix with a window), so shapes never change
+    (CUDA graphs). A custom op: torch.compile fuses the
     code around it and leaves the in-place cache write to it rather than copying the cache
     (and it takes the whole cache, not a layer's view: inductor 2.13 lost the view's offset).
     """
@@ -142,7 +181,8 @@ def cached_attention(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tens
     n_kv = k_cache.size(1)
     k_cache.index_copy_(2, positions, k.to(k_cache.dtype))
     v_cache.index_copy_(2, positions, v.to(v_cache.dtype))
-    seen = torch.arange(k_cache.size(2), device=q.device) <= positions[:, None]  # (T, L)
+    at = torch.arange(k_cache.size(2), device=q.device)
+    seen = in_window(positions[:, None], at, window, at == 0)  # (T, L)
     if T == 1:
         # One query per sequence (a decode step): group the query heads of each KV head so
         # every cached key and value is read once, GQA or not.
@@ -160,29 +200,30 @@ def cached_attention(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tens
 
 @cached_attention.register_fake
 def _(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tensor, layer: int,
-      positions: Tensor) -> Tensor:
+      positions: Tensor, window: int = 0) -> Tensor:
     return torch.empty_like(q)
 
 
 @torch.library.custom_op("wavar::row_attention", mutates_args=("k_all", "v_all"))
 def row_attention(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tensor, layer: int,
-                  positions: Tensor) -> Tensor:
+                  positions: Tensor, window: int = 0) -> Tensor:
     """A decode step whose rows sit at their own cache positions (B,): row r writes k, v
     (B, Hkv, hd) at positions[r] of layer ``layer`` and attends from q (B, H, hd) over its
-    positions 0..positions[r]; a negative position skips the row. Each row reads only its own
-    prefix, and the shapes never change (one CUDA graph for a whole generation). On a GPU with
-    Triton this is one flash-decoding kernel (:mod:`wavar.model.kernels`) where its tiles fit
-    the head size; the PyTorch reference serves the rest."""
+    positions 0..positions[r] (with a ``window``: the last ``window`` of them and 0); a
+    negative position skips the row. Each row reads only its own prefix, and the shapes never
+    change (one CUDA graph for a whole generation). On a GPU with Triton this is one
+    flash-decoding kernel (:mod:`wavar.model.kernels`) where its tiles fit the head size; the
+    PyTorch reference serves the rest."""
     from wavar.model import kernels
 
     attend = (kernels.decode_attention_triton if kernels.use_attention_kernel(q)
               else kernels.decode_attention_reference)
-    return attend(q, k, v, k_all[layer], v_all[layer], positions)
+    return attend(q, k, v, k_all[layer], v_all[layer], positions, window=window)
 
 
 @row_attention.register_fake
 def _(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tensor, layer: int,
-      positions: Tensor) -> Tensor:
+      positions: Tensor, window: int = 0) -> Tensor:
     return torch.empty_like(q)
 
 
@@ -190,6 +231,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.n_head, self.n_kv, self.dropout = cfg.n_head, cfg.n_kv_head, cfg.dropout
+        self.window = cfg.attn_window
         self.hd = cfg.n_embd // cfg.n_head
         # Grouped-query attention: fewer key/value heads shrink the KV cache, which is what
         # sampling reads at every step (the bandwidth that bounds generation speed).
@@ -209,7 +251,7 @@ class CausalSelfAttention(nn.Module):
             # position (B, 1)
             y = row_attention(qk[:, 0, : self.n_head], qk[:, 0, self.n_head :],
                               qkv[:, 0, self.n_head + self.n_kv :], kv[0], kv[1], kv[2],
-                              positions[:, 0])  # (B, H, hd)
+                              positions[:, 0], self.window)  # (B, H, hd)
             return self.resid_drop(self.proj(y.reshape(B, T, C)))
         q = qk[:, :, : self.n_head].transpose(1, 2)  # (B, H, T, hd)
         k = qk[:, :, self.n_head :].transpose(1, 2)  # (B, Hkv, T, hd)
@@ -223,14 +265,14 @@ class CausalSelfAttention(nn.Module):
                 v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
             if mask is None:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
-            elif isinstance(mask, Tensor):  # packed rows, dense mask (the CPU)
+            elif isinstance(mask, Tensor):  # a dense mask: packed rows on the CPU, a window
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
             else:  # packed rows on CUDA: FlexAttention skips the blocks no position sees;
                 # it drops no attention weights, so dropout acts on the residual branches and
                 # embeddings only (the training loop says so)
                 y = flex_attention(q, k, v, block_mask=mask)
         else:
-            y = cached_attention(q, k, v, kv[0], kv[1], kv[2], positions)
+            y = cached_attention(q, k, v, kv[0], kv[1], kv[2], positions, self.window)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_drop(self.proj(y))
 
@@ -464,7 +506,11 @@ class WaveletGPT(nn.Module):
         x = torch.cat([self._prefix(labels, m_tilde),
                        self._steps(prev, batch["slots"], batch["pos"], m_tilde,
                                    batch.get("context"))], dim=1)
-        h = self._trunk(x, torch.arange(T + 1, device=tokens.device))  # (B, T + 1, C)
+        # a window cuts attention through a dense mask (SDPA's memory-efficient kernel takes
+        # it; 11k positions: 120 MB of booleans), else the causal kernels
+        w = self.config.attn_window
+        mask = window_mask(T + 1, w, tokens.device) if w and T + 1 > w else None
+        h = self._trunk(x, torch.arange(T + 1, device=tokens.device), mask=mask)
         logits = self.head(h[:, 1:]).float()  # (B, T, V); the prefix predicts nothing
         if "legal" in batch:
             logits = mask_logits(logits, batch["legal"], batch.get("valid"))
@@ -484,7 +530,8 @@ class WaveletGPT(nn.Module):
         x = torch.where(prefix[..., None], self._prefix(labels, m_tilde),
                         self._steps(prev, batch["slots"], batch["pos"], m_tilde,
                                     batch.get("context")))
-        h = self._trunk(x, batch["position"], mask=sequence_mask(batch["doc"]))
+        mask = sequence_mask(batch["doc"], window=self.config.attn_window, prefix=prefix)
+        h = self._trunk(x, batch["position"], mask=mask)
         return mask_logits(self.head(h).float(), batch["legal"], batch["valid"])
 
     def bits_per_sequence(self, batch: dict[str, Tensor]) -> Tensor:
@@ -581,8 +628,11 @@ class WaveletGPT(nn.Module):
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token (forward + backward), as nanoGPT's ``estimate_mfu``:
-        6 N for the weight matmuls plus 12 n_layer n_embd seq_len for attention."""
+        6 N for the weight matmuls plus 12 n_layer n_embd seq_len for attention (with a
+        window, at most ``attn_window`` positions seen)."""
         c = self.config
+        if c.attn_window:
+            seq_len = min(seq_len, c.attn_window + 1)  # the window and the prefix
         return 6.0 * self.num_params(non_embedding=True) + 12.0 * c.n_layer * c.n_embd * seq_len
 
     def optim_groups(self, weight_decay: float) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import triton.language as tl
 
 @triton.jit
 def attend(Q, K, V, KC, VC, POS, OUT, M_PART, L_PART, A_PART,
-           s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_cb, s_ch, s_cl, s_ob, s_oh, scale,
+           s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_cb, s_ch, s_cl, s_ob, s_oh, scale, WINDOW,
            HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, HD: tl.constexpr,
            BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, CHUNKS: tl.constexpr,
            DOT: tl.constexpr, PRECISION: tl.constexpr):
@@ -48,9 +48,21 @@ def attend(Q, K, V, KC, VC, POS, OUT, M_PART, L_PART, A_PART,
         m_i = tl.where(first, tl.sum(q * k_new[None, :], axis=1), float("-inf"))  # (GP,)
         l_i = tl.where(first, 1.0, 0.0) + tl.zeros([GP], tl.float32)
         acc = tl.zeros([GP, HD], tl.float32) + v_new[None, :] * first.to(tl.float32)
+        # a window (WINDOW > 0) sees positions p - WINDOW + 1 .. p and the prefix at 0: the
+        # first chunk takes the prefix from registers too, and the loops start at the window
+        seen_from = tl.where(WINDOW > 0, tl.maximum(n - WINDOW + 1, 1), 0)
+        if first & (seen_from > 0) & (n > 0):
+            k_0 = tl.load(KC + base + d).to(tl.float32)
+            v_0 = tl.load(VC + base + d).to(tl.float32)
+            s_0 = tl.sum(q * k_0[None, :], axis=1)
+            m_0 = tl.maximum(m_i, s_0)
+            a_0, b_0 = tl.exp2(m_i - m_0), tl.exp2(s_0 - m_0)
+            l_i = l_i * a_0 + b_0
+            acc = acc * a_0[:, None] + b_0[:, None] * v_0[None, :]
+            m_i = m_0
         qc = q.to(KC.dtype.element_ty)
         hi = tl.minimum(lo + CHUNK, n)
-        for start in range(lo, hi, BLOCK_N):
+        for start in range(tl.maximum(lo, seen_from), hi, BLOCK_N):
             offs = start + tl.arange(0, BLOCK_N)
             inside = offs < hi
             at = base + offs[:, None] * s_cl + d[None, :]

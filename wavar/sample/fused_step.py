@@ -185,7 +185,8 @@ class FusedDecodeStep:
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
             att = decode_attention_triton(q, k, v, cache.k[i], cache.v[i], position,
-                                          precision=self.precision)
+                                          precision=self.precision,
+                                          window=self.config.attn_window)
             tk.step_mlp[(blocks, self.split)](x, att, *layer["rest"], x_mid, y_part, B,
                                               self.eps, **self.mlp_sizes, **common)
             nxt = layer if last else self.layers[i + 1]  # (the last layer's is never read)
