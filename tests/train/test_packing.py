@@ -124,7 +124,8 @@ def test_windowed_block_mask_skips_blocks_and_misses_none():
     skips the blocks out of reach, except those holding a prefix of the query's sequence."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    from wavar.model.transformer import _packed_block_mask, in_window
+    from wavar.model.kernels import in_window
+    from wavar.model.transformer import _packed_block_mask
 
     rng = np.random.default_rng(1)
     for window in (100, 300):

@@ -30,7 +30,14 @@ import math
 import torch
 from torch import Tensor
 
-from wavar.model.transformer import in_window
+
+def in_window(q: Tensor, k: Tensor, window: int, sink: Tensor) -> Tensor:
+    """Whether query position ``q`` may see key position ``k`` of its own sequence under
+    sliding-window attention: k no later than q, and within the last ``window`` positions or
+    the sequence's class prefix (``sink``, a bool the shape of k's broadcast). ``window`` 0:
+    the whole past."""
+    causal = q >= k
+    return causal & ((q - k < window) | sink) if window else causal
 
 
 def decode_attention_reference(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor,

@@ -46,8 +46,9 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex
 from wavar.atomic import write_atomic
 from wavar.codec.grammar import CONTEXT_SIZES, CONTEXT_VERSION
 from wavar.errors import CheckpointError
-from wavar.model import weights
+from wavar.model import kernels, weights
 from wavar.model.config import ModelConfig
+from wavar.model.kernels import in_window
 
 __all__ = ["KVCache", "ModelConfig", "PRESETS", "WaveletGPT", "config_from_preset",
            "loss_bits", "mask_logits", "token_bits"]
@@ -73,15 +74,6 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x1, x2 = x.float().chunk(2, dim=-1)
     cos, sin = cos.float(), sin.float()  # buffers may have been cast by model.to(bf16)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
-
-
-def in_window(q: Tensor, k: Tensor, window: int, sink: Tensor) -> Tensor:
-    """Whether query position ``q`` may see key position ``k`` of its own sequence under
-    sliding-window attention: k no later than q, and within the last ``window`` positions or
-    the sequence's class prefix (``sink``, a bool the shape of k's broadcast). ``window`` 0:
-    the whole past."""
-    causal = q >= k
-    return causal & ((q - k < window) | sink) if window else causal
 
 
 def window_mask(n: int, window: int, device: torch.device | str) -> Tensor:
@@ -214,8 +206,6 @@ def row_attention(q: Tensor, k: Tensor, v: Tensor, k_all: Tensor, v_all: Tensor,
     change (one CUDA graph for a whole generation). On a GPU with Triton this is one
     flash-decoding kernel (:mod:`wavar.model.kernels`) where its tiles fit the head size; the
     PyTorch reference serves the rest."""
-    from wavar.model import kernels
-
     attend = (kernels.decode_attention_triton if kernels.use_attention_kernel(q)
               else kernels.decode_attention_reference)
     return attend(q, k, v, k_all[layer], v_all[layer], positions, window=window)
