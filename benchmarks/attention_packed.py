@@ -97,6 +97,9 @@ def main() -> None:
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--windows", default="",
+                   help="also FlexAttention with these attention windows (model_args.attn_window: "
+                        "the last W positions and the class prefix), e.g. 1024,256")
     args = p.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -127,6 +130,15 @@ def main() -> None:
     packed = qkv(doc.shape)
     rows = {"flex": timed(lambda: step(lambda q, k, v: flex(q, k, v, block_mask=mask), *packed),
                           args.reps, device)}
+    blocks = {"flex": int(mask.kv_num_blocks.sum() + mask.full_kv_num_blocks.sum())}
+    starts = np.ones_like(doc_np, dtype=bool)
+    starts[:, 1:] = doc_np[:, 1:] != doc_np[:, :-1]
+    prefix = torch.from_numpy(starts & (doc_np >= 0)).to(device)  # each sequence's first
+    for w in (int(x) for x in args.windows.split(",") if x):
+        wmask = sequence_mask(doc, flex=True, window=w, prefix=prefix)
+        blocks[f"flex_window{w}"] = int(wmask.kv_num_blocks.sum() + wmask.full_kv_num_blocks.sum())
+        rows[f"flex_window{w}"] = timed(lambda m=wmask: step(
+            lambda q, k, v: flex(q, k, v, block_mask=m), *packed), args.reps, device)
     longest = -(-int(batch.max() + 1) // RUNS_PAD) * RUNS_PAD
     padded = qkv((args.batch, longest))
     rows["padded"] = timed(lambda: step(lambda q, k, v: F.scaled_dot_product_attention(
@@ -156,20 +168,22 @@ def main() -> None:
             check = float((got[real].float() - want[real].float()).abs().max())
     real_tokens = int(batch.sum() + len(batch))
     res = dict(command="PYTHONPATH=. python benchmarks/attention_packed.py --dataset "
-                       f"{args.dataset} --batch {args.batch} --pack-len {args.pack_len}",
+                       f"{args.dataset} --batch {args.batch} --pack-len {args.pack_len}"
+                       + (f" --windows {args.windows}" if args.windows else ""),
                torch=torch.__version__, device=torch.cuda.get_device_name(device)
                if device.type == "cuda" else "cpu", dtype=str(dtype), heads=H, head_dim=hd,
                batch=args.batch, real_tokens=real_tokens, packed_rows=int(doc.shape[0]),
                padded_len=longest, backward=device.type == "cuda",
-               ms_per_layer={k: 1e3 * v for k, v in rows.items()},
+               ms_per_layer={k: 1e3 * v for k, v in rows.items()}, flex_blocks=blocks,
                varlen=("CUDA only" if device.type != "cuda" else "not in this torch"
                        if found is None else str(found[1])),
                varlen_max_abs_diff_vs_flex=check)
     print(json.dumps(res, indent=1))
-    if device.type != "cuda":
-        return  # a smoke run
+    if device.type != "cuda" and not args.windows:
+        return  # a smoke run (the CPU's figures: forward only, and at most for a window)
     out = TRAIN / (f"attention_packed_{args.dataset}_{res['device'].split()[-1].lower()}"
-                   f"_b{args.batch}_p{args.pack_len}.json")
+                   f"_b{args.batch}_p{args.pack_len}"
+                   + (f"_w{args.windows.replace(',', '-')}" if args.windows else "") + ".json")
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(f"-> {out}")
 

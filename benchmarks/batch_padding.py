@@ -35,7 +35,9 @@ from wavar.train.config import load_config
 from wavar.train.packing import pack_batch, place
 
 CODECS = {"fashion-mnist": dict(wavelet="bior4.4", final_threshold=2**-4),
-          "mnist": dict(wavelet="haar", final_threshold=2**-3)}
+          "mnist": dict(wavelet="haar", final_threshold=2**-3),
+          # the lossless language of cifar10-lossless and configs/cifar10-lossless-large.toml
+          "cifar10": dict(wavelet="cdf53", language="zeroblock", final_threshold=1.0)}
 
 
 def real_fraction(lengths: np.ndarray, batch: int, buckets: int, pad_to: int, draws: int,

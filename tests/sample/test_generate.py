@@ -5,7 +5,7 @@ import torch
 from tests.conftest import smooth_image
 from wavar import WaveletCodec
 from wavar.model.transformer import WaveletGPT, config_from_preset
-from wavar.sample import Region, filters, prefix_tokens, sample_images
+from wavar.sample import Region, filters, plan, prefix_tokens, sample_images
 from wavar.sample.forcing import kept_coefficients
 from wavar.sample.generate import generate
 
@@ -52,6 +52,21 @@ def test_a_lossless_colour_model_with_decoder_state_samples_legal_images():
         img = codec.decode(s)
         assert img.shape == (8, 8, 3) and img.dtype == np.uint8
     assert not np.array_equal(codec.decode(seqs[0]), codec.decode(seqs[1]))
+
+
+def test_a_windowed_model_samples_through_its_window():
+    """A model with an attention window (model_args.attn_window) samples legal complete
+    sequences far longer than the window, and the window takes part: the same weights and seed
+    without it sample other sequences. (That the cached steps attend as the training forward
+    does: tests/model/test_transformer.py.)"""
+    kw = dict(shape=(8, 8, 3), wavelet="cdf53", final_threshold=1, decoder_state=1)
+    windowed, full = tiny_model(**kw, attn_window=8), tiny_model(**kw)
+    assert "last 8 positions" in plan(windowed).why["attention"]
+    codec = WaveletCodec("cdf53", language="zeroblock", final_threshold=1)
+    a, b = generate(windowed, [0, 1], seed=3), generate(full, [0, 1], seed=3)
+    for s in a:
+        assert len(s.tokens) > 100 and codec.slots(s).kind[-1] == 4
+    assert not all(np.array_equal(x.tokens, y.tokens) for x, y in zip(a, b, strict=True))
 
 
 def test_same_seed_same_samples_and_different_seed_differs():
