@@ -97,8 +97,6 @@ def test_block_mask_from_the_layout_is_flex_attentions_own():
     ``create_block_mask`` evaluating the mask at every position."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    from wavar.model.transformer import _packed_block_mask
-
     rng = np.random.default_rng(0)
     for _ in range(4):
         need = rng.integers(20, 400, size=12)
@@ -107,15 +105,14 @@ def test_block_mask_from_the_layout_is_flex_attentions_own():
         for i, (r, o, n) in enumerate(zip(row, offset, need, strict=True)):
             doc[r, o:o + n] = i
 
-        def same_sequence(b, h, q, k, doc=doc):
-            return (doc[b, q] == doc[b, k]) & (q >= k)
-
-        ours = _packed_block_mask(doc, same_sequence)
-        theirs = create_block_mask(same_sequence, doc.shape[0], None, 1024, 1024, device="cpu")
+        ours = sequence_mask(doc, flex=True)  # the layout's block mask (rows of whole blocks)
+        theirs = create_block_mask(ours.mask_mod, doc.shape[0], None, 1024, 1024, device="cpu")
         for attr in ("kv_num_blocks", "full_kv_num_blocks"):
             assert torch.equal(getattr(ours, attr), getattr(theirs, attr))
         assert torch.equal(ours.to_dense(), theirs.to_dense())
         assert ours.full_kv_num_blocks.sum() > 0 and ours.kv_num_blocks.sum() > 0
+        # the row of padding: each block sees only itself (its diagonal)
+        assert (ours.kv_num_blocks[-1] == 1).all() and ours.full_kv_num_blocks[-1].sum() == 0
 
 
 def test_windowed_block_mask_skips_blocks_and_misses_none():
@@ -123,9 +120,6 @@ def test_windowed_block_mask_skips_blocks_and_misses_none():
     (FlexAttention's own mask, evaluated everywhere) and claims full only blocks that are; it
     skips the blocks out of reach, except those holding a prefix of the query's sequence."""
     from torch.nn.attention.flex_attention import create_block_mask
-
-    from wavar.model.kernels import in_window
-    from wavar.model.transformer import _packed_block_mask
 
     rng = np.random.default_rng(1)
     for window in (100, 300):
@@ -136,11 +130,8 @@ def test_windowed_block_mask_skips_blocks_and_misses_none():
         for i, (r, o, n) in enumerate(zip(row, offset, need, strict=True)):
             doc[r, o:o + n], prefix[r, o] = i, True
 
-        def seen(b, h, q, k, doc=doc, prefix=prefix, window=window):
-            return (doc[b, q] == doc[b, k]) & in_window(q, k, window, prefix[b, k])
-
-        ours = _packed_block_mask(doc, seen, window, prefix)
-        theirs = create_block_mask(seen, doc.shape[0], None, 2048, 2048, device="cpu")
+        ours = sequence_mask(doc, flex=True, window=window, prefix=prefix)
+        theirs = create_block_mask(ours.mask_mod, doc.shape[0], None, 2048, 2048, device="cpu")
         listed, needed = ours.to_dense().bool(), theirs.to_dense().bool()
         assert (needed <= listed).all()  # nothing visible is skipped
         full = torch.zeros_like(listed)  # ours' full blocks: a subset of the truly full
@@ -155,7 +146,7 @@ def test_windowed_block_mask_skips_blocks_and_misses_none():
                 theirs_full[b, 0, qb, theirs.full_kv_indices[b, 0, qb, :nb].long()] = True
         # a whole block pair lies within the window only if 255 < window (blocks of 128)
         assert (full <= theirs_full).all() and bool(full.any()) == (window > 255)
-        causal = _packed_block_mask(doc, seen).to_dense().bool()
+        causal = sequence_mask(doc, flex=True).to_dense().bool()
         assert listed.sum() < causal.sum()  # the window skips blocks
         assert listed.sum() <= needed.sum() * 1.25  # and lists few it need not
 

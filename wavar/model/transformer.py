@@ -85,21 +85,21 @@ def window_mask(n: int, window: int, device: torch.device | str) -> Tensor:
 def sequence_mask(doc: Tensor, flex: bool | None = None, window: int = 0,
                   prefix: Tensor | None = None) -> Tensor | BlockMask:
     """Attention of packed rows (:mod:`wavar.train.packing`): a position sees the positions of
-    its own sequence (``doc`` (B, P), -1 for padding, which sees padding) up to itself; with a
-    ``window`` only the last ``window`` of them and its sequence's class prefix (``prefix``
-    (B, P) bool, needed then). A dense boolean mask (B, 1, P, P) on the CPU; on CUDA a
-    FlexAttention block mask, which skips the blocks that no position sees (dense, 16 rows of
-    8,192 would take a gigabyte). ``flex`` chooses the kind (default: by the device)."""
+    its own sequence (``doc`` (B, P), -1 for padding) up to itself; with a ``window`` only the
+    last ``window`` of them and its sequence's class prefix (``prefix`` (B, P) bool, needed
+    then). Padding sees only itself: its output is never read, and a row of padding (rows come
+    in even numbers on CUDA) attending causally cost more than a row of sequences. A dense
+    boolean mask (B, 1, P, P) on the CPU; on CUDA a FlexAttention block mask, which skips the
+    blocks that no position sees (dense, 16 rows of 8,192 would take a gigabyte). ``flex``
+    chooses the kind (default: by the device)."""
     B, P = doc.shape
     if window and prefix is None:
         raise ValueError("a windowed sequence mask needs the rows' prefix positions")
     if doc.is_cuda if flex is None else flex:
-        if window:
-            def same_sequence(b, h, q, k):
-                return (doc[b, q] == doc[b, k]) & in_window(q, k, window, prefix[b, k])
-        else:
-            def same_sequence(b, h, q, k):
-                return (doc[b, q] == doc[b, k]) & (q >= k)
+        def same_sequence(b, h, q, k):
+            d = doc[b, q]
+            seen = in_window(q, k, window, prefix[b, k]) if window else q >= k
+            return (d == doc[b, k]) & seen & ((d >= 0) | (q == k))
 
         if P % FLEX_BLOCK:  # rows not in whole blocks: let FlexAttention work the blocks out
             return create_block_mask(same_sequence, B, None, P, P, device=doc.device)
@@ -107,7 +107,8 @@ def sequence_mask(doc: Tensor, flex: bool | None = None, window: int = 0,
     i = torch.arange(P, device=doc.device)
     sink = prefix[:, None, :] if window else None
     seen = in_window(i[None, :, None], i[None, None, :], window, sink)
-    return ((doc[:, :, None] == doc[:, None, :]) & seen)[:, None]
+    real = (doc >= 0)[:, :, None] | (i[:, None] == i[None, :])
+    return ((doc[:, :, None] == doc[:, None, :]) & seen & real)[:, None]
 
 
 FLEX_BLOCK = 128  # FlexAttention's default block size
@@ -122,7 +123,8 @@ def _packed_block_mask(doc: Tensor, mask_mod, window: int = 0,
     padding only at a row's end, so the runs of equal ``doc`` along a row, numbered in order,
     give each block of 128 positions a range of run numbers; a (query block, key block) pair
     holds a visible position iff the ranges meet and the key block is not later, and is fully
-    visible iff both blocks lie in one run and the key block is earlier (no causal cut).
+    visible iff both blocks lie in one run and the key block is earlier (no causal cut). A
+    query block of padding only lists its own block.
     With a ``window`` a pair must also come within ``window`` positions somewhere, or the key
     block hold the prefix (``prefix`` (B, P)) of a sequence the query block holds; it is fully
     visible only if all its pairs lie within the window."""
@@ -138,6 +140,9 @@ def _packed_block_mask(doc: Tensor, mask_mod, window: int = 0,
     single = lo == hi
     full = (single[:, :, None] & single[:, None, :] & (lo[:, :, None] == lo[:, None, :])
             & (qb > kb))
+    blank = (doc.view(B, n, FLEX_BLOCK) < 0).all(-1)[:, :, None]  # padding only: sees itself
+    meet = meet & (~blank | (qb == kb))
+    full = full & ~blank
     if window:
         # nearest pair: the query block's first position, the key block's last
         near = (qb - kb) * FLEX_BLOCK - (FLEX_BLOCK - 1) < window
