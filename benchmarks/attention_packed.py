@@ -13,6 +13,11 @@ test split, coded as the zoo models code it), as the training loop draws them, t
   (flash attention over cumulative sequence lengths), where this torch has it; its output is
   checked against ``flex`` at every real position.
 
+``--windows W,...`` adds FlexAttention with attention windows (``model_args.attn_window``:
+the last W positions and the class prefix), each also without the prefix in sight (what that
+partial block a query block costs); on the CPU (no backward) its forward-only figures are
+written too.
+
 Query heads and one shared key/value head expanded to them, as the model's training path does;
 bf16, forward and backward; the median of ``--reps`` timed steps after warm-up, per layer.
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import itertools
 import json
 import time
 
@@ -134,10 +140,15 @@ def main() -> None:
     starts = np.ones_like(doc_np, dtype=bool)
     starts[:, 1:] = doc_np[:, 1:] != doc_np[:, :-1]
     prefix = torch.from_numpy(starts & (doc_np >= 0)).to(device)  # each sequence's first
-    for w in (int(x) for x in args.windows.split(",") if x):
-        wmask = sequence_mask(doc, flex=True, window=w, prefix=prefix)
-        blocks[f"flex_window{w}"] = int(wmask.kv_num_blocks.sum() + wmask.full_kv_num_blocks.sum())
-        rows[f"flex_window{w}"] = timed(lambda m=wmask: step(
+    # each window twice: as the model has it, and without the class prefix in sight (no
+    # prefix anywhere), which drops a partial block per query block: what the prefix costs
+    for w, sink in itertools.product((int(x) for x in args.windows.split(",") if x),
+                                     (True, False)):
+        name = f"flex_window{w}" + ("" if sink else "_noprefix")
+        wmask = sequence_mask(doc, flex=True, window=w,
+                              prefix=prefix if sink else torch.zeros_like(prefix))
+        blocks[name] = int(wmask.kv_num_blocks.sum() + wmask.full_kv_num_blocks.sum())
+        rows[name] = timed(lambda m=wmask: step(
             lambda q, k, v: flex(q, k, v, block_mask=m), *packed), args.reps, device)
     longest = -(-int(batch.max() + 1) // RUNS_PAD) * RUNS_PAD
     padded = qkv((args.batch, longest))
