@@ -10,13 +10,14 @@ from tests.model.test_kernels import run_interpreted
 
 def fused_cases():
     """(name, model, cache length, steps t): grouped and plain heads, a width that is no power
-    of two, no RoPE; random weights everywhere (norms and head too)."""
+    of two, no RoPE, an attention window; random weights everywhere (norms and head too)."""
     from wavar.model.transformer import WaveletGPT, config_from_preset
 
     for name, overrides in (
         ("tiny-mha", dict(n_layer=2, n_head=2, n_embd=32, fourier_features=8)),
         ("gqa4", dict(n_layer=2, n_head=4, n_kv_head=1, n_embd=128)),
         ("width80-norope", dict(n_layer=1, n_head=5, n_kv_head=1, n_embd=80, rope=False)),
+        ("gqa4-window8", dict(n_layer=2, n_head=4, n_kv_head=1, n_embd=128, attn_window=8)),
     ):
         torch.manual_seed(0)
         model = WaveletGPT(config_from_preset("tiny", **overrides)).eval()
