@@ -82,6 +82,23 @@ def test_samples_mode(toy, capsys):
     assert abs(f["fid"]) < 1e-6 and "floor" not in f and "floor_fid" not in f
 
 
+def test_several_samples_files_are_joined(toy, capsys):
+    x, y = shapes(40, 1)  # the toy test set in two halves: FID ~ 0 only if both are read
+    halves = [toy / "a.npz", toy / "b.npz"]
+    np.savez(halves[0], x=x[:20], y=y[:20])
+    np.savez(halves[1], x=x[20:], y=y[20:])
+    out = toy / "joined.json"
+    assert cli.main(["eval", "--samples", *map(str, halves), "--dataset", "toy", "--fid",
+                     "--no-floor", "-o", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["fid"]["samples"] == 40 and abs(r["fid"]["fid"]) < 1e-6
+    assert r["samples_file"] == f"{halves[0]}, {halves[1]}"
+    np.savez(halves[1], x=np.zeros((5, 8, 8), np.uint8), y=np.zeros(5, np.int64))
+    assert cli.main(["eval", "--samples", *map(str, halves), "--dataset", "toy", "--cas",
+                     "-o", str(out)]) == 1
+    assert "different shapes" in one_line_error(capsys)
+
+
 def test_model_mode(toy, monkeypatch, capsys):
     from wavar.cli import eval as evalcli
 

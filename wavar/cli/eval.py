@@ -7,6 +7,7 @@ Examples
     wavar eval --model fashion-mnist --dataset fashion-mnist --fid --cas --nll -o fm.json
     wavar eval --model mnist --dataset mnist --cas --n 1000 --cfg 2
     wavar eval --samples theirs.npz --dataset fashion-mnist --fid --cas -o theirs.json
+    wavar eval --samples s0.npz s1.npz --dataset cifar10 --fid --cas   # several runs' samples
     wavar eval --model fashion-mnist --dataset fashion-mnist --rd --rd-images 200 -o rd.json
     wavar eval --dataset fashion-mnist --floor -o floor.json
     wavar eval --model fashion-mnist --dataset fashion-mnist --fid --cas --nll --rd \
@@ -72,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                description="FID, KID, CAS and likelihood of a model or of external samples.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", metavar="NAME_OR_PATH", help="zoo name or model folder")
-    src.add_argument("--samples", metavar="NPZ",
-                     help="evaluate these samples (uint8 x, integer y) instead of a model's")
+    src.add_argument("--samples", metavar="NPZ", nargs="+",
+                     help="evaluate these samples (uint8 x, integer y) instead of a model's; "
+                          "several files are joined in order (samples made in several runs, "
+                          "e.g. `wavar sample --npz` with other seeds)")
     p.add_argument("--dataset", required=True, metavar="NAME",
                    help="the real data to compare with (mnist, fashion-mnist, cifar10, ...)")
     p.add_argument("--fid", action="store_true",
@@ -344,10 +347,15 @@ def _eval(args: argparse.Namespace) -> int:
                       **settings)
     x = y = None
     if args.samples:
-        x, y = read_samples(args.samples)
+        parts = [read_samples(path) for path in args.samples]
+        shapes = sorted({p[0].shape[1:] for p in parts})
+        if len(shapes) > 1:
+            raise WavarError(f"the samples files hold images of different shapes {shapes}: "
+                             "join files of one dataset only")
+        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         if args.n is not None:
             x, y = x[: args.n], y[: args.n]
-        report["samples_file"] = str(args.samples)
+        report["samples_file"] = ", ".join(map(str, args.samples))
     elif model is not None and (args.fid or args.cas):
         n = 10_000 if args.n is None else args.n
         sampler = copy.deepcopy(model).to(torch.bfloat16) if args.bf16 else model
