@@ -115,14 +115,15 @@ def plan(model, options: SamplingOptions | None = None,
         blocker = "numba's CUDA target (numba-cuda) is not available"
     else:
         blocker = None
+    # a windowed model's attention, said once for either loop
+    window = (f"; each row sees its last {c.attn_window} positions and the class prefix"
+              if c.attn_window else "")
     if blocker:
         return SamplingPlan("cpu", "model", "pytorch", "none", "pytorch", why={
             "loop": f"grammar on the host: {blocker}",
             "step": "the model's decode_step; a forced prefix the rows share: one prefill",
             "attention": "PyTorch, over the span of the cache the rows have filled (finished "
-                         "rows compacted away)" + (f"; each row sees its last {c.attn_window} "
-                                                   f"positions and the class prefix"
-                                                   if c.attn_window else ""),
+                         "rows compacted away)" + window,
             "graphs": "the host steps the grammar between model steps",
             "draw": "PyTorch filters and draw"})
 
@@ -137,8 +138,7 @@ def plan(model, options: SamplingOptions | None = None,
                                                  f"{attention_limit}"
     else:
         attention, why["attention"] = "triton", "flash-decoding, each row over its own prefix"
-    if c.attn_window:
-        why["attention"] += f" (its last {c.attn_window} positions and the class prefix)"
+    why["attention"] += window
     fused_limit = fused_step_limit(c) if machine.triton else "Triton is not available"
     if fused_limit:
         step, why["step"] = "model", f"the model's decode_step; fused step: {fused_limit}"
