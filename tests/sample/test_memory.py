@@ -74,3 +74,26 @@ def test_sample_cli_batches_what_does_not_fit(tmp_path, monkeypatch, capsys):
     free_for(monkeypatch, model, 0, limit=40)
     assert cli([*base, "--n", "1"]) == 2
     assert "not even one image fits" in capsys.readouterr().err
+
+
+def test_a_planned_batch_survives_the_memory_an_earlier_batch_kept(tmp_path, monkeypatch, capsys):
+    """A batch planned once meets a little less free memory after the first batch (the device
+    keeps some): generate refuses only above REFUSE_SHARE, so the second batch still runs."""
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "m")
+    row = planning.cache_bytes(model, 1, 40)
+    free = [-(-3 * row // planning.CACHE_SHARE) + 1]  # 3 images planned a batch
+    monkeypatch.setattr(planning, "free_memory", lambda device: int(free[0]))
+    original = planning.rows_that_fit
+
+    def shrinking(*a, **k):  # every look at the memory finds 5% less than the last
+        out = original(*a, **k)
+        free[0] *= 0.95
+        return out
+
+    monkeypatch.setattr(planning, "rows_that_fit", shrinking)
+    assert cli(["sample", "--model", str(tmp_path / "m"), "--classes", "all", "--n", "2",
+                "--tokens", "40", "--seed", "1", "-o", str(tmp_path / "g.png")]) == 0
+    assert "sampling 6 images in batches of 3: " in capsys.readouterr().out
+    with pytest.raises(SamplingMemoryError, match=r"90% of it for the cache: 2 images a call"):
+        generate(model, [0, 1, 2], seed=0, max_tokens=40)  # by now 3 images do not fit

@@ -33,7 +33,7 @@ from wavar.sample.draw import ForcedPrefix
 from wavar.sample.forcing import forcing_of
 from wavar.sample.gpu_loop import gpu_loop
 from wavar.sample.options import SamplingOptions
-from wavar.sample.planning import SamplingPlan, images_per_call, token_limit
+from wavar.sample.planning import REFUSE_SHARE, SamplingPlan, images_per_call, token_limit
 from wavar.sample.planning import plan as plan_for
 
 log = logging.getLogger("wavar.sample")
@@ -137,7 +137,7 @@ def generate(model, labels: Sequence[int] | np.ndarray, options: SamplingOptions
     if len(labels) == 0:
         return Samples([], plan)
     device = next(model.parameters()).device
-    fit, why = images_per_call(model, options, device)
+    fit, why = images_per_call(model, options, device, REFUSE_SHARE)
     if fit is not None and len(labels) > fit:  # before the cache: fail at once, lose nothing
         raise SamplingMemoryError(f"{len(labels):,} images in one generation: {why}; generate "
                                   "them in batches (wavar sample does; wavar eval --batch N)")

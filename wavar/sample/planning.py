@@ -167,9 +167,13 @@ def plan(model, options: SamplingOptions | None = None,
 # --------------------------------------------------------------------------------------------
 # memory: the key/value cache is what grows with the rows and their length
 
-#: share of the free memory a generation's cache may take (the rest: activations, logits, the
-#: grammar's state, the allocator's slack)
+#: share of the free memory a generation's cache is planned to take (the rest: activations,
+#: logits, the grammar's state, the allocator's slack)
 CACHE_SHARE = 0.8
+#: share above which :func:`~wavar.sample.generate` refuses a generation before allocating:
+#: above the planning share, because a batch planned once meets a little less free memory
+#: after an earlier batch (an H100 kept 0.3 GiB of 78: a 1,231-image batch was refused at 1,226)
+REFUSE_SHARE = 0.9
 
 
 def token_limit(model, options: SamplingOptions) -> int:
@@ -206,29 +210,30 @@ def free_memory(device: torch.device | str) -> int | None:
     return None
 
 
-def rows_that_fit(row_bytes: int, device: torch.device) -> tuple[int | None, int | None]:
-    """How many rows of ``row_bytes`` of cache fit in ``CACHE_SHARE`` of ``device``'s free
-    memory, and that free memory; ``(None, None)`` where it is unknown."""
+def rows_that_fit(row_bytes: int, device: torch.device, share: float = CACHE_SHARE
+                  ) -> tuple[int | None, int | None]:
+    """How many rows of ``row_bytes`` of cache fit in ``share`` of ``device``'s free memory,
+    and that free memory; ``(None, None)`` where it is unknown."""
     free = free_memory(device)
-    return (None, None) if free is None else (int(free * CACHE_SHARE) // row_bytes, free)
+    return (None, None) if free is None else (int(free * share) // row_bytes, free)
 
 
-def images_per_call(model, options: SamplingOptions, device: torch.device | str | None = None
-                    ) -> tuple[int | None, str]:
+def images_per_call(model, options: SamplingOptions, device: torch.device | str | None = None,
+                    share: float = CACHE_SHARE) -> tuple[int | None, str]:
     """The most images (labels) one :func:`~wavar.sample.generate` call can take on ``device``
-    (default: the model's) before its key/value cache outgrows ``CACHE_SHARE`` of the free
-    memory, and why: ``(None, ...)`` where the free memory is unknown. Guidance doubles the
-    rows (each image has an unguided twin)."""
+    (default: the model's) before its key/value cache outgrows ``share`` of the free memory
+    (planning: ``CACHE_SHARE``; refusing: ``REFUSE_SHARE``), and why: ``(None, ...)`` where the
+    free memory is unknown. Guidance doubles the rows (each image has an unguided twin)."""
     device = next(model.parameters()).device if device is None else torch.device(device)
     limit = token_limit(model, options)
     twins = 2 if options.guided else 1
     row = cache_bytes(model, 1, limit)
-    n, free = rows_that_fit(row * twins, device)
+    n, free = rows_that_fit(row * twins, device, share)
     if n is None:
         return None, f"the free memory of {device} is unknown"
     return n, (f"an image's key/value cache takes {size_text(row * twins)} ({limit:,} positions"
                + (", with its unguided twin" if twins == 2 else "") + f"); {device} has "
-               f"{size_text(free)} free, {CACHE_SHARE:.0%} of it for the cache: {n:,} images "
+               f"{size_text(free)} free, {share:.0%} of it for the cache: {n:,} images "
                "a call")
 
 
