@@ -15,8 +15,12 @@ test split, coded as the zoo models code it), as the training loop draws them, t
 
 ``--windows W,...`` adds FlexAttention with attention windows (``model_args.attn_window``:
 the last W positions and the class prefix), each also without the prefix in sight (what that
-partial block a query block costs); on the CPU (no backward) its forward-only figures are
-written too.
+partial block a query block costs), with a mask function of one lookup (``_start``: each
+position's sequence start, where the model's looks up the sequence of both positions and the
+key's prefix flag), and flash attention's own window (``varlen_window``: no prefix, checked
+against the FlexAttention one without it); on the CPU (no backward) its forward-only figures
+are written too. Every row is also timed forward only (``ms_forward_per_layer``), and each
+block mask's blocks are counted as partial (the mask function evaluated) and full.
 
 Query heads and one shared key/value head expanded to them, as the model's training path does;
 bf16, forward and backward; the median of ``--reps`` timed steps after warm-up, per layer.
@@ -40,7 +44,7 @@ from benchmarks._common import TRAIN
 from benchmarks.batch_padding import CODECS
 from wavar.codec import WaveletCodec
 from wavar.data.shards import TokenDataset
-from wavar.model.transformer import sequence_mask
+from wavar.model.transformer import _packed_block_mask, sequence_mask
 from wavar.train.packing import place
 
 RUNS_PAD = 512  # the loop pads unpacked batches to a multiple of this on CUDA
@@ -79,7 +83,7 @@ def varlen_call():
 
 
 def timed(fn, reps: int, device: torch.device) -> float:
-    """Median seconds of ``fn()`` (forward and backward) over ``reps`` after 3 warm-ups."""
+    """Median seconds of ``fn()`` over ``reps`` after 3 warm-ups."""
     for _ in range(3):
         fn()
     times = []
@@ -92,6 +96,25 @@ def timed(fn, reps: int, device: torch.device) -> float:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     return float(np.median(times))
+
+
+def start_mask_mod(doc: torch.Tensor, window: int):
+    """The packed rows' windowed mask with one lookup a pair: each query's sequence start
+    (padding: the position itself, so it sees only itself), where the model's mask function
+    looks up both positions' sequences and the key's prefix flag. The same visibility."""
+    B, P = doc.shape
+    i = torch.arange(P, device=doc.device).expand(B, P)
+    starts = torch.ones_like(doc, dtype=torch.bool)
+    starts[:, 1:] = doc[:, 1:] != doc[:, :-1]
+    first = torch.where(starts, i, 0).cummax(1).values
+    start = torch.where(doc >= 0, first, i).to(torch.int32).contiguous()
+
+    def mod(b, h, q, k):
+        s = start[b, q]
+        near = (q - k < window) | (k == s) if window else q >= k
+        return (k >= s) & (q >= k) & near
+
+    return mod
 
 
 def main() -> None:
@@ -124,7 +147,7 @@ def main() -> None:
 
     def step(attend, *leaves):
         q, k, v = leaves
-        y = attend(q, k.expand_as(q), v.expand_as(q))
+        y = attend(q, k, v)
         if y.requires_grad:
             y.float().square().mean().backward()
         return y
@@ -134,9 +157,20 @@ def main() -> None:
     mask = sequence_mask(doc, flex=True)
     flex = torch.compile(torch.nn.attention.flex_attention.flex_attention)
     packed = qkv(doc.shape)
-    rows = {"flex": timed(lambda: step(lambda q, k, v: flex(q, k, v, block_mask=mask), *packed),
-                          args.reps, device)}
-    blocks = {"flex": int(mask.kv_num_blocks.sum() + mask.full_kv_num_blocks.sum())}
+    rows, forward, blocks = {}, {}, {}
+
+    def measure(name, attend, leaves, block_mask=None):
+        rows[name] = timed(lambda: step(attend, *leaves), args.reps, device)
+        with torch.no_grad():
+            forward[name] = timed(lambda: attend(*leaves), args.reps, device)
+        if block_mask is not None:
+            blocks[name] = dict(partial=int(block_mask.kv_num_blocks.sum()),
+                                full=int(block_mask.full_kv_num_blocks.sum()))
+
+    def flexed(m):
+        return lambda q, k, v: flex(q, k.expand_as(q), v.expand_as(q), block_mask=m)
+
+    measure("flex", flexed(mask), packed, mask)
     starts = np.ones_like(doc_np, dtype=bool)
     starts[:, 1:] = doc_np[:, 1:] != doc_np[:, :-1]
     prefix = torch.from_numpy(starts & (doc_np >= 0)).to(device)  # each sequence's first
@@ -147,13 +181,14 @@ def main() -> None:
         name = f"flex_window{w}" + ("" if sink else "_noprefix")
         wmask = sequence_mask(doc, flex=True, window=w,
                               prefix=prefix if sink else torch.zeros_like(prefix))
-        blocks[name] = int(wmask.kv_num_blocks.sum() + wmask.full_kv_num_blocks.sum())
-        rows[name] = timed(lambda m=wmask: step(
-            lambda q, k, v: flex(q, k, v, block_mask=m), *packed), args.reps, device)
+        measure(name, flexed(wmask), packed, wmask)
+        if sink:  # the same blocks, the one-lookup mask function
+            smask = _packed_block_mask(doc, start_mask_mod(doc, w), w, prefix)
+            measure(f"{name}_start", flexed(smask), packed, smask)
     longest = -(-int(batch.max() + 1) // RUNS_PAD) * RUNS_PAD
     padded = qkv((args.batch, longest))
-    rows["padded"] = timed(lambda: step(lambda q, k, v: F.scaled_dot_product_attention(
-        q, k, v, is_causal=True), *padded), args.reps, device)
+    measure("padded", lambda q, k, v: F.scaled_dot_product_attention(
+        q, k.expand_as(q), v.expand_as(q), is_causal=True), padded)
     found = varlen_call() if device.type == "cuda" else None
     check = None
     if found is not None:
@@ -165,18 +200,26 @@ def main() -> None:
         def as_tokens(t):  # (R, H, P, hd) -> (R * P, H, hd)
             return t.transpose(1, 2).reshape(-1, H, hd)
 
-        def attend_varlen(q, k, v):
-            return varlen_attn(as_tokens(q), as_tokens(k).contiguous(),
-                               as_tokens(v).contiguous(), cu, cu, longest_run, longest_run,
-                               **causal)
+        def varlen(window: int):
+            kw = dict(causal, window_size=(window - 1, 0)) if window else causal
 
-        rows["varlen"] = timed(lambda: step(attend_varlen, *packed), args.reps, device)
-        with torch.no_grad():
-            q, k, v = packed
-            want = as_tokens(flex(q, k.expand_as(q), v.expand_as(q), block_mask=mask))
-            got = attend_varlen(q, k.expand_as(q), v.expand_as(q))
-            real = torch.from_numpy(doc_np.reshape(-1) >= 0).to(device)
-            check = float((got[real].float() - want[real].float()).abs().max())
+            def attend(q, k, v):
+                return varlen_attn(as_tokens(q), as_tokens(k.expand_as(q)).contiguous(),
+                                   as_tokens(v.expand_as(q)).contiguous(), cu, cu,
+                                   longest_run, longest_run, **kw)
+            return attend
+
+        real = torch.from_numpy(doc_np.reshape(-1) >= 0).to(device)
+        check = {}
+        for w in [0] + [int(x) for x in args.windows.split(",") if x]:
+            name = f"varlen_window{w}" if w else "varlen"
+            measure(name, varlen(w), packed)
+            with torch.no_grad():  # against FlexAttention's mask of the same visibility
+                m = mask if not w else sequence_mask(doc, flex=True, window=w,
+                                                     prefix=torch.zeros_like(prefix))
+                want = as_tokens(flexed(m)(*packed))
+                got = varlen(w)(*packed)
+                check[name] = float((got[real].float() - want[real].float()).abs().max())
     real_tokens = int(batch.sum() + len(batch))
     res = dict(command="PYTHONPATH=. python benchmarks/attention_packed.py --dataset "
                        f"{args.dataset} --batch {args.batch} --pack-len {args.pack_len}"
@@ -185,7 +228,8 @@ def main() -> None:
                if device.type == "cuda" else "cpu", dtype=str(dtype), heads=H, head_dim=hd,
                batch=args.batch, real_tokens=real_tokens, packed_rows=int(doc.shape[0]),
                padded_len=longest, backward=device.type == "cuda",
-               ms_per_layer={k: 1e3 * v for k, v in rows.items()}, flex_blocks=blocks,
+               ms_per_layer={k: 1e3 * v for k, v in rows.items()},
+               ms_forward_per_layer={k: 1e3 * v for k, v in forward.items()}, flex_blocks=blocks,
                varlen=("CUDA only" if device.type != "cuda" else "not in this torch"
                        if found is None else str(found[1])),
                varlen_max_abs_diff_vs_flex=check)

@@ -19,6 +19,6 @@ timeout "${STEP_TIMEOUT:-200}" python3 benchmarks/train_profile.py \
   --out "$OUT/train_profile_cifar10.json" > "$OUT/train_profile.log" 2>&1
 echo "train_profile rc=$?"; grep -E "^window" "$OUT/train_profile.log"
 timeout "${ATTENTION_TIMEOUT:-240}" python3 benchmarks/attention_packed.py --dataset cifar10 \
-  --batch 24 --pack-len 36864 --heads 7 --windows 1024 > "$OUT/attention_packed.log" 2>&1
-echo "attention_packed rc=$?"; grep -A8 '"ms_per_layer"' "$OUT/attention_packed.log"
+  --batch 24 --pack-len 36864 --heads 7 --windows 1024,256 > "$OUT/attention_packed.log" 2>&1
+echo "attention_packed rc=$?"; grep -A12 "\"ms_per_layer\"\|\"ms_forward" "$OUT/attention_packed.log"
 cp benchmarks/results/train/attention_packed_cifar10_*.json "$OUT/" 2>/dev/null
