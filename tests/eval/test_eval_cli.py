@@ -93,6 +93,7 @@ def test_several_samples_files_are_joined(toy, capsys):
     r = json.loads(out.read_text())
     assert r["fid"]["samples"] == 40 and abs(r["fid"]["fid"]) < 1e-6
     assert r["samples_file"] == f"{halves[0]}, {halves[1]}"
+    assert r["command"].startswith(f"wavar eval --samples {halves[0]} {halves[1]} --dataset toy")
     np.savez(halves[1], x=np.zeros((5, 8, 8), np.uint8), y=np.zeros(5, np.int64))
     assert cli.main(["eval", "--samples", *map(str, halves), "--dataset", "toy", "--cas",
                      "-o", str(out)]) == 1

@@ -304,6 +304,8 @@ def command_line(args: argparse.Namespace) -> str:
         flag = "-o" if key == "output" else "--" + key.replace("_", "-")
         if value is True:
             parts.append(flag)
+        elif isinstance(value, list):  # --samples A.npz B.npz
+            parts.append(" ".join([flag, *map(str, value)]))
         elif value not in (False, None):
             parts.append(f"{flag} {value}")
     return " ".join(parts)
