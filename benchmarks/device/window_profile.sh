@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Why an attention window does not speed up the 24.9M CIFAR-10 lossless model's training step
-# (issue 19; BENCHMARKS.md, "The window trained in"), in one device call of up to ~9 minutes (3 in session 27, before the variants were added):
-# the training step timed and CUDA-profiled with the window and without
-# (benchmarks/train_profile.py: synthetic packed batches of CIFAR-like lengths), then attention
-# alone, forward and backward, over 24 test-set sequences packed as the loop packs them, full,
-# windowed, and windowed without the class prefix in sight (benchmarks/attention_packed.py).
+# (issue 19; BENCHMARKS.md, "The window trained in"), in one device call of up to ~9 minutes
+# (3 in session 27, before the variants were added): the training step timed and CUDA-profiled
+# with the window and without (benchmarks/train_profile.py: synthetic packed batches of
+# CIFAR-like lengths), then attention alone, forward and backward and forward only, over 24
+# test-set sequences packed as the loop packs them: full, windowed, windowed without the class
+# prefix in sight, windowed with a one-lookup mask function, and flash attention's own window
+# (benchmarks/attention_packed.py).
 # Both write into $OUT.
 #
 #   WAVAR_CACHE=$PWD/.carry/c21 bash benchmarks/device/window_profile.sh   (carry .carry/c21, .whl)
