@@ -14,11 +14,12 @@ test split, coded as the zoo models code it), as the training loop draws them, t
   checked against ``flex`` at every real position.
 
 ``--windows W,...`` adds FlexAttention with attention windows (``model_args.attn_window``:
-the last W positions and the class prefix), each also without the prefix in sight (what that
-partial block a query block costs), with a mask function of one lookup (``_start``: each
-position's sequence start, where the model's looks up the sequence of both positions and the
-key's prefix flag), and flash attention's own window (``varlen_window``: no prefix, checked
-against the FlexAttention one without it); on the CPU (no backward) its forward-only figures
+the last W positions and the class prefix) as the model masks them (one lookup a pair: the
+query's sequence start), with the mask function of several lookups the model had before
+session 28 (``_lookups``: both positions' sequences and the key's prefix flag), that without
+the prefix in sight (``_lookups_noprefix``: what that partial block a query block costs), and
+flash attention's own window (``varlen_window``: no prefix, checked against the FlexAttention
+one without it); on the CPU (no backward) its forward-only figures
 are written too. Every row is also timed forward only (``ms_forward_per_layer``), and each
 block mask's blocks are counted as partial (the mask function evaluated) and full.
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import itertools
 import json
 import time
 
@@ -98,23 +98,23 @@ def timed(fn, reps: int, device: torch.device) -> float:
     return float(np.median(times))
 
 
-def start_mask_mod(doc: torch.Tensor, window: int):
-    """The packed rows' windowed mask with one lookup a pair: each query's sequence start
-    (padding: the position itself, so it sees only itself), where the model's mask function
-    looks up both positions' sequences and the key's prefix flag. The same visibility."""
-    B, P = doc.shape
-    i = torch.arange(P, device=doc.device).expand(B, P)
-    starts = torch.ones_like(doc, dtype=torch.bool)
-    starts[:, 1:] = doc[:, 1:] != doc[:, :-1]
-    first = torch.where(starts, i, 0).cummax(1).values
-    start = torch.where(doc >= 0, first, i).to(torch.int32).contiguous()
-
+def lookups_mask_mod(doc: torch.Tensor, window: int, prefix: torch.Tensor):
+    """The windowed mask function the model had before session 28, which looks up both
+    positions' sequences and the key's prefix flag (``prefix`` (B, P) bool), where the model's
+    (``sequence_mask``) looks up one table, each query's sequence start: the same visibility,
+    the forward 17x slower at W = 1,024 on an H100."""
     def mod(b, h, q, k):
-        s = start[b, q]
-        near = (q - k < window) | (k == s) if window else q >= k
-        return (k >= s) & (q >= k) & near
+        d = doc[b, q]
+        seen = (q >= k) & ((q - k < window) | prefix[b, k])
+        return (d == doc[b, k]) & seen & ((d >= 0) | (q == k))
 
     return mod
+
+
+def windowed(doc: torch.Tensor, window: int, prefix: torch.Tensor):
+    """The block mask of a window with the two-lookup mask function (``prefix`` all False:
+    no class prefix in sight, the visibility flash attention's own window has)."""
+    return _packed_block_mask(doc, lookups_mask_mod(doc, window, prefix), window, prefix)
 
 
 def main() -> None:
@@ -174,17 +174,15 @@ def main() -> None:
     starts = np.ones_like(doc_np, dtype=bool)
     starts[:, 1:] = doc_np[:, 1:] != doc_np[:, :-1]
     prefix = torch.from_numpy(starts & (doc_np >= 0)).to(device)  # each sequence's first
-    # each window twice: as the model has it, and without the class prefix in sight (no
-    # prefix anywhere), which drops a partial block per query block: what the prefix costs
-    for w, sink in itertools.product((int(x) for x in args.windows.split(",") if x),
-                                     (True, False)):
-        name = f"flex_window{w}" + ("" if sink else "_noprefix")
-        wmask = sequence_mask(doc, flex=True, window=w,
-                              prefix=prefix if sink else torch.zeros_like(prefix))
-        measure(name, flexed(wmask), packed, wmask)
-        if sink:  # the same blocks, the one-lookup mask function
-            smask = _packed_block_mask(doc, start_mask_mod(doc, w), w, prefix)
-            measure(f"{name}_start", flexed(smask), packed, smask)
+    # each window three ways: as the model has it (one lookup), with the mask function of
+    # several lookups, and that without the class prefix in sight (no prefix anywhere), which
+    # drops a partial block per query block: what the prefix costs
+    for w in (int(x) for x in args.windows.split(",") if x):
+        wmask = sequence_mask(doc, flex=True, window=w)
+        measure(f"flex_window{w}", flexed(wmask), packed, wmask)
+        for name, pre in (("lookups", prefix), ("lookups_noprefix", torch.zeros_like(prefix))):
+            lmask = windowed(doc, w, pre)
+            measure(f"flex_window{w}_{name}", flexed(lmask), packed, lmask)
     longest = -(-int(batch.max() + 1) // RUNS_PAD) * RUNS_PAD
     padded = qkv((args.batch, longest))
     measure("padded", lambda q, k, v: F.scaled_dot_product_attention(
@@ -215,8 +213,7 @@ def main() -> None:
             name = f"varlen_window{w}" if w else "varlen"
             measure(name, varlen(w), packed)
             with torch.no_grad():  # against FlexAttention's mask of the same visibility
-                m = mask if not w else sequence_mask(doc, flex=True, window=w,
-                                                     prefix=torch.zeros_like(prefix))
+                m = mask if not w else windowed(doc, w, torch.zeros_like(prefix))
                 want = as_tokens(flexed(m)(*packed))
                 got = varlen(w)(*packed)
                 check[name] = float((got[real].float() - want[real].float()).abs().max())

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Why an attention window does not speed up the 24.9M CIFAR-10 lossless model's training step
-# (issue 19; BENCHMARKS.md, "The window trained in"), in one device call of up to ~9 minutes
-# (3 in session 27, before the variants were added): the training step timed and CUDA-profiled
-# with the window and without (benchmarks/train_profile.py: synthetic packed batches of
-# CIFAR-like lengths), then attention alone, forward and backward and forward only, over 24
-# test-set sequences packed as the loop packs them: full, windowed, windowed without the class
-# prefix in sight, windowed with a one-lookup mask function, and flash attention's own window
-# (benchmarks/attention_packed.py).
+# What an attention window does to the 24.9M CIFAR-10 lossless model's training step (issue 19;
+# BENCHMARKS.md, "The window trained in"), in one device call of ~2.5 minutes (session 28): the
+# training step timed and CUDA-profiled with the window and without
+# (benchmarks/train_profile.py: synthetic packed batches of CIFAR-like lengths), then attention
+# alone, forward and backward and forward only, over 24 test-set sequences packed as the loop
+# packs them: full, windowed as the model masks it (one lookup a pair), windowed with the mask
+# function of three lookups the model had before session 28, that without the class prefix in
+# sight, and flash attention's own window (benchmarks/attention_packed.py).
 # Both write into $OUT.
 #
 #   WAVAR_CACHE=$PWD/.carry/c21 bash benchmarks/device/window_profile.sh   (carry .carry/c21, .whl)

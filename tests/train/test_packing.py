@@ -8,7 +8,7 @@ import torch
 from tests.train.synthetic_source import SyntheticSource
 from wavar.codec.grammar import CONTEXT_SIZES
 from wavar.model.config import ModelConfig
-from wavar.model.transformer import WaveletGPT, loss_bits, sequence_mask
+from wavar.model.transformer import WaveletGPT, loss_bits, sequence_mask, sequence_starts
 from wavar.train.config import ConfigError, TrainConfig
 from wavar.train.packing import pack_batch, place
 from wavar.train.prefetch import pad_batch
@@ -83,10 +83,13 @@ def test_flex_block_mask_matches_the_dense_mask(row_len, window):
 
     packed = pack_batch(batch_with_context(), row_len)
     doc, prefix = packed["doc"], packed["prefix"]
+    # the masks find each sequence's class prefix from doc alone: where packing put it
+    own = sequence_starts(doc) == torch.arange(doc.shape[1])
+    assert torch.equal(own, prefix | (doc < 0))
     q, k, v = (torch.randn(doc.shape[0], 2, doc.shape[1], 16) for _ in range(3))
     dense = torch.nn.functional.scaled_dot_product_attention(
-        q, k, v, attn_mask=sequence_mask(doc, window=window, prefix=prefix))
-    block = sequence_mask(doc, flex=True, window=window, prefix=prefix)
+        q, k, v, attn_mask=sequence_mask(doc, window=window))
+    block = sequence_mask(doc, flex=True, window=window)
     torch.testing.assert_close(flex_attention(q, k, v, block_mask=block), dense,
                                rtol=1e-4, atol=1e-5)
 
@@ -126,11 +129,10 @@ def test_windowed_block_mask_skips_blocks_and_misses_none():
         need = rng.integers(20, 900, size=8)
         row, offset, n_rows = place(need, 2048)
         doc = torch.full((n_rows, 2048), -1, dtype=torch.int64)
-        prefix = torch.zeros_like(doc, dtype=torch.bool)
         for i, (r, o, n) in enumerate(zip(row, offset, need, strict=True)):
-            doc[r, o:o + n], prefix[r, o] = i, True
+            doc[r, o:o + n] = i
 
-        ours = sequence_mask(doc, flex=True, window=window, prefix=prefix)
+        ours = sequence_mask(doc, flex=True, window=window)
         theirs = create_block_mask(ours.mask_mod, doc.shape[0], None, 2048, 2048, device="cpu")
         listed, needed = ours.to_dense().bool(), theirs.to_dense().bool()
         assert (needed <= listed).all()  # nothing visible is skipped

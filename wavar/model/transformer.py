@@ -82,33 +82,46 @@ def window_mask(n: int, window: int, device: torch.device | str) -> Tensor:
     return in_window(i[:, None], i[None, :], window, i[None, :] == 0)
 
 
-def sequence_mask(doc: Tensor, flex: bool | None = None, window: int = 0,
-                  prefix: Tensor | None = None) -> Tensor | BlockMask:
+def sequence_starts(doc: Tensor) -> Tensor:
+    """Each position's sequence start (B, P) int32 in packed rows (``doc`` (B, P), -1 for
+    padding): the position of its sequence's class prefix; padding gets its own position."""
+    B, P = doc.shape
+    i = torch.arange(P, device=doc.device).expand(B, P)
+    starts = torch.ones_like(doc, dtype=torch.bool)
+    starts[:, 1:] = doc[:, 1:] != doc[:, :-1]
+    first = torch.where(starts, i, 0).cummax(1).values
+    return torch.where(doc >= 0, first, i).to(torch.int32).contiguous()
+
+
+def sequence_mask(doc: Tensor, flex: bool | None = None, window: int = 0) -> Tensor | BlockMask:
     """Attention of packed rows (:mod:`wavar.train.packing`): a position sees the positions of
     its own sequence (``doc`` (B, P), -1 for padding) up to itself; with a ``window`` only the
-    last ``window`` of them and its sequence's class prefix (``prefix`` (B, P) bool, needed
-    then). Padding sees only itself: its output is never read, and a row of padding (rows come
-    in even numbers on CUDA) attending causally cost more than a row of sequences. A dense
-    boolean mask (B, 1, P, P) on the CPU; on CUDA a FlexAttention block mask, which skips the
-    blocks that no position sees (dense, 16 rows of 8,192 would take a gigabyte). ``flex``
-    chooses the kind (default: by the device)."""
+    last ``window`` of them and its sequence's class prefix (its first position). Padding sees
+    only itself: its output is never read, and a row of padding (rows come in even numbers on
+    CUDA) attending causally cost more than a row of sequences. A dense boolean mask (B, 1, P,
+    P) on the CPU; on CUDA a FlexAttention block mask, which skips the blocks that no position
+    sees (dense, 16 rows of 8,192 would take a gigabyte). ``flex`` chooses the kind (default:
+    by the device).
+
+    Both read one table, each query's sequence start ``s``: a key is seen iff ``s <= k`` and
+    ``in_window(q, k, window, k == s)``. FlexAttention evaluates the mask function in every
+    block the window or a sequence edge cuts, and its forward pays for each lookup there: with
+    the query's and the key's sequence and the key's prefix flag looked up, the windowed forward
+    ran 3x slower than full attention; with this one lookup, 6x faster (BENCHMARKS.md, "The
+    window trained in")."""
     B, P = doc.shape
-    if window and prefix is None:
-        raise ValueError("a windowed sequence mask needs the rows' prefix positions")
+    start = sequence_starts(doc)
     if doc.is_cuda if flex is None else flex:
         def same_sequence(b, h, q, k):
-            d = doc[b, q]
-            seen = in_window(q, k, window, prefix[b, k]) if window else q >= k
-            return (d == doc[b, k]) & seen & ((d >= 0) | (q == k))
+            s = start[b, q]
+            return (k >= s) & in_window(q, k, window, k == s)
 
         if P % FLEX_BLOCK:  # rows not in whole blocks: let FlexAttention work the blocks out
             return create_block_mask(same_sequence, B, None, P, P, device=doc.device)
-        return _packed_block_mask(doc, same_sequence, window, prefix)
+        return _packed_block_mask(doc, same_sequence, window)
     i = torch.arange(P, device=doc.device)
-    sink = prefix[:, None, :] if window else None
-    seen = in_window(i[None, :, None], i[None, None, :], window, sink)
-    real = (doc >= 0)[:, :, None] | (i[:, None] == i[None, :])
-    return ((doc[:, :, None] == doc[:, None, :]) & seen & real)[:, None]
+    s, k = start[:, :, None], i[None, None, :]
+    return ((k >= s) & in_window(i[None, :, None], k, window, k == s))[:, None]
 
 
 FLEX_BLOCK = 128  # FlexAttention's default block size
@@ -127,8 +140,11 @@ def _packed_block_mask(doc: Tensor, mask_mod, window: int = 0,
     query block of padding only lists its own block.
     With a ``window`` a pair must also come within ``window`` positions somewhere, or the key
     block hold the prefix (``prefix`` (B, P)) of a sequence the query block holds; it is fully
-    visible only if all its pairs lie within the window."""
+    visible only if all its pairs lie within the window. ``prefix`` defaults to each
+    sequence's first position."""
     B, P = doc.shape
+    if window and prefix is None:
+        prefix = (sequence_starts(doc) == torch.arange(P, device=doc.device)) & (doc >= 0)
     n = P // FLEX_BLOCK
     starts = torch.ones_like(doc, dtype=torch.bool)
     starts[:, 1:] = doc[:, 1:] != doc[:, :-1]
@@ -525,7 +541,7 @@ class WaveletGPT(nn.Module):
         x = torch.where(prefix[..., None], self._prefix(labels, m_tilde),
                         self._steps(prev, batch["slots"], batch["pos"], m_tilde,
                                     batch.get("context")))
-        mask = sequence_mask(batch["doc"], window=self.config.attn_window, prefix=prefix)
+        mask = sequence_mask(batch["doc"], window=self.config.attn_window)
         h = self._trunk(x, batch["position"], mask=mask)
         return mask_logits(self.head(h).float(), batch["legal"], batch["valid"])
 
