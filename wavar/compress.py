@@ -117,7 +117,7 @@ from wavar.errors import (
 )
 from wavar.sample.cpu_loop import host_logits
 from wavar.sample.generate import codec_of, prefix_tokens
-from wavar.sample.planning import CACHE_SHARE, cache_bytes, rows_that_fit, size_text
+from wavar.sample.planning import CACHE_SHARE, REFUSE_SHARE, cache_bytes, rows_that_fit, size_text
 from wavar.sample.steps import StepInputs, TorchStep
 
 MAGIC = b"WVC1"
@@ -256,15 +256,18 @@ def _block_models(model, codec: Codec, shape: tuple[int, int, int], rows: int,
 
 
 def _check_memory(model, rows: int, length: int, device: torch.device, advice: str) -> None:
-    """Refuse a block whose float32 cache would outgrow ``CACHE_SHARE`` of the free memory
-    (as sampling does), rather than die in the allocation or be killed mid-file."""
+    """Refuse a block whose float32 cache would outgrow ``REFUSE_SHARE`` of the free memory,
+    rather than die in the allocation or be killed mid-file; the advice names the rows that
+    fit ``CACHE_SHARE`` of it, the share sampling plans with (so that a block that fitted once
+    still fits after an earlier one left a little less memory free)."""
     row = cache_bytes(model, 1, length, element_size=4)
-    fit, free = rows_that_fit(row, device)
-    if fit is not None and rows > fit:
+    most, free = rows_that_fit(row, device, REFUSE_SHARE)
+    if most is not None and rows > most:
+        fit, _ = rows_that_fit(row, device)
         raise SamplingMemoryError(
             f"a block of {rows:,} rows keeps {size_text(rows * row)} of key/value cache "
             f"({length:,} positions a row, float32); {device} has {size_text(free)} free, "
-            f"{CACHE_SHARE:.0%} of it for the cache: {fit:,} rows a block" + advice)
+            f"{CACHE_SHARE:.0%} of it planned for the cache: {fit:,} rows a block" + advice)
 
 
 def _check_model(model) -> Codec:

@@ -485,6 +485,10 @@ def test_a_block_too_large_for_the_free_memory_is_refused_before_any_work(tmp_pa
                                                   r"code in smaller blocks"):
         compress_many(model, imgs, model_name="mnist-small", planes=2, rows=4)
     assert len(compress_many(model, imgs, model_name="mnist-small", planes=2, rows=3)) == 3
+    # planned at CACHE_SHARE (3 rows here), refused only above REFUSE_SHARE: 4 rows pass
+    monkeypatch.setattr(planning, "free_memory", lambda device: int(4.6 * row))
+    assert len(compress_many(model, imgs, model_name="mnist-small", planes=2, rows=4)) == 3
+    monkeypatch.setattr(planning, "free_memory", lambda device: int(3.5 * row / CACHE_SHARE))
     for i, img in enumerate(imgs):
         save_png(tmp_path / f"d{i}.png", img)
     pngs = [str(tmp_path / f"d{i}.png") for i in range(3)]
