@@ -8,13 +8,16 @@
 #
 #   MODEL=cifar10-lossless N=250 SEEDS="0 100" bash benchmarks/device/sample_chunks.sh
 #
-# DEADLINE (seconds, default 540): no chunk starts once it is past.
+# DEADLINE (seconds, default 540): no chunk starts once it is past. ARGS: more `wavar sample`
+# arguments (a sampling setting, e.g. ARGS="--temperature 1,1,1,1,0.9,0.8,0.7"), and TAG a
+# name for them in the files' names (<model>_<tag>_s<seed>.npz).
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
 start=$SECONDS
 for s in ${SEEDS:-0}; do
   if (( SECONDS - start > ${DEADLINE:-540} )); then echo "past the deadline: seed $s not run"; break; fi
   python3 -m wavar.cli.sample --model "${MODEL:-cifar10-lossless}" --classes all --n "${N:-250}" \
-    --seed "$s" --device cuda -v --npz "$OUT/${MODEL:-cifar10-lossless}_s$s.npz" \
+    --seed "$s" --device cuda -v ${ARGS:-} \
+    --npz "$OUT/$(basename "${MODEL:-cifar10-lossless}")${TAG:+_$TAG}_s$s.npz" \
     -o "/tmp/s$s.png" 2>&1 | tee -a "$OUT/sample_chunks.log"
 done
