@@ -76,3 +76,24 @@ def _coded(codec, images):
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])])
     return (codec, images.shape[1:], np.concatenate([s.tokens for s in seqs]), offsets,
             np.array([s.header.m_tilde for s in seqs]), np.zeros(len(seqs), np.int64))
+
+
+def test_the_wall_limit_counts_the_set_up(toy, capsys, monkeypatch):
+    """`wall_limit_s` is the command's limit: a set-up that took longer leaves the loop one
+    step, which it checkpoints (the next call resumes), instead of a whole chunk; with time to
+    spare, `time_limit_s` (the loop's own) still decides."""
+    tmp, config, _, _ = toy
+    clock = iter([0.0, 1000.0])  # the command's start, then the end of its set-up
+    monkeypatch.setattr(cli, "monotonic", lambda: next(clock))
+    out = tmp / "run"
+    assert cli.main(["--config", str(config), "--no-samples", f"out_dir={out}",
+                     "max_steps=50", "wall_limit_s=600"]) == 0
+    said = capsys.readouterr().out
+    assert "wall_limit_s 600: 1000 s of set-up; the training loop stops after 0 s" in said
+    assert "step 1 (time_limit)" in said and (out / "ckpt.pt").exists()
+    clock = iter([0.0, 10.0])
+    assert cli.main(["--config", str(config), "--no-samples", f"out_dir={tmp / 'run2'}",
+                     "wall_limit_s=600", "time_limit_s=300"]) == 0
+    said = capsys.readouterr().out
+    assert "10 s of set-up; the training loop stops after 300 s" in said
+    assert "step 2 (max_steps)" in said

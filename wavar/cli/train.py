@@ -10,6 +10,10 @@ Examples
 
 The run resumes from ``out_dir/ckpt.pt`` when it exists; at its end (or at ``time_limit_s``)
 the EMA weights are published to ``out_dir/model`` (safetensors + config.json).
+``wall_limit_s`` is a time limit counted from the command's start: what the set-up
+(tokenizing, the decoder-state features) took comes out of it, so that a chunk ends in time on
+a machine or job lent for a fixed time however long its set-up was (CIFAR-10 on a fresh
+machine: ~150 s).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from time import monotonic
 
 import numpy as np
 import torch.distributed as dist
@@ -76,17 +81,18 @@ def sample_grid_writer(n_per_class: int = 4):
 
 
 def _train(args: argparse.Namespace) -> int:
+    started = monotonic()
     cfg = load_config(args.config, args.overrides)
     # Join the process group first, so the other ranks can wait at a real barrier while rank 0
     # brings the token shards up to date (they may exist from an earlier chunk's images).
     info, created = distributed.setup(cfg.device)
     try:
-        return _train_in_group(cfg, args, info)
+        return _train_in_group(cfg, args, info, started)
     finally:
         distributed.cleanup(created)
 
 
-def _train_in_group(cfg, args: argparse.Namespace, info) -> int:
+def _train_in_group(cfg, args: argparse.Namespace, info, started: float) -> int:
     codec = codec_from_params(cfg.codec)
     splits = ("train",) if cfg.val_holdout else ("test", "train")
     images = load(cfg.dataset, "train")
@@ -124,6 +130,14 @@ def _train_in_group(cfg, args: argparse.Namespace, info) -> int:
                       "vocab_size": codec.lang.vocab_size,
                       "max_seq_len": max(longest + 64, cfg.model_args.get("max_seq_len", 0)),
                       **{k: v for k, v in cfg.model_args.items() if k != "max_seq_len"}}
+    if cfg.wall_limit_s > 0:  # the set-up comes out of the command's limit
+        setup = monotonic() - started
+        left = max(cfg.wall_limit_s - setup, SMALLEST_CHUNK_S)
+        if cfg.time_limit_s == 0 or left < cfg.time_limit_s:
+            cfg.time_limit_s = left
+        if info.is_main:
+            print(f"wall_limit_s {cfg.wall_limit_s:.0f}: {setup:.0f} s of set-up; the training "
+                  f"loop stops after {cfg.time_limit_s:.0f} s")
     result = train(cfg, data_train, data_val,
                    on_eval=None if args.no_samples else sample_grid_writer())
     if info.is_main:
@@ -133,6 +147,10 @@ def _train_in_group(cfg, args: argparse.Namespace, info) -> int:
               f"weights in {cfg.out_dir}/model")
     return 0
 
+
+#: What is left of ``wall_limit_s`` for the training loop when the set-up took it all: the
+#: loop still takes a step and writes its checkpoint.
+SMALLEST_CHUNK_S = 1e-3
 
 #: The token split of the training images mirrored left-right (not "train-...": the shard
 #: globs of "train" would take it for its own).

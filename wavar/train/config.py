@@ -78,6 +78,9 @@ class TrainConfig:
     # counts sequences. At least max_seq_len + 1; on CUDA wants compile (FlexAttention)
     seed: int = 0
     time_limit_s: float = 0.0  # stop, checkpoint and return after this much wall time; 0 = never
+    wall_limit_s: float = 0.0  # `wavar train`: the same, counted from the command's start, its
+    #                            set-up (tokenizing, decoder-state features) included: a job or
+    #                            machine lent for a fixed time; 0 = none. The earlier limit wins
     budget_s: float = 0.0  # >0: the run lasts this much training wall time (across resumes),
     #                        the cosine follows time, and max_steps is only a cap
     val_holdout: int = 0  # 0: validate on the test split; N > 0: the last N training images
@@ -99,7 +102,8 @@ class TrainConfig:
         positive = ("batch_size", "log_every", "pad_to", "length_buckets")
         non_negative = ("max_steps", "warmup_steps", "eval_every", "eval_batches", "ckpt_every",
                         "sample_every", "lr", "min_lr", "weight_decay", "grad_clip",
-                        "time_limit_s", "budget_s", "val_holdout", "snapshot_every_s",
+                        "time_limit_s", "wall_limit_s", "budget_s", "val_holdout",
+                        "snapshot_every_s",
                         "pack_len")
         for name in positive:
             if getattr(self, name) < 1:
