@@ -7,7 +7,8 @@ already summarise would lose little if each position saw only its last W positio
 would then buy throughput. This cuts the window at inference only (no retraining: the figures
 are an upper bound on what a model trained with the window would lose), on the first ``--n``
 test images, and reports bits/dim for each W beside full attention, and the extra bits of the
-tokens the cut reaches (positions past W).
+tokens the cut reaches (positions past W). The "full" row is each model's own attention (for a
+model trained with ``attn_window``, that window).
 
     WAVAR_CACHE=... PYTHONPATH=. python benchmarks/attention_window.py cifar10-lossless \
         --n 16 --windows 4096,2048,1024,512
@@ -69,11 +70,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="zoo names or model folders (CIFAR-10, lossless)")
     ap.add_argument("--n", type=int, default=16, help="the first N test images")
-    ap.add_argument("--windows", default="4096,2048,1024,512")
+    ap.add_argument("--windows", default="4096,2048,1024,512",
+                    help="windows to cut to; '' for the models' own attention only (a model "
+                         "trained with a window keeps its own)")
+    ap.add_argument("--tag", default="", help="written to attention_window_cifar10_<tag>.json")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    windows = [int(w) for w in args.windows.split(",")]
+    windows = [int(w) for w in args.windows.split(",") if w]
     report = []
     for name in args.models:
         model = WaveletGPT.from_pretrained(name).float().eval()
@@ -109,7 +113,7 @@ def main() -> None:
             print(f"{name} window {w}: {row['bits_per_dim']:.4f} bits/dim{more}")
         report.append(r)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "attention_window_cifar10.json"
+    out = RESULTS / f"attention_window_cifar10{'_' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"-> {out}")
 
