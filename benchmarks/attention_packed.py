@@ -112,7 +112,7 @@ def lookups_mask_mod(doc: torch.Tensor, window: int, prefix: torch.Tensor):
 
 
 def windowed(doc: torch.Tensor, window: int, prefix: torch.Tensor):
-    """The block mask of a window with the two-lookup mask function (``prefix`` all False:
+    """The block mask of a window with the three-lookup mask function (``prefix`` all False:
     no class prefix in sight, the visibility flash attention's own window has)."""
     return _packed_block_mask(doc, lookups_mask_mod(doc, window, prefix), window, prefix)
 
