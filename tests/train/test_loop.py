@@ -11,7 +11,7 @@ from tests.train.synthetic_source import SyntheticSource
 from wavar.errors import CheckpointError
 from wavar.model.transformer import WaveletGPT
 from wavar.train.checkpoint import load_checkpoint
-from wavar.train.config import TrainConfig
+from wavar.train.config import ConfigError, TrainConfig
 from wavar.train.loop import batch_to_device, lr_at, train
 
 SOURCE = SyntheticSource()
@@ -189,6 +189,32 @@ def test_init_from_starts_at_the_published_weights_with_a_fresh_optimizer(tmp_pa
     with pytest.raises(CheckpointError, match="different model"):
         train(cfg(tmp_path / "d", max_steps=1, init_from=str(tmp_path / "a" / "model"),
                   model_args={"max_seq_len": 32, "n_layer": 1}), SOURCE)
+
+
+def test_schedule_start_takes_up_an_earlier_sessions_schedule_midway(tmp_path, capsys):
+    """A run whose optimizer state stayed on another machine goes on from its weights
+    (`init_from`) at its place in the time schedule: the warmup ramps to the cosine's value
+    there, not to the peak, and elapsed_s (the curve's x) counts on from it."""
+    c = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, budget_s=100, init_from="x",
+                    schedule_start_s=50)
+    assert lr_at(0, c, 50.0) == pytest.approx(0.055) and lr_at(9, c, 50.0) == pytest.approx(0.55)
+    assert lr_at(10, c, 75.0) < lr_at(10, c, 50.0)
+    train(cfg(tmp_path / "a", max_steps=4), SOURCE)
+    result = train(cfg(tmp_path / "b", max_steps=4, log_every=1, budget_s=1000.0,
+                       schedule_start_s=500.0, init_from=str(tmp_path / "a" / "model")), SOURCE)
+    assert result["step"] == 4
+    assert "the schedule goes on at 500 of budget_s 1000 s" in capsys.readouterr().out
+    lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    logged = [x for x in lines if "lr" in x]
+    mid = 3e-4 + 0.5 * (3e-3 - 3e-4)  # the cosine at half the budget: the warmup's target
+    assert logged[0]["lr"] == pytest.approx(mid / 2, rel=1e-2)
+    assert logged[1]["lr"] == pytest.approx(mid, rel=1e-2)
+    assert all(500 <= x["elapsed_s"] < 600 for x in lines)
+    for bad in (dict(schedule_start_s=50.0, budget_s=100.0),  # no weights to go on from
+                dict(schedule_start_s=100.0, budget_s=100.0, init_from="x"),  # nothing left
+                dict(schedule_start_s=50.0, init_from="x")):  # no time schedule
+        with pytest.raises(ConfigError, match="schedule_start_s"):
+            TrainConfig(**bad)
 
 
 def test_init_from_a_coarser_threshold_of_the_same_language(tmp_path, capsys):

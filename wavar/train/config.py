@@ -95,6 +95,10 @@ class TrainConfig:
     init_from: str = ""  # zoo name or model folder: start from its weights (same architecture)
     #                      with a fresh optimizer and schedule; ignored when out_dir/ckpt.pt
     #                      resumes the run (continued training when the old optimizer is gone)
+    schedule_start_s: float = 0.0  # with init_from and budget_s: the seconds of this same
+    #                                schedule that the init_from weights trained already (an
+    #                                earlier session's run whose optimizer state stayed behind):
+    #                                the cosine, budget_s and elapsed_s go on from there
     snapshot_every_s: float = 0.0  # >0: also publish the EMA weights to out_dir/snapshots/
     #                                every this much run wall time (learning curves of FID)
 
@@ -103,7 +107,7 @@ class TrainConfig:
         non_negative = ("max_steps", "warmup_steps", "eval_every", "eval_batches", "ckpt_every",
                         "sample_every", "lr", "min_lr", "weight_decay", "grad_clip",
                         "time_limit_s", "wall_limit_s", "budget_s", "val_holdout",
-                        "snapshot_every_s",
+                        "snapshot_every_s", "schedule_start_s",
                         "pack_len")
         for name in positive:
             if getattr(self, name) < 1:
@@ -114,6 +118,11 @@ class TrainConfig:
         if self.pack_len and self.length_buckets > 1:
             raise ConfigError("pack_len and length_buckets > 1 both cut padding: packing keeps "
                               "the uniform draw (buckets make batches of like lengths); use one")
+        if self.schedule_start_s and not (self.init_from and
+                                          0 < self.schedule_start_s < self.budget_s):
+            raise ConfigError(f"schedule_start_s {self.schedule_start_s} takes up a time "
+                              f"schedule midway: it needs init_from (the weights trained so "
+                              f"far) and a budget_s above it (got {self.budget_s})")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         self.betas = tuple(self.betas)

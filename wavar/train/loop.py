@@ -62,15 +62,19 @@ def lr_at(step: int, cfg: TrainConfig, train_s: float = 0.0) -> float:
     """Learning rate of update ``step`` (0-based): linear warmup, then cosine to ``min_lr``.
 
     With ``cfg.budget_s`` the cosine runs over training wall time (``train_s`` so far) instead
-    of steps, so runs can be given equal GPU time.
+    of steps, so runs can be given equal GPU time. The warmup ramps to the cosine's value at
+    that time: ``cfg.lr`` for a run's start, less for one that takes up a schedule midway
+    (``schedule_start_s``).
     """
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.budget_s > 0:
         progress = min(1.0, train_s / cfg.budget_s)
     else:
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+        progress = min(1.0, max(0, step - cfg.warmup_steps)
+                       / max(1, cfg.max_steps - cfg.warmup_steps))
+    lr = cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+    if step < cfg.warmup_steps:
+        return lr * (step + 1) / cfg.warmup_steps
+    return lr
 
 
 def batch_to_device(batch: dict[str, np.ndarray], device: torch.device,
@@ -166,6 +170,13 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
         said = _init_from(cfg.init_from, model, ema)
         if said and info.is_main:
             print(said)
+        if cfg.schedule_start_s:  # an earlier session's run goes on: one schedule, one curve
+            elapsed_before = cfg.schedule_start_s
+            if info.is_main:
+                print(f"init_from with schedule_start_s {cfg.schedule_start_s:.0f}: the "
+                      f"schedule goes on at {elapsed_before:.0f} of budget_s {cfg.budget_s:.0f} "
+                      f"s (lr {lr_at(cfg.warmup_steps, cfg, elapsed_before):.2e} after a "
+                      f"{cfg.warmup_steps}-step warmup; a fresh optimizer)")
 
     def elapsed() -> float:  # wall time of the whole run, across resumes
         return elapsed_before + time.time() - t0
