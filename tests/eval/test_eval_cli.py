@@ -272,6 +272,26 @@ def test_rd_bits_match_nll(toy, tiny_model):
     assert "j2k_psnr" not in rd["points"][0]
 
 
+def test_nll_in_packed_rows_gives_the_same_bits(toy, tiny_model):
+    """`wavar eval --nll` on CUDA packs the test sequences (FlexAttention); here, the CPU's
+    dense masks of the same rows: the same code lengths as a sequence a row."""
+    from wavar.data.shards import TokenDataset
+    from wavar.eval.likelihood import nll, packed_row_len
+    from wavar.model.transformer import WaveletGPT
+    from wavar.sample.generate import codec_of
+
+    model = WaveletGPT.from_pretrained(tiny_model)
+    test = load("toy10", "test")
+    data = TokenDataset.from_sequences(
+        codec_of(model), (28, 28), *_tokens(codec_of(model), test.x[:5]), test.y[:5])
+    row = packed_row_len(model)
+    assert row % 128 == 0 and row >= 2 * (model.config.max_seq_len + 1)
+    one, packed = nll(model, data, batch_size=3), nll(model, data, batch_size=3, pack_len=row)
+    assert packed["images"] == one["images"] == 5
+    assert packed["bits_per_image"] == pytest.approx(one["bits_per_image"], rel=1e-5)
+    assert packed["bits_per_token"] == pytest.approx(one["bits_per_token"], rel=1e-5)
+
+
 def _tokens(codec, x):
     seqs = codec.encode_batch(x)
     lengths = np.array([len(s) for s in seqs])

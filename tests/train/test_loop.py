@@ -10,9 +10,10 @@ import torch
 from tests.train.synthetic_source import SyntheticSource
 from wavar.errors import CheckpointError
 from wavar.model.transformer import WaveletGPT
+from wavar.train import distributed
 from wavar.train.checkpoint import load_checkpoint
 from wavar.train.config import ConfigError, TrainConfig
-from wavar.train.loop import batch_to_device, lr_at, train
+from wavar.train.loop import batch_to_device, evaluate, lr_at, train
 
 SOURCE = SyntheticSource()
 VAL = SyntheticSource(n=12, seed=1)
@@ -55,6 +56,19 @@ def test_training_lowers_the_validation_code_length(tmp_path, batching):
     n_legal = [bin(int(x)).count("1") for it in SOURCE.items for x in it["legal"]]
     uniform = float(np.mean(np.log2(n_legal)))  # the untrained (zero-head) model's rate
     assert result["val_bits_per_token"] < 0.8 * uniform
+
+
+def test_packed_validation_measures_what_unpacked_validation_does(tmp_path):
+    """With pack_len the validation batches are packed like the training batches (on CUDA
+    FlexAttention then skips what the mask hides): the same bits per token and per image."""
+    train(cfg(tmp_path / "a", max_steps=4), SOURCE)
+    model = WaveletGPT.from_pretrained(tmp_path / "a" / "model").eval()
+    info = distributed.DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    unpacked = evaluate(model, VAL, cfg(tmp_path, eval_batches=0), info)
+    packed = evaluate(model, VAL, cfg(tmp_path, eval_batches=0, pack_len=64), info)
+    assert packed.keys() == unpacked.keys()
+    for key, value in unpacked.items():
+        assert packed[key] == pytest.approx(value, rel=1e-5), key
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():

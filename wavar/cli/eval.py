@@ -56,7 +56,7 @@ from wavar.data.shards import TokenDataset
 from wavar.errors import WavarError
 from wavar.eval import fid
 from wavar.eval.cas import cas
-from wavar.eval.likelihood import nll
+from wavar.eval.likelihood import nll, packed_row_len
 from wavar.eval.rd import model_rd, plot_rd
 from wavar.model.transformer import WaveletGPT
 from wavar.sample import SamplingOptions
@@ -407,7 +407,13 @@ def _eval(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         data = TokenDataset.load(args.dataset, gen.codec_of(model), "test",
                                  context=bool(model.config.decoder_state))
-        report["nll"] = nll(model, data, limit=args.nll_limit)
+        # CUDA: packed rows (FlexAttention, compiled); the CPU: a sequence a row (dense masks
+        # of packed rows would be rows x rows of positions)
+        pack_len = packed_row_len(model) if gpu else 0
+        print(f"nll: {f'packed rows of {pack_len} positions' if pack_len else 'a sequence a row'}"
+              f" on {args.device}", flush=True)
+        report["nll"] = nll(model, data, limit=args.nll_limit, pack_len=pack_len)
+        report["nll"]["pack_len"] = pack_len
         report["seconds"]["nll"] = time.perf_counter() - t
     if args.rd:
         test = load(args.dataset, "test")

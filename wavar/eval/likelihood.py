@@ -14,21 +14,28 @@ import torch
 from wavar.train.loop import batch_to_device
 
 
+def packed_row_len(model) -> int:
+    """Rows for :func:`nll` on CUDA: two of the longest sequences (and their class prefixes),
+    in whole blocks of 128 positions."""
+    return -(-2 * (model.config.max_seq_len + 1) // 128) * 128
+
+
 @torch.no_grad()
-def nll(model, data, batch_size: int = 32, limit: int | None = None) -> dict:
-    """Mean code length of the sequences of ``data`` (a TokenDataset) under ``model``."""
+def nll(model, data, batch_size: int = 32, limit: int | None = None,
+        pack_len: int = 0) -> dict:
+    """Mean code length of the sequences of ``data`` (a TokenDataset) under ``model``.
+
+    ``pack_len``: the sequences go in packed rows of that many positions (no padding; on CUDA
+    FlexAttention skips the blocks that a window or another sequence hides), else one a row,
+    padded to the batch's longest. The same bits either way."""
     device = next(model.parameters()).device
     model.eval()
     bits = np.zeros(len(data))
     n = len(data) if limit is None else min(limit, len(data))
     for s in range(0, n, batch_size):
         idx = np.arange(s, min(n, s + batch_size))
-        batch = batch_to_device(data.batch(idx), device)
-        logits = model(batch)
-        logp = torch.log_softmax(logits.float(), -1)
-        tok = logp.gather(-1, batch["tokens"][..., None])[..., 0]
-        per_seq = -(tok * batch["valid"]).sum(1) / np.log(2)
-        bits[idx] = per_seq.cpu().numpy()
+        batch = batch_to_device(data.batch(idx), device, pack_len=pack_len)
+        bits[idx] = model.bits_per_sequence(batch, n=len(idx)).cpu().numpy()
     lengths = data.lengths[:n]
     bits = bits[:n]
     out = {"images": int(n), "bits_per_token": float(bits.sum() / lengths.sum()),

@@ -128,6 +128,21 @@ def sequence_mask(doc: Tensor, flex: bool | None = None, window: int = 0) -> Ten
 FLEX_BLOCK = 128  # FlexAttention's default block size
 
 
+def _flex(q: Tensor, k: Tensor, v: Tensor, block_mask: BlockMask) -> Tensor:
+    """FlexAttention over packed rows: traced with the block that calls it when that block is
+    compiled (training), else through a compiled kernel of its own (an EMA copy's validation,
+    `wavar eval --nll` on CUDA): eager FlexAttention computes every score of the row."""
+    if torch.compiler.is_compiling():
+        return flex_attention(q, k, v, block_mask=block_mask)
+    global _compiled_flex
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask)
+
+
+_compiled_flex = None
+
+
 def _packed_block_mask(doc: Tensor, mask_mod, window: int = 0,
                        prefix: Tensor | None = None) -> BlockMask:
     """The block mask of packed rows, built from the rows' layout in a few small tensor ops.
@@ -281,7 +296,7 @@ class CausalSelfAttention(nn.Module):
             else:  # packed rows on CUDA: FlexAttention skips the blocks no position sees;
                 # it drops no attention weights, so dropout acts on the residual branches and
                 # embeddings only (the training loop says so)
-                y = flex_attention(q, k, v, block_mask=mask)
+                y = _flex(q, k, v, mask)
         else:
             y = cached_attention(q, k, v, kv[0], kv[1], kv[2], positions, self.window)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
@@ -545,9 +560,16 @@ class WaveletGPT(nn.Module):
         h = self._trunk(x, batch["position"], mask=mask)
         return mask_logits(self.head(h).float(), batch["legal"], batch["valid"])
 
-    def bits_per_sequence(self, batch: dict[str, Tensor]) -> Tensor:
-        """Code length in bits (B,) of each sequence of ``batch`` under the model."""
-        return token_bits(self(batch), batch).sum(dim=1)
+    def bits_per_sequence(self, batch: dict[str, Tensor], n: int | None = None) -> Tensor:
+        """Code length in bits of each sequence of ``batch`` under the model: (B,) unpacked,
+        or (n,) for the ``n`` sequences of packed rows (summed by ``doc``)."""
+        bits = token_bits(self(batch), batch)
+        if "doc" not in batch:
+            return bits.sum(dim=1)
+        doc = batch["doc"]
+        out = torch.zeros(n if n is not None else int(doc.max()) + 1, dtype=bits.dtype,
+                          device=bits.device)
+        return out.index_add_(0, doc[doc >= 0], bits[doc >= 0])
 
     # -- inference with a static KV cache
 

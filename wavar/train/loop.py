@@ -41,6 +41,7 @@ from wavar.model.transformer import WaveletGPT, loss_bits
 from wavar.train import distributed
 from wavar.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from wavar.train.config import ConfigError, TrainConfig
+from wavar.train.packing import pack_batch
 from wavar.train.prefetch import Prefetcher, pad_batch
 
 
@@ -78,10 +79,13 @@ def lr_at(step: int, cfg: TrainConfig, train_s: float = 0.0) -> float:
 
 
 def batch_to_device(batch: dict[str, np.ndarray], device: torch.device,
-                    pad_to: int = 1, max_len: int | None = None) -> dict[str, torch.Tensor]:
-    """numpy batch -> tensors on ``device``, padded as :func:`pad_batch` says."""
-    return {k: v.to(device, non_blocking=True)
-            for k, v in pad_batch(batch, pad_to, max_len).items()}
+                    pad_to: int = 1, max_len: int | None = None,
+                    pack_len: int = 0) -> dict[str, torch.Tensor]:
+    """numpy batch -> tensors on ``device``, padded as :func:`pad_batch` says, or with
+    ``pack_len`` packed into rows of that many positions (:func:`pack_batch`)."""
+    tensors = pack_batch(batch, pack_len, max_len=max_len) if pack_len else \
+        pad_batch(batch, pad_to, max_len)
+    return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
 
 
 @torch.no_grad()
@@ -96,6 +100,9 @@ def evaluate(model: nn.Module, data: DataSource, cfg: TrainConfig,
     """Bits per token and per image of ``data`` (the first ``eval_batches`` batches, or all).
 
     Batches are dealt round-robin to the ranks and the sums reduced, so N GPUs split the work.
+    With ``cfg.pack_len`` they are packed like the training batches (the same loss, no
+    padding; on CUDA FlexAttention skips what a window or another sequence hides, where the
+    unpacked path computes a dense mask over the longest sequence's positions).
     """
     was_training = model.training
     model.eval()
@@ -105,7 +112,7 @@ def evaluate(model: nn.Module, data: DataSource, cfg: TrainConfig,
             break
         if i % info.world_size != info.rank:
             continue
-        batch = batch_to_device(np_batch, info.device)
+        batch = batch_to_device(np_batch, info.device, pack_len=cfg.pack_len)
         with _autocast(info.device):
             bits, n = loss_bits(model(batch), batch)
         sums += torch.stack([bits.double(), n.double(),
