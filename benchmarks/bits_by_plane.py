@@ -100,7 +100,7 @@ def bits_by_plane(model, data: TokenDataset, n: int, batch: int, signs: tuple[in
                 for i, c in enumerate(cuts)}}
 
 
-def _signs(model) -> tuple[int, int]:
+def sign_tokens(model) -> tuple[int, int]:
     tokens = codec_of(model).lang.tokens
     return tokens.index("NowSignificantPos"), tokens.index("NowSignificantNeg")
 
@@ -124,7 +124,7 @@ def main() -> None:
         data = TokenDataset.load(args.dataset, codec_of(model), "test", limit=args.n,
                                  context=bool(model.config.decoder_state))
         res["models"][name] = {"parameters": model.num_params(),
-                               **bits_by_plane(model, data, args.n, args.batch, _signs(model)),
+                               **bits_by_plane(model, data, args.n, args.batch, sign_tokens(model)),
                                "seconds": round(time.perf_counter() - t, 1)}
         print(name, json.dumps(res["models"][name]), flush=True)
     out = EVAL / f"bits_by_plane_{args.dataset}{'_' + args.tag if args.tag else ''}.json"

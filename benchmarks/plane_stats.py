@@ -9,8 +9,15 @@ there), the mean pixel value (also of the images cut after each plane: where an 
 born) and the mean absolute difference between neighbouring pixels (how busy the texture is),
 and the model's teacher-forced bits by plane of the same sequences (of its own samples, the
 entropy it drew them from; of the data, its cross-entropy). ``--prefix-planes K`` also
-completes the real images' first K planes. Writes
+completes the real images' first K planes. ``--samples F.npz ...`` reads samples drawn
+elsewhere (``x``, ``y``: ``wavar sample --npz``, a GPU run's; the first ``--n`` of each class)
+instead of drawing them here, where CIFAR-10 samples take too long: each file's images are
+coded by the model's codec, which for a lossless codec gives back exactly the sequences the
+model drew (for a lossy one, their decode's code). Writes
 ``benchmarks/results/eval/plane_stats_<model>[_<tag>].json``.
+
+    WAVAR_CACHE=... PYTHONPATH=. python benchmarks/plane_stats.py --model cifar10-lossless \
+        --dataset cifar10 --n 5 --settings --samples plain.npz cool.npz --tag gpu-samples
 
     WAVAR_CACHE=... PYTHONPATH=. python benchmarks/plane_stats.py --model mnist-fine \\
         --dataset mnist --n 20 --settings plain --prefix-planes 1 --tag random
@@ -26,7 +33,7 @@ import numpy as np
 import torch
 
 from benchmarks._common import EVAL
-from benchmarks.bits_by_plane import bits_by_plane
+from benchmarks.bits_by_plane import bits_by_plane, sign_tokens
 from wavar.data import datasets
 from wavar.data.shards import TokenDataset
 from wavar.model.transformer import WaveletGPT
@@ -86,7 +93,7 @@ def stats(model, codec, seqs, labels: np.ndarray) -> dict:
     # drew them from; of the data: its cross-entropy)
     data = TokenDataset.from_coded(codec, image_shape_of(model), seqs, labels,
                                    context=bool(model.config.decoder_state))
-    bits = bits_by_plane(model, data, len(seqs), batch=20)["by_plane"]
+    bits = bits_by_plane(model, data, len(seqs), batch=20, signs=sign_tokens(model))["by_plane"]
     return {"tokens": float(np.mean([len(s) for s in seqs])),
             "tokens_by_plane": [round(float(t), 1) for t in tokens[:last]],
             "mean_pixel": round(float(x.mean()), 2),
@@ -103,7 +110,9 @@ def main() -> None:
     ap.add_argument("--model", default="mnist-fine")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--n", type=int, default=10, help="images per class")
-    ap.add_argument("--settings", nargs="+", choices=SETTINGS, default=["plain", "ramp-cool"])
+    ap.add_argument("--settings", nargs="*", choices=SETTINGS, default=["plain", "ramp-cool"])
+    ap.add_argument("--samples", nargs="+", default=[], metavar="NPZ",
+                    help="samples drawn elsewhere (x, y), judged beside the settings drawn here")
     ap.add_argument("--tag", default="", help="suffix of the output file's name")
     ap.add_argument("--prefix-planes", type=int, nargs="+", default=[], metavar="K",
                     help="also complete the real images' first K planes (where the drift "
@@ -126,7 +135,8 @@ def main() -> None:
                       f"--dataset {args.dataset} --n {args.n} --settings "
                       f"{' '.join(args.settings)}" + (f" --tag {args.tag}" if args.tag else "")
                       + (f" --prefix-planes {' '.join(map(str, args.prefix_planes))}"
-                         if args.prefix_planes else ""),
+                         if args.prefix_planes else "")
+                      + (f" --samples {' '.join(args.samples)}" if args.samples else ""),
            "model": args.model, "images": len(labels),
            # the real images as the language has them (coded and decoded): what a perfect
            # model of it would sample
@@ -147,6 +157,16 @@ def main() -> None:
             res[key] = {**stats(model, codec, seqs, labels),
                         "seconds": round(time.perf_counter() - t, 1)}
             print(key, json.dumps(res[key]), flush=True)
+    for path in args.samples:
+        drawn = np.load(path)
+        if not {"x", "y"} <= set(drawn.files):
+            raise SystemExit(f"{path}: a samples file holds x (images) and y (labels)")
+        pick = np.concatenate([np.flatnonzero(drawn["y"] == c)[:args.n] for c in range(classes)])
+        if len(pick) < len(labels):
+            raise SystemExit(f"{path}: fewer than {args.n} samples of some class")
+        res[path] = stats(model, codec, [codec.encode(img) for img in drawn["x"][pick]],
+                          drawn["y"][pick])
+        print(path, json.dumps(res[path]), flush=True)
     print("real", json.dumps(res["real"]))
     out = EVAL / f"plane_stats_{args.model}{'_' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
