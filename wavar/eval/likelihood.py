@@ -35,7 +35,7 @@ def nll(model, data, batch_size: int = 32, limit: int | None = None,
     for s in range(0, n, batch_size):
         idx = np.arange(s, min(n, s + batch_size))
         batch = batch_to_device(data.batch(idx), device, pack_len=pack_len)
-        bits[idx] = model.bits_per_sequence(batch, n=len(idx)).cpu().numpy()
+        bits[idx] = model.bits_per_sequence(batch).cpu().numpy()
     lengths = data.lengths[:n]
     bits = bits[:n]
     out = {"images": int(n), "bits_per_token": float(bits.sum() / lengths.sum()),

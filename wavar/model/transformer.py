@@ -30,6 +30,7 @@ so its geometry has no reason to match the output's.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -134,13 +135,14 @@ def _flex(q: Tensor, k: Tensor, v: Tensor, block_mask: BlockMask) -> Tensor:
     `wavar eval --nll` on CUDA): eager FlexAttention computes every score of the row."""
     if torch.compiler.is_compiling():
         return flex_attention(q, k, v, block_mask=block_mask)
-    global _compiled_flex
-    if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    return _compiled_flex(q, k, v, block_mask=block_mask)
+    return _compiled_flex()(q, k, v, block_mask=block_mask)
 
 
-_compiled_flex = None
+@functools.cache
+def _compiled_flex():
+    # static shapes: inductor's dynamic-shape FlexAttention failed to build on the CPU here
+    # (torch 2.13); packed rows come in few row counts (row_multiple)
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def _packed_block_mask(doc: Tensor, mask_mod, window: int = 0,
@@ -560,16 +562,16 @@ class WaveletGPT(nn.Module):
         h = self._trunk(x, batch["position"], mask=mask)
         return mask_logits(self.head(h).float(), batch["legal"], batch["valid"])
 
-    def bits_per_sequence(self, batch: dict[str, Tensor], n: int | None = None) -> Tensor:
-        """Code length in bits of each sequence of ``batch`` under the model: (B,) unpacked,
-        or (n,) for the ``n`` sequences of packed rows (summed by ``doc``)."""
+    def bits_per_sequence(self, batch: dict[str, Tensor]) -> Tensor:
+        """Code length in bits of each sequence of ``batch`` under the model: (B,) unpacked;
+        of packed rows, each sequence's (summed by ``doc``), in the batch's order."""
         bits = token_bits(self(batch), batch)
         if "doc" not in batch:
             return bits.sum(dim=1)
         doc = batch["doc"]
-        out = torch.zeros(n if n is not None else int(doc.max()) + 1, dtype=bits.dtype,
-                          device=bits.device)
-        return out.index_add_(0, doc[doc >= 0], bits[doc >= 0])
+        seen = doc >= 0
+        out = bits.new_zeros(int(doc.max()) + 1)  # packing places every sequence
+        return out.index_add_(0, doc[seen], bits[seen])
 
     # -- inference with a static KV cache
 

@@ -41,8 +41,8 @@ from wavar.model.transformer import WaveletGPT, loss_bits
 from wavar.train import distributed
 from wavar.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from wavar.train.config import ConfigError, TrainConfig
-from wavar.train.packing import pack_batch
-from wavar.train.prefetch import Prefetcher, pad_batch
+from wavar.train.packing import row_multiple
+from wavar.train.prefetch import Prefetcher, host_batch
 
 
 class DataSource(Protocol):
@@ -82,9 +82,9 @@ def batch_to_device(batch: dict[str, np.ndarray], device: torch.device,
                     pad_to: int = 1, max_len: int | None = None,
                     pack_len: int = 0) -> dict[str, torch.Tensor]:
     """numpy batch -> tensors on ``device``, padded as :func:`pad_batch` says, or with
-    ``pack_len`` packed into rows of that many positions (:func:`pack_batch`)."""
-    tensors = pack_batch(batch, pack_len, max_len=max_len) if pack_len else \
-        pad_batch(batch, pad_to, max_len)
+    ``pack_len`` packed into rows of that many positions as training packs them
+    (:func:`host_batch`)."""
+    tensors = host_batch(batch, pad_to, max_len, pack_len, row_multiple(device))
     return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
 
 
@@ -212,7 +212,7 @@ def _train(cfg: TrainConfig, data_train: DataSource, data_val: DataSource | None
     # for each copy, so it queues the next step while the GPU runs this one.
     batches = Prefetcher(data_train, cfg.batch_size, data_rng, device, pad_to,
                          model.config.max_seq_len, buckets=cfg.length_buckets,
-                         pack_len=cfg.pack_len, row_multiple=2 if device.type == "cuda" else 1)
+                         pack_len=cfg.pack_len, row_multiple=row_multiple(device))
     result: dict[str, Any] = {}
     stopped = "max_steps"
     acc_bits = torch.zeros((), device=device)

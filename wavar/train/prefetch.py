@@ -37,6 +37,15 @@ def pad_batch(batch: dict[str, np.ndarray], pad_to: int = 1,
     return out
 
 
+def host_batch(batch: dict[str, np.ndarray], pad_to: int = 1, max_len: int | None = None,
+               pack_len: int = 0, row_multiple: int = 1) -> dict[str, torch.Tensor]:
+    """numpy batch -> CPU tensors: packed into rows of ``pack_len`` positions (their number a
+    multiple of ``row_multiple``, :func:`pack_batch`), or else padded (:func:`pad_batch`)."""
+    if pack_len:
+        return pack_batch(batch, pack_len, row_multiple, max_len)
+    return pad_batch(batch, pad_to, max_len)
+
+
 class Prefetcher:
     """``next()`` gives ``(np_batch, batch)``: the numpy batch and its padded tensors on
     ``device`` (with ``pack_len``, packed: :func:`wavar.train.packing.pack_batch`), ``depth``
@@ -58,8 +67,7 @@ class Prefetcher:
                 while not self._stop.is_set():
                     np_batch = (source.sample_batch(batch_size, rng, buckets) if buckets > 1
                                 else source.sample_batch(batch_size, rng))
-                    tensors = (pack_batch(np_batch, pack_len, row_multiple, max_len) if pack_len
-                               else pad_batch(np_batch, pad_to, max_len))
+                    tensors = host_batch(np_batch, pad_to, max_len, pack_len, row_multiple)
                     if pin:
                         tensors = {k: v.pin_memory() for k, v in tensors.items()}
                     item = (np_batch, tensors, rng.bit_generator.state)
